@@ -1,0 +1,334 @@
+"""Recommendations, actions and their lifecycle, execution jobs and the execution log."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from simple_history.models import HistoricalRecords
+
+from budgetradar.models import Tenant
+from platforms.models import Platform, PlatformConnection, PlatformEntity
+
+
+class ActionType(models.TextChoices):
+    PAUSE_CAMPAIGN = "pause_campaign", "Pause campaign"
+    RESUME_CAMPAIGN = "resume_campaign", "Resume campaign"
+    ADJUST_BUDGET = "adjust_budget", "Adjust budget"
+    ADJUST_BID = "adjust_bid", "Adjust bid"
+    UPDATE_TARGETING = "update_targeting", "Update targeting"
+    UPDATE_SCHEDULE = "update_schedule", "Update schedule"
+
+
+class ActionStatus(models.TextChoices):
+    PENDING_APPROVAL = "pending_approval", "Pending approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+    QUEUED = "queued", "Queued"
+    EXECUTING = "executing", "Executing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    PARTIALLY_EXECUTED = "partially_executed", "Partially executed"
+    ROLLING_BACK = "rolling_back", "Rolling back"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    ROLLBACK_FAILED = "rollback_failed", "Rollback failed"
+
+
+S = ActionStatus
+IN_FLIGHT = [S.QUEUED, S.EXECUTING]
+CANCELLABLE = [S.PENDING_APPROVAL, S.APPROVED, S.QUEUED]
+ROLLBACKABLE = [S.SUCCEEDED, S.PARTIALLY_EXECUTED]
+
+
+class Recommendation(models.Model):
+    """A proposed change from an optimizer or a person; its action carries the lifecycle."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="recommendations")
+    source = models.CharField(
+        max_length=60, default="manual", help_text="Who proposed it: an optimizer name or 'manual'."
+    )
+    entity = models.ForeignKey(PlatformEntity, on_delete=models.PROTECT, related_name="recommendations")
+    action_type = models.CharField(max_length=30, choices=ActionType.choices)
+    params = models.JSONField(default=dict, blank=True)
+    rationale = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_type_display()} on {self.entity.name}"
+
+
+class Action(ConcurrentTransitionMixin, models.Model):
+    """One change to one entity, from proposal to verified execution and rollback.
+
+    Transition methods only change state and record facts; services perform side effects
+    after commit. ``ConcurrentTransitionMixin`` makes a save fail if another process moved
+    the action's state meanwhile, so two workers cannot both act on it. The database
+    allows at most one queued/executing action per (tenant, platform, entity).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="actions")
+    recommendation = models.ForeignKey(
+        Recommendation, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions"
+    )
+    connection = models.ForeignKey(PlatformConnection, on_delete=models.PROTECT, related_name="actions")
+    entity = models.ForeignKey(PlatformEntity, on_delete=models.PROTECT, related_name="actions")
+    platform = models.CharField(max_length=20, choices=Platform.choices)
+    action_type = models.CharField(max_length=30, choices=ActionType.choices)
+    params = models.JSONField(default=dict, blank=True)
+    status = FSMField(default=S.PENDING_APPROVAL, choices=ActionStatus.choices, protected=True)
+
+    baseline_state = models.JSONField(null=True, blank=True, help_text="Live values the approval or preflight saw.")
+    before_state = models.JSONField(null=True, blank=True)
+    after_state = models.JSONField(null=True, blank=True)
+    rollback_params = models.JSONField(null=True, blank=True)
+    rollback_deadline = models.DateTimeField(null=True, blank=True)
+
+    idempotency_key = models.CharField(max_length=120, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    error_retryable = models.BooleanField(null=True, blank=True)
+    error_hint = models.TextField(blank=True)
+
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_reason = models.TextField(blank=True, help_text="Why it was rejected or cancelled.")
+    job = models.ForeignKey("ActionJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "platform", "entity"],
+                condition=Q(status__in=IN_FLIGHT),
+                name="one_in_flight_action_per_entity",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="uniq_action_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "status"]),
+            models.Index(fields=["status", "connection"]),
+            models.Index(fields=["tenant", "approved_at"]),
+        ]
+        permissions = [
+            ("approve_action", "Can approve actions"),
+            ("reject_action", "Can reject actions"),
+            ("cancel_action", "Can cancel actions"),
+            ("execute_action", "Can execute actions"),
+            ("rollback_action", "Can roll back actions"),
+            ("override_rollback_drift", "Can roll back over a drifted entity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_action_type_display()} on {self.entity.name}"
+
+    # Transitions: state changes and facts only. -----------------------------------------
+
+    @transition(field=status, source=[S.PENDING_APPROVAL, S.FAILED], target=S.APPROVED)
+    def approve(self, *, by, at) -> None:
+        self.approved_by = by
+        self.approved_at = at
+        self.decided_reason = ""
+
+    @transition(field=status, source=S.PENDING_APPROVAL, target=S.REJECTED)
+    def reject(self, *, reason: str, at) -> None:
+        self.decided_reason = reason
+        self.finished_at = at
+
+    @transition(field=status, source=CANCELLABLE, target=S.CANCELLED)
+    def cancel(self, *, reason: str, at) -> None:
+        self.decided_reason = reason
+        self.finished_at = at
+
+    @transition(field=status, source=S.APPROVED, target=S.QUEUED)
+    def enqueue(self, *, job, at) -> None:
+        self.job = job
+        self.queued_at = at
+
+    @transition(field=status, source=S.QUEUED, target=S.EXECUTING)
+    def start(self, *, at) -> None:
+        self.started_at = at
+        self.attempts += 1
+        self.clear_error()
+
+    @transition(field=status, source=S.EXECUTING, target=S.SUCCEEDED)
+    def succeed(self, *, at) -> None:
+        self.finished_at = at
+        self.clear_error()
+
+    @transition(field=status, source=[S.EXECUTING, S.QUEUED], target=S.FAILED)
+    def fail(self, *, code: str, message: str, retryable: bool, hint: str, at) -> None:
+        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+        self.finished_at = at
+
+    @transition(field=status, source=S.EXECUTING, target=S.PARTIALLY_EXECUTED)
+    def partially_execute(self, *, code: str, message: str, retryable: bool, hint: str, at) -> None:
+        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+        self.finished_at = at
+
+    @transition(field=status, source=S.EXECUTING, target=S.APPROVED)
+    def release(self, *, reason: str) -> None:
+        """A dead worker left it executing and the platform shows nothing applied."""
+        self.job = None
+        self.decided_reason = reason
+
+    @transition(field=status, source=ROLLBACKABLE, target=S.ROLLING_BACK)
+    def start_rollback(self) -> None:
+        self.clear_error()
+
+    @transition(field=status, source=S.ROLLING_BACK, target=S.ROLLED_BACK)
+    def finish_rollback(self, *, at) -> None:
+        self.rolled_back_at = at
+
+    @transition(field=status, source=S.ROLLING_BACK, target=S.ROLLBACK_FAILED)
+    def fail_rollback(self, *, code: str, message: str, retryable: bool, hint: str) -> None:
+        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+
+    # Helpers --------------------------------------------------------------------------
+
+    def set_error(self, *, code: str, message: str, retryable: bool, hint: str) -> None:
+        self.error_code, self.error_message, self.error_retryable, self.error_hint = code, message, retryable, hint
+
+    def clear_error(self) -> None:
+        self.set_error(code="", message="", retryable=None, hint="")
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded", "Partially succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_JOB_STATUSES = [JobStatus.QUEUED, JobStatus.RUNNING]
+
+
+class ActionJob(models.Model):
+    """A batch of actions on one connection, run by one worker at a time.
+
+    The database allows one queued or running job per (tenant, connection); workers
+    claim a job with a compare-and-set on its status.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="action_jobs")
+    connection = models.ForeignKey(PlatformConnection, on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=30, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    claimed_by = models.CharField(max_length=120, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error_summary = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "connection"],
+                condition=Q(status__in=ACTIVE_JOB_STATUSES),
+                name="one_active_job_per_connection",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job #{self.pk} on {self.connection.name} ({self.status})"
+
+
+class LogEvent(models.TextChoices):
+    STATE_CAPTURED = "state_captured", "Before-state captured"
+    REQUEST_SENT = "request_sent", "Request sent"
+    RESPONSE_RECEIVED = "response_received", "Response received"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    STALE = "stale", "Stale (drift detected)"
+    RECONCILED = "reconciled", "Reconciled from platform"
+    ROLLBACK_STARTED = "rollback_started", "Rollback started"
+    ROLLBACK_SUCCEEDED = "rollback_succeeded", "Rollback succeeded"
+    ROLLBACK_FAILED = "rollback_failed", "Rollback failed"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class AppendOnlyError(Exception):
+    """Execution logs are evidence: they are never updated or deleted."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Execution log rows cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("Execution log rows cannot be deleted.")
+
+
+class ActionExecutionLog(models.Model):
+    """An append-only record of one event in an action's life (platform calls included).
+
+    Saving an existing row or deleting raises ``AppendOnlyError``; on PostgreSQL a
+    trigger also rejects UPDATE and DELETE, so not even raw SQL can rewrite history.
+    Secrets never enter ``request``/``response`` (executors return sanitised payloads).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    action = models.ForeignKey(Action, null=True, blank=True, on_delete=models.PROTECT, related_name="logs")
+    job = models.ForeignKey(ActionJob, null=True, blank=True, on_delete=models.PROTECT, related_name="logs")
+    event = models.CharField(max_length=30, choices=LogEvent.choices)
+    message = models.TextField(blank=True)
+    request = models.JSONField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    state_snapshot = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="User name, or worker:<id> for background work.")
+    platform_request_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = "execution log entry"
+        verbose_name_plural = "execution log"
+
+    def __str__(self) -> str:
+        return f"{self.get_event_display()} ({self.created_at:%Y-%m-%d %H:%M:%S})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Execution log rows cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Execution log rows cannot be deleted.")

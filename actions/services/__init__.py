@@ -1,0 +1,1 @@
+"""Services for recommendations and actions. Every write goes through these."""

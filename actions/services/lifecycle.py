@@ -1,0 +1,132 @@
+"""Lifecycle transitions that need no platform: approve, reject, cancel.
+
+Every service here:
+- refuses another tenant's action as not found, and a role without the permission as
+  ``PermissionDenied`` (authorization is checked here, never only in the admin);
+- refuses a transition the state does not allow with ``InvalidState`` naming the state;
+- saves inside ``transaction.atomic`` with an audit row (history with actor and reason)
+  and an execution-log row in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import ConcurrentTransition, can_proceed
+
+from actions.models import Action, ActionStatus, LogEvent
+from actions.services.logs import log_event
+from budgetradar.audit import actor_label, audited_save
+from budgetradar.entitlements import entitlement_check_action_approvals
+from budgetradar.errors import Conflict, DomainError, InvalidState, PermissionDenied
+from budgetradar.tenancy import require_perm, require_same_tenant
+
+
+def _refuse_transition(action: Action, verb: str) -> InvalidState:
+    return InvalidState(
+        f"Action #{action.pk} is {action.get_status_display().lower()} and cannot be {verb}.",
+        code=f"already_{action.status}" if action.status != ActionStatus.PENDING_APPROVAL else "invalid_state",
+    )
+
+
+def _save_transition(action: Action, *, actor, reason: str) -> None:
+    try:
+        audited_save(action, actor=actor, reason=reason)
+    except ConcurrentTransition:
+        raise Conflict(
+            f"Action #{action.pk} was changed by someone else at the same moment; reload and retry."
+        ) from None
+
+
+def baseline_from_mirror(action: Action) -> dict:
+    """The entity values the approver saw (the synced mirror), kept for drift checks."""
+    entity = action.entity
+    return {
+        "status": entity.status,
+        "daily_budget": None if entity.daily_budget is None else str(entity.daily_budget),
+        "lifetime_budget": None if entity.lifetime_budget is None else str(entity.lifetime_budget),
+        "bid": None if entity.bid is None else str(entity.bid),
+        "synced_at": entity.synced_at.isoformat() if entity.synced_at else None,
+    }
+
+
+def action_approve(*, action: Action, actor, reason: str = "") -> Action:
+    """Approve a pending (or failed, i.e. re-approve) action.
+
+    Guarantees: the actor has the approver role; with four-eyes on, the proposer cannot
+    approve their own action; the plan's monthly quota is checked under a lock on the
+    tenant row, so concurrent approvals at the limit cannot both pass (HTTP 402).
+    """
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.approve_action", doing="approve actions")
+    tenant = action.tenant
+    if tenant.four_eyes_required and action.proposed_by_id is not None and action.proposed_by_id == actor.pk:
+        raise PermissionDenied(
+            f"Four-eyes approval is required: action #{action.pk} was proposed by you, "
+            "so another approver must approve it."
+        )
+    if not can_proceed(action.approve):
+        raise _refuse_transition(action, "approved")
+    with transaction.atomic():
+        entitlement_check_action_approvals(tenant=tenant)
+        now = timezone.now()
+        action.approve(by=actor, at=now)
+        if action.baseline_state is None:
+            action.baseline_state = baseline_from_mirror(action)
+        _save_transition(action, actor=actor, reason=reason or "approved")
+        log_event(
+            action=action, event=LogEvent.APPROVED, actor=actor, message=reason or f"Approved by {actor_label(actor)}."
+        )
+    return action
+
+
+def action_reject(*, action: Action, actor, reason: str) -> Action:
+    """Reject a pending action; the reason is required and recorded."""
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.reject_action", doing="reject actions")
+    if not reason.strip():
+        raise DomainError("A reason is required to reject an action.", code="reason_required")
+    if not can_proceed(action.reject):
+        raise _refuse_transition(action, "rejected")
+    with transaction.atomic():
+        action.reject(reason=reason, at=timezone.now())
+        _save_transition(action, actor=actor, reason=f"rejected: {reason}")
+        log_event(action=action, event=LogEvent.REJECTED, actor=actor, message=reason)
+    return action
+
+
+def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
+    """Cancel an action that has not started executing (pending, approved or queued)."""
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.cancel_action", doing="cancel actions")
+    if not can_proceed(action.cancel):
+        raise _refuse_transition(action, "cancelled")
+    with transaction.atomic():
+        action.cancel(reason=reason or "cancelled", at=timezone.now())
+        _save_transition(action, actor=actor, reason=f"cancelled: {reason}" if reason else "cancelled")
+        log_event(action=action, event=LogEvent.CANCELLED, actor=actor, message=reason or "Cancelled.")
+    return action
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk operation did to one action (shown on the admin's result page)."""
+
+    action: Action
+    done: bool
+    reason: str = ""
+
+
+def actions_apply_bulk(*, actions: list[Action], actor, operation, **kwargs) -> list[BulkResult]:
+    """Run ``operation`` (action_approve, action_reject, action_cancel) on each action in its
+    own transaction: one refusal never undoes the others. Returns done/skipped with why."""
+    results: list[BulkResult] = []
+    for action in actions:
+        try:
+            operation(action=action, actor=actor, **kwargs)
+            results.append(BulkResult(action=action, done=True))
+        except DomainError as exc:
+            results.append(BulkResult(action=action, done=False, reason=exc.message))
+    return results

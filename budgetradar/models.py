@@ -1,0 +1,89 @@
+"""Tenants, plans and memberships: who owns what and who may do what."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from budgetradar.roles import Role
+from platforms.money import KNOWN_CURRENCIES
+
+
+def validate_currency(value: str) -> None:
+    if value not in KNOWN_CURRENCIES:
+        raise ValidationError(f"{value!r} is not an ISO 4217 currency code (for example EUR, USD, JPY).")
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone (for example Europe/Berlin).")
+
+
+class Plan(models.Model):
+    """A commercial plan and the features it entitles a tenant to.
+
+    ``actions_per_month`` None means unlimited; ``max_connections`` None means unlimited.
+    The four standard plans are created by a data migration.
+    """
+
+    class Code(models.TextChoices):
+        FREE = "free", "Free"
+        GROWTH = "growth", "Growth"
+        PRO = "pro", "Pro"
+        ENTERPRISE = "enterprise", "Enterprise"
+
+    code = models.CharField(max_length=20, unique=True, choices=Code.choices)
+    name = models.CharField(max_length=60)
+    actions_enabled = models.BooleanField(default=False)
+    actions_per_month = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
+    live_deploy = models.BooleanField(default=False)
+    autopilot = models.BooleanField(default=False)
+    max_connections = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tenant(models.Model):
+    """A customer organisation. Every other row belongs to exactly one tenant."""
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=60, unique=True)
+    currency = models.CharField(max_length=3, default="EUR", validators=[validate_currency])
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    four_eyes_required = models.BooleanField(
+        default=False, help_text="When on, the person who proposed an action may not approve it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in one tenant. A user belongs to at most one tenant."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=[(r.value, r.value.title()) for r in Role], default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role} of {self.tenant})"

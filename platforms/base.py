@@ -1,0 +1,117 @@
+"""The batch-first executor interface shared by every platform adapter."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+
+from platforms.types import (
+    Change,
+    ChangeOutcome,
+    ConnectionConfig,
+    EntityRef,
+    EntityState,
+    ErrorCode,
+    Field,
+    OutcomeStatus,
+    PerformanceRow,
+    PlatformError,
+)
+
+Throttle = Callable[[int], None]
+"""Called before every platform request with the number of operations it carries; it
+blocks until the connection's rate limiter allows the request (see platforms.ratelimit)."""
+
+
+def no_throttle(_operations: int) -> None:
+    return None
+
+
+class PlatformExecutor(abc.ABC):
+    """Reads and writes many entities of one account in as few requests as possible.
+
+    Guarantees every adapter keeps:
+    - ``read_state`` returns the live state of the entities that exist; entities the
+      platform does not know (deleted, wrong id) are absent from the mapping. It raises
+      ``PlatformCallError`` when the read itself failed (safe to retry).
+    - ``apply`` never raises for platform errors: it returns one ``ChangeOutcome`` per
+      change, in the order given. Whole-request failures are copied onto every change of
+      that request; a timeout after sending yields ``OutcomeStatus.UNKNOWN``.
+      With ``validate_only`` nothing changes on the platform and successful outcomes are
+      ``VALIDATED``.
+    - Money crosses the interface as ``Decimal`` in the account currency; values the
+      platform cannot represent exactly fail with ``invalid_value`` and are never sent.
+    - Requests respect the platform's batch limits, and ``throttle`` is called before
+      each request.
+    """
+
+    platform: str = ""
+    max_operations_per_request: int = 1
+    supported_fields: frozenset[Field] = frozenset()
+
+    def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
+        self.config = config
+        self.throttle = throttle
+        self.round_trips = 0  # requests sent, for logs and benchmarks
+
+    @abc.abstractmethod
+    def read_state(self, refs: Iterable[EntityRef]) -> dict[tuple[str, str], EntityState]:
+        """Live state keyed by ``EntityRef.key``."""
+
+    @abc.abstractmethod
+    def apply(self, changes: Sequence[Change], *, validate_only: bool = False) -> list[ChangeOutcome]:
+        """Apply absolute changes; one outcome per change, same order."""
+
+    @abc.abstractmethod
+    def list_entities(self) -> list[EntityState]:
+        """Every campaign and ad set/ad group (and ad where supported) of the account."""
+
+    def read_performance(self, since: date, until: date) -> list[PerformanceRow]:
+        """Daily delivery of the account's campaigns and ad sets between two dates (inclusive).
+
+        Adapters that cannot report performance raise ``NotImplementedError``; sync then
+        mirrors entities only.
+        """
+        raise NotImplementedError(f"{self.platform} does not report performance yet")
+
+    def test_connection(self) -> str:
+        """Read the account; return a short description or raise ``PlatformCallError``."""
+        entities = self.list_entities()
+        return f"{self.platform} account {self.config.account_id}: {len(entities)} entities readable"
+
+    def rollback_changes(self, before: EntityState, applied: Sequence[Change]) -> list[Change]:
+        """Changes that put back ``before``'s value for every field ``applied`` touched."""
+        restore: list[Change] = []
+        for change in applied:
+            restore.append(
+                Change(ref=change.ref, field=change.field, value=before.value_of(change.field), key=change.key)
+            )
+        return restore
+
+    # Helpers for adapters -------------------------------------------------------------
+
+    def unsupported(self, change: Change) -> ChangeOutcome | None:
+        """A NOT_SUPPORTED outcome when this adapter cannot write ``change.field``."""
+        if change.field in self.supported_fields:
+            return None
+        return ChangeOutcome(
+            change=change,
+            status=OutcomeStatus.FAILED,
+            error=PlatformError(
+                code=ErrorCode.NOT_SUPPORTED,
+                message=f"{change.field} cannot be changed on {self.platform} by BudgetRadar "
+                f"({change.ref.entity_type} {change.ref.external_id}).",
+            ),
+        )
+
+
+def failed_outcomes(changes: Sequence[Change], error: PlatformError, *, ambiguous: bool = False) -> list[ChangeOutcome]:
+    """The same whole-request error for each change of a request."""
+    status = OutcomeStatus.UNKNOWN if ambiguous else OutcomeStatus.FAILED
+    return [ChangeOutcome(change=c, status=status, error=error, request_id=error.request_id) for c in changes]
+
+
+def chunked(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

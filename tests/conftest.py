@@ -1,0 +1,81 @@
+"""Suite-wide fixtures and the PostgreSQL-only marker."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from budgetradar.roles import Role
+from tests import factories
+
+POSTGRES_ONLY_REASON = (
+    "needs PostgreSQL (row locks, concurrent transactions, partial unique indexes under races, "
+    "triggers); SQLite serialises writers so the race cannot be reproduced there"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.postgres`` tests on SQLite, saying why (never silently)."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason=POSTGRES_ONLY_REASON)
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def tenant(db):
+    return factories.TenantFactory(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return factories.TenantFactory(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def approver(tenant):
+    return factories.member(tenant, Role.APPROVER, "acme-approver")
+
+
+@pytest.fixture
+def second_approver(tenant):
+    return factories.member(tenant, Role.APPROVER, "acme-approver-2")
+
+
+@pytest.fixture
+def operator(tenant):
+    return factories.member(tenant, Role.OPERATOR, "acme-operator")
+
+
+@pytest.fixture
+def viewer(tenant):
+    return factories.member(tenant, Role.VIEWER, "acme-viewer")
+
+
+@pytest.fixture
+def tenant_admin(tenant):
+    return factories.member(tenant, Role.ADMIN, "acme-admin")
+
+
+@pytest.fixture
+def other_admin(other_tenant):
+    return factories.member(other_tenant, Role.ADMIN, "globex-admin")
+
+
+@pytest.fixture
+def connection_(tenant):
+    return factories.ConnectionFactory(tenant=tenant, name="Acme Sandbox")
+
+
+@pytest.fixture
+def campaign(connection_):
+    return factories.EntityFactory(connection=connection_, name="EU Search - Brand", external_id="cmp-1001")

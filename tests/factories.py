@@ -1,0 +1,150 @@
+"""factory_boy factories for the whole suite."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+
+from actions.models import Action, ActionStatus, ActionType, Recommendation
+from budgetradar.models import Membership, Plan, Tenant
+from budgetradar.roles import Role
+from platforms.models import EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
+
+
+def plan(code: str = "pro") -> Plan:
+    return Plan.objects.get(code=code)
+
+
+class TenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tenant
+        django_get_or_create = ("slug",)
+
+    name = factory.Sequence(lambda n: f"Tenant {n}")
+    slug = factory.Sequence(lambda n: f"tenant-{n}")
+    currency = "EUR"
+    time_zone = "Europe/Berlin"
+    plan = factory.LazyFunction(lambda: plan("pro"))
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    is_staff = True
+    password = factory.PostGenerationMethodCall("set_password", "pw")
+
+    @factory.post_generation
+    def save_password(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    tenant = factory.SubFactory(TenantFactory)
+    role = Role.APPROVER
+
+
+def member(tenant: Tenant, role: str = Role.APPROVER, username: str | None = None):
+    """A staff user with ``role`` in ``tenant``."""
+    kwargs = {"username": username} if username else {}
+    return MembershipFactory(tenant=tenant, role=role, user=UserFactory(**kwargs)).user
+
+
+class ConnectionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlatformConnection
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Account {n}")
+    platform = Platform.SANDBOX
+    account_id = factory.Sequence(lambda n: f"sandbox-{n}")
+    currency = "EUR"
+    time_zone = "Europe/Berlin"
+    credentials = factory.LazyFunction(lambda: {"access_token": "secret-token-value"})
+
+
+class EntityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlatformEntity
+
+    connection = factory.SubFactory(ConnectionFactory)
+    tenant = factory.SelfAttribute("connection.tenant")
+    entity_type = "campaign"
+    external_id = factory.Sequence(lambda n: f"cmp-{n}")
+    name = factory.Sequence(lambda n: f"Campaign {n}")
+    status = "active"
+    daily_budget = Decimal("100.00")
+
+
+class AdSetFactory(EntityFactory):
+    entity_type = "ad_set"
+    external_id = factory.Sequence(lambda n: f"adset-{n}")
+    name = factory.Sequence(lambda n: f"Ad set {n}")
+    parent = factory.SubFactory(EntityFactory, connection=factory.SelfAttribute("..connection"))
+    bid = Decimal("1.00")
+
+
+class PerformanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = EntityPerformanceDaily
+
+    entity = factory.SubFactory(EntityFactory)
+    tenant = factory.SelfAttribute("entity.tenant")
+    date = factory.Faker("date_this_year")
+    spend = Decimal("100.00")
+    impressions = 10000
+    clicks = 300
+    conversions = Decimal("12")
+    revenue = Decimal("480.00")
+
+
+class RecommendationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Recommendation
+
+    entity = factory.SubFactory(EntityFactory)
+    tenant = factory.SelfAttribute("entity.tenant")
+    action_type = ActionType.ADJUST_BUDGET
+    params = factory.LazyFunction(lambda: {"new_budget": "120.00", "budget_type": "daily"})
+    rationale = "Marginal ROAS is above target."
+
+
+class ActionFactory(factory.django.DjangoModelFactory):
+    """An action in any state (``status=...`` writes the protected field directly)."""
+
+    class Meta:
+        model = Action
+
+    entity = factory.SubFactory(EntityFactory)
+    tenant = factory.SelfAttribute("entity.tenant")
+    connection = factory.SelfAttribute("entity.connection")
+    platform = factory.SelfAttribute("entity.connection.platform")
+    action_type = ActionType.ADJUST_BUDGET
+    params = factory.LazyFunction(lambda: {"new_budget": "120.00", "budget_type": "daily"})
+    recommendation = factory.SubFactory(
+        RecommendationFactory,
+        entity=factory.SelfAttribute("..entity"),
+        params=factory.SelfAttribute("..params"),
+        action_type=factory.SelfAttribute("..action_type"),
+    )
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        status = kwargs.pop("status", ActionStatus.PENDING_APPROVAL)
+        obj = model_class(*args, **kwargs)
+        obj.save()
+        if status != ActionStatus.PENDING_APPROVAL:
+            model_class.objects.filter(pk=obj.pk).update(status=status)
+            obj = model_class.objects.get(pk=obj.pk)
+        return obj
