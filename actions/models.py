@@ -183,7 +183,7 @@ class Action(ConcurrentTransitionMixin, models.Model):
         self.finished_at = at
         self.clear_error()
 
-    @transition(field=status, source=[S.EXECUTING, S.QUEUED], target=S.FAILED)
+    @transition(field=status, source=S.EXECUTING, target=S.FAILED)
     def fail(self, *, code: str, message: str, retryable: bool, hint: str, at) -> None:
         self.set_error(code=code, message=message, retryable=retryable, hint=hint)
         self.finished_at = at

@@ -48,3 +48,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response.status_code == status.HTTP_404_NOT_FOUND:
         response.data = {"code": "not_found", "message": "Not found."}
     return response
+
+
+class TenantScopedMixin:
+    """Narrows ``queryset`` to the requesting user's tenant; other tenants' ids are 404."""
+
+    tenant_field = "tenant"
+
+    def get_queryset(self):
+        from budgetradar.tenancy import scope_to_user
+
+        return scope_to_user(super().get_queryset(), self.request.user, tenant_field=self.tenant_field)

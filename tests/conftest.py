@@ -8,10 +8,7 @@ from django.db import connection
 from budgetradar.roles import Role
 from tests import factories
 
-POSTGRES_ONLY_REASON = (
-    "needs PostgreSQL (row locks, concurrent transactions, partial unique indexes under races, "
-    "triggers); SQLite serialises writers so the race cannot be reproduced there"
-)
+POSTGRES_ONLY_REASON = "needs PostgreSQL: SQLite serialises all writers, so concurrent transactions cannot race there"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -20,10 +17,11 @@ def pytest_collection_modifyitems(config, items):
 
     if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
         return
-    skip = pytest.mark.skip(reason=POSTGRES_ONLY_REASON)
     for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("postgres")
+        if marker is not None:
+            reason = marker.kwargs.get("reason", POSTGRES_ONLY_REASON)
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture
