@@ -107,6 +107,13 @@ class Action(ConcurrentTransitionMixin, models.Model):
     )
     decided_reason = models.TextField(blank=True, help_text="Why it was rejected or cancelled.")
     job = models.ForeignKey("ActionJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    rollback_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rollback_reason = models.TextField(blank=True)
+    rollback_override_drift = models.BooleanField(
+        default=False, help_text="An admin chose to roll back even though the entity changed since execution."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -199,8 +206,13 @@ class Action(ConcurrentTransitionMixin, models.Model):
         self.job = None
         self.decided_reason = reason
 
-    @transition(field=status, source=ROLLBACKABLE, target=S.ROLLING_BACK)
-    def start_rollback(self) -> None:
+    @transition(field=status, source=[*ROLLBACKABLE, S.ROLLBACK_FAILED], target=S.ROLLING_BACK)
+    def start_rollback(self, *, by, reason: str, override_drift: bool) -> None:
+        """Also from rollback_failed: an admin may retry, e.g. overriding a drift refusal."""
+        self.rollback_requested_by = by
+        self.rollback_reason = reason
+        self.rollback_override_drift = override_drift
+        self.job = None
         self.clear_error()
 
     @transition(field=status, source=S.ROLLING_BACK, target=S.ROLLED_BACK)
@@ -232,6 +244,11 @@ class JobStatus(models.TextChoices):
 ACTIVE_JOB_STATUSES = [JobStatus.QUEUED, JobStatus.RUNNING]
 
 
+class JobKind(models.TextChoices):
+    EXECUTE = "execute", "Execute"
+    ROLLBACK = "rollback", "Roll back"
+
+
 class ActionJob(models.Model):
     """A batch of actions on one connection, run by one worker at a time.
 
@@ -241,10 +258,12 @@ class ActionJob(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="action_jobs")
     connection = models.ForeignKey(PlatformConnection, on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=10, choices=JobKind.choices, default=JobKind.EXECUTE)
     status = models.CharField(max_length=30, choices=JobStatus.choices, default=JobStatus.QUEUED)
     total = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    round_trips = models.PositiveIntegerField(default=0, help_text="Platform requests this job sent.")
     claimed_by = models.CharField(max_length=120, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error_summary = models.TextField(blank=True)
@@ -263,7 +282,7 @@ class ActionJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Job #{self.pk} on {self.connection.name} ({self.status})"
+        return f"{self.get_kind_display()} job #{self.pk} on {self.connection.name} ({self.status})"
 
 
 class LogEvent(models.TextChoices):

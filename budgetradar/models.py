@@ -87,3 +87,27 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role} of {self.tenant})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request made with an idempotency key.
+
+    Same tenant, key and request fingerprint: the stored answer is returned and nothing
+    runs again. Same key with a different fingerprint: refused (409). The unique
+    constraint makes concurrent duplicates wait for the first and then read its answer.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    scope = models.CharField(max_length=60, help_text="What the key was used for, e.g. action.execute.")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request.")
+    response = models.JSONField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="uniq_idempotency_key_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"

@@ -125,3 +125,12 @@ def from_micros(micros: int | str, currency: str) -> Decimal:
     value = Decimal(units) / MICROS_PER_UNIT
     check_precision(value, currency)
     return value.quantize(Decimal(1).scaleb(-exponent))
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` shown with exactly the currency's decimals (100.0000 EUR -> 100.00).
+
+    For display and snapshots of values already stored exactly; never for converting
+    user input (use ``check_precision``, which refuses instead of rounding).
+    """
+    return amount.quantize(Decimal(1).scaleb(-currency_exponent(currency)))

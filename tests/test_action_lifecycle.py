@@ -14,6 +14,7 @@ from tests.factories import ActionFactory
 S = ActionStatus
 NOW = timezone.now()
 ERR = {"code": "x", "message": "m", "retryable": False, "hint": "h"}
+ROLLBACK = {"by": None, "reason": "", "override_drift": False}
 
 ALLOWED = [
     (S.PENDING_APPROVAL, "approve", {"by": None, "at": NOW}, S.APPROVED),
@@ -27,8 +28,9 @@ ALLOWED = [
     (S.EXECUTING, "fail", {**ERR, "at": NOW}, S.FAILED),
     (S.EXECUTING, "partially_execute", {**ERR, "at": NOW}, S.PARTIALLY_EXECUTED),
     (S.EXECUTING, "release", {"reason": "worker died"}, S.APPROVED),
-    (S.SUCCEEDED, "start_rollback", {}, S.ROLLING_BACK),
-    (S.PARTIALLY_EXECUTED, "start_rollback", {}, S.ROLLING_BACK),
+    (S.SUCCEEDED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
+    (S.PARTIALLY_EXECUTED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
+    (S.ROLLBACK_FAILED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
     (S.ROLLING_BACK, "finish_rollback", {"at": NOW}, S.ROLLED_BACK),
     (S.ROLLING_BACK, "fail_rollback", ERR, S.ROLLBACK_FAILED),
     (S.FAILED, "approve", {"by": None, "at": NOW}, S.APPROVED),

@@ -22,6 +22,7 @@ from budgetradar.audit import actor_label, audited_save
 from budgetradar.entitlements import entitlement_check_action_approvals
 from budgetradar.errors import Conflict, DomainError, InvalidState, PermissionDenied
 from budgetradar.tenancy import require_perm, require_same_tenant
+from platforms.money import quantize
 
 
 def _refuse_transition(action: Action, verb: str) -> InvalidState:
@@ -43,11 +44,16 @@ def _save_transition(action: Action, *, actor, reason: str) -> None:
 def baseline_from_mirror(action: Action) -> dict:
     """The entity values the approver saw (the synced mirror), kept for drift checks."""
     entity = action.entity
+    currency = action.connection.currency
+
+    def money(value):
+        return None if value is None else str(quantize(value, currency))
+
     return {
         "status": entity.status,
-        "daily_budget": None if entity.daily_budget is None else str(entity.daily_budget),
-        "lifetime_budget": None if entity.lifetime_budget is None else str(entity.lifetime_budget),
-        "bid": None if entity.bid is None else str(entity.bid),
+        "daily_budget": money(entity.daily_budget),
+        "lifetime_budget": money(entity.lifetime_budget),
+        "bid": money(entity.bid),
         "synced_at": entity.synced_at.isoformat() if entity.synced_at else None,
     }
 

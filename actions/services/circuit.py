@@ -1,0 +1,106 @@
+"""The per-connection circuit breaker, stored on ``PlatformConnection`` (shared by all workers).
+
+Rule: an *execution* is one job run. It counts as failed when the platform refused the
+connection itself (auth expired, permission denied, or rate limits/5xx/timeouts that
+outlasted the retries) and nothing was applied. Entity-level refusals (invalid value,
+not found, stale) prove the connection works and reset the count. After
+``CIRCUIT_BREAKER_THRESHOLD`` (3) consecutive failed executions the circuit opens:
+dispatch and live execution on that connection are refused. After
+``CIRCUIT_BREAKER_COOLDOWN_SECONDS`` one half-open probe job may run; its success
+closes the circuit, its failure opens it again. An admin can reset it at any time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from budgetradar.audit import audited_save
+from budgetradar.errors import DomainError
+from budgetradar.tenancy import require_perm, require_same_tenant
+from platforms.models import CircuitState, PlatformConnection
+
+
+class CircuitOpen(DomainError):
+    code = "circuit_open"
+    http_status = 409
+
+
+def _cooled_down(connection: PlatformConnection) -> bool:
+    opened = connection.circuit_opened_at
+    cooldown = timedelta(seconds=settings.CIRCUIT_BREAKER_COOLDOWN_SECONDS)
+    return opened is None or timezone.now() - opened >= cooldown
+
+
+def circuit_refusal(connection: PlatformConnection) -> str | None:
+    """Why live work on ``connection`` is refused right now, or None when it may run."""
+    if connection.circuit_state == CircuitState.CLOSED:
+        return None
+    if connection.circuit_state == CircuitState.OPEN and _cooled_down(connection):
+        return None  # a half-open probe may run
+    until = ""
+    if connection.circuit_opened_at:
+        probe_at = connection.circuit_opened_at + timedelta(seconds=settings.CIRCUIT_BREAKER_COOLDOWN_SECONDS)
+        until = f" until {probe_at:%H:%M} UTC"
+    return (
+        f"The circuit breaker of connection {connection.name} is {connection.circuit_state}: "
+        f"{connection.circuit_reason or 'repeated failures'}. Live work is paused{until}; "
+        "fix the cause and ask an admin to reset the circuit."
+    )
+
+
+def circuit_check(connection: PlatformConnection) -> None:
+    """Raise ``CircuitOpen`` (HTTP 409) with the reason when live work is refused."""
+    reason = circuit_refusal(connection)
+    if reason:
+        raise CircuitOpen(reason)
+
+
+def circuit_acquire(connection_id: int) -> bool:
+    """May a worker run a job on this connection now? Takes the half-open probe slot
+    with a compare-and-set, so exactly one worker probes after the cool-down."""
+    connection = PlatformConnection.objects.get(pk=connection_id)
+    if connection.circuit_state == CircuitState.CLOSED:
+        return True
+    if connection.circuit_state == CircuitState.OPEN and _cooled_down(connection):
+        return (
+            PlatformConnection.objects.filter(pk=connection_id, circuit_state=CircuitState.OPEN).update(
+                circuit_state=CircuitState.HALF_OPEN
+            )
+            == 1
+        )
+    return False
+
+
+def circuit_record_success(connection_id: int) -> None:
+    PlatformConnection.objects.filter(pk=connection_id).exclude(
+        circuit_state=CircuitState.CLOSED, consecutive_failures=0
+    ).update(circuit_state=CircuitState.CLOSED, consecutive_failures=0, circuit_opened_at=None, circuit_reason="")
+
+
+def circuit_record_failure(connection_id: int, *, reason: str) -> bool:
+    """Count a failed execution; open the circuit at the threshold. True if it opened."""
+    threshold = settings.CIRCUIT_BREAKER_THRESHOLD
+    PlatformConnection.objects.filter(pk=connection_id).update(consecutive_failures=F("consecutive_failures") + 1)
+    opened = (
+        PlatformConnection.objects.filter(pk=connection_id, consecutive_failures__gte=threshold)
+        .exclude(circuit_state=CircuitState.OPEN)
+        .update(circuit_state=CircuitState.OPEN, circuit_opened_at=timezone.now(), circuit_reason=reason[:500])
+    )
+    # A failed half-open probe re-opens (the update above), restarting the cool-down.
+    return opened == 1
+
+
+def circuit_reset(*, connection: PlatformConnection, actor, reason: str = "") -> PlatformConnection:
+    """Close the circuit by hand (admin only), recorded in the connection's history."""
+    require_same_tenant(actor, connection.tenant, what="connection")
+    require_perm(actor, "platforms.reset_circuit", doing="reset circuit breakers")
+    connection.circuit_state = CircuitState.CLOSED
+    connection.consecutive_failures = 0
+    connection.circuit_opened_at = None
+    connection.circuit_reason = ""
+    audited_save(connection, actor=actor, reason=f"circuit reset: {reason}" if reason else "circuit reset")
+    return connection

@@ -1,0 +1,53 @@
+"""Asking for an approved action to run now (the API's execute and the admin's button)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from actions.models import Action, ActionStatus
+from actions.services.circuit import circuit_check
+from actions.services.dispatch import actions_dispatch
+from budgetradar.errors import InvalidState
+from budgetradar.tenancy import require_perm, require_same_tenant
+
+ALREADY_UNDERWAY = {
+    ActionStatus.QUEUED,
+    ActionStatus.EXECUTING,
+    ActionStatus.SUCCEEDED,
+    ActionStatus.PARTIALLY_EXECUTED,
+    ActionStatus.ROLLING_BACK,
+    ActionStatus.ROLLED_BACK,
+    ActionStatus.ROLLBACK_FAILED,
+}
+
+
+def execution_key(action: Action) -> str:
+    """The deterministic idempotency key of one approval's execution (tenant, action, approval)."""
+    approved = action.approved_at.strftime("%Y%m%dT%H%M%S%f") if action.approved_at else "unapproved"
+    return f"execute:{action.tenant_id}:{action.pk}:{approved}"
+
+
+def action_execute_request(*, action: Action, actor) -> Action:
+    """Dispatch an approved action now; the worker executes it.
+
+    Idempotent: for an action already queued, executing or finished nothing happens and
+    the action is returned as it is, so 20 concurrent requests cause one execution (the
+    dispatch is a compare-and-set and the job claim another). Refuses actions that are
+    not approved (a failed one needs re-approval) and connections whose circuit is open.
+    """
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.execute_action", doing="execute actions")
+    if action.status in ALREADY_UNDERWAY:
+        return action
+    if action.status != ActionStatus.APPROVED:
+        hint = " Approve it again to retry." if action.status == ActionStatus.FAILED else ""
+        raise InvalidState(
+            f"Action #{action.pk} is {action.get_status_display().lower()}; "
+            f"only approved actions can be executed.{hint}"
+        )
+    circuit_check(action.connection)
+    if not action.idempotency_key:
+        Action.objects.filter(pk=action.pk, idempotency_key="").update(idempotency_key=execution_key(action))
+    with transaction.atomic():
+        actions_dispatch(action_ids=[action.pk])
+    return Action.objects.get(pk=action.pk)
