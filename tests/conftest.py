@@ -7,6 +7,13 @@ from django.db import connection
 
 from budgetradar.roles import Role
 from tests import factories
+from tests.google_fake_fixtures import (  # noqa: F401 (pytest fixtures)
+    google_ads_config,
+    google_ads_executor,
+    google_ads_fake,
+    google_ads_fake_server,
+)
+from tests.meta_fake_fixtures import meta_config, meta_executor, meta_fake, meta_fake_server  # noqa: F401
 
 POSTGRES_ONLY_REASON = "needs PostgreSQL: SQLite serialises all writers, so concurrent transactions cannot race there"
 

@@ -1,0 +1,805 @@
+"""A local fake of the Graph API subset that ``MetaExecutor`` uses (tests and benchmarks).
+
+The real ``facebook-business`` SDK talks to it over HTTP on 127.0.0.1, so the SDK's
+own request building, JSON encoding, batch parsing and error raising are exercised.
+Nothing in the product imports this module.
+
+What it serves (``/v26.0`` only):
+- ``GET /{id}?fields=``, ``GET /?ids=a,b&fields=`` (error 803 when an id is missing),
+  ``GET /act_X/campaigns|adsets`` with ``limit`` and ``after`` cursors;
+- ``POST /{id}`` updates (form parameters), honouring ``execution_options=["validate_only"]``;
+- ``POST /`` with a ``batch`` form field: at most 50 requests, answered as a list of
+  ``{code, headers, body}`` (``null`` for an item that did not finish in time).
+
+Faults come from a ``FaultPlan``. A fault without ``entity_ids`` hits the whole HTTP
+request; one with ``entity_ids`` hits only those entities' requests inside it, the way
+Meta fails single items of a batch. A fault is consumed by the next request of its scope
+even when its entities are not in that request.
+
+Error subcode 33 is Meta's "object does not exist"; ``SUBCODE_INVALID_PARAMETER`` is an
+illustrative member of Meta's 1487xxx invalid-parameter family, not a specific Meta rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from platforms.fakes.faults import Fault, FaultKind, FaultPlan, FaultScope
+
+API_VERSION = "v26.0"
+MAX_BATCH_REQUESTS = 50
+DEFAULT_PAGE_LIMIT = 25
+SUBCODE_MISSING_OBJECT = 33
+SUBCODE_INVALID_PARAMETER = 1487100
+SUBCODE_RATE_LIMIT = 2446079
+SUBCODE_SESSION_EXPIRED = 463
+
+CAMPAIGN = "campaign"
+AD_SET = "adset"
+ACCOUNT = "account"
+_READABLE = {
+    ACCOUNT: {"id", "account_id", "name", "currency", "account_status"},
+    CAMPAIGN: {
+        "id",
+        "account_id",
+        "name",
+        "status",
+        "effective_status",
+        "daily_budget",
+        "lifetime_budget",
+        "bid_strategy",
+    },
+    AD_SET: {
+        "id",
+        "account_id",
+        "name",
+        "status",
+        "effective_status",
+        "campaign_id",
+        "daily_budget",
+        "lifetime_budget",
+        "bid_amount",
+        "targeting",
+        "adset_schedule",
+    },
+}
+_WRITABLE = {
+    CAMPAIGN: {"name", "status", "daily_budget", "lifetime_budget", "bid_strategy"},
+    AD_SET: {"name", "status", "daily_budget", "lifetime_budget", "bid_amount", "targeting", "adset_schedule"},
+}
+_NODE_TYPES = {ACCOUNT: "AdAccount", CAMPAIGN: "Campaign", AD_SET: "AdSet"}
+_STATUSES = {"ACTIVE", "PAUSED", "ARCHIVED", "DELETED"}
+_GONE = {"DELETED", "ARCHIVED"}
+_MONEY_PARAMS = ("daily_budget", "lifetime_budget", "bid_amount")
+_EXECUTION_OPTIONS = {"validate_only", "include_recommendations"}
+_REQUEST_FAULTS = {
+    FaultKind.RATE_LIMIT,
+    FaultKind.SERVER_ERROR,
+    FaultKind.AUTH_EXPIRED,
+    FaultKind.PERMISSION_DENIED,
+    FaultKind.INVALID_VALUE,
+    FaultKind.CONFLICT,
+    FaultKind.TIMEOUT_BEFORE_APPLY,
+    FaultKind.TIMEOUT_AFTER_APPLY,
+    FaultKind.HTML_502,
+}
+_HTML_502 = (
+    "<!DOCTYPE html><html><head><title>502 Bad Gateway - error</title></head><body>"
+    "<h1>Service Unavailable</h1><p>Sorry, something went wrong. The server encountered a temporary error.</p>"
+    "</body></html>"
+)
+
+
+@dataclass
+class Reply:
+    """One HTTP answer (or one batch item's answer)."""
+
+    status: int
+    body: dict[str, Any] | list[Any] | str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the fake received it (the access token is never recorded)."""
+
+    method: str
+    path: str
+    params: dict[str, str]  # query and form parameters minus the token, proof and batch field
+    batch_size: int | None  # number of requests in a Batch API call, None otherwise
+    item_ids: tuple[str, ...]  # ids of the objects the request (or its items) addressed
+    item_methods: tuple[str, ...]
+    validate_only: bool
+    repeated_campaigns: tuple[str, ...]  # campaigns with two or more ad-set writes in this batch
+    fault: str | None
+    at: float  # time.monotonic() on arrival
+
+    @property
+    def is_batch(self) -> bool:
+        return self.batch_size is not None
+
+    @property
+    def is_write(self) -> bool:
+        return "POST" in self.item_methods
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One Graph API operation: a top-level request or one item of a batch."""
+
+    method: str
+    segments: tuple[str, ...]  # path below the version, e.g. ("act_1", "campaigns")
+    params: dict[str, str]
+
+    @property
+    def node_id(self) -> str:
+        return self.segments[0] if self.segments else ""
+
+    @property
+    def validate_only(self) -> bool:
+        return "validate_only" in self.params.get("execution_options", "")
+
+
+@dataclass
+class _Node:
+    kind: str
+    data: dict[str, Any]
+
+
+def graph_error(
+    status: int,
+    code: int,
+    message: str,
+    *,
+    subcode: int | None = None,
+    transient: bool = False,
+    title: str | None = None,
+    user_msg: str | None = None,
+    error_type: str = "OAuthException",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """A Graph API error answer shaped like Meta's."""
+    error: dict[str, Any] = {"message": message, "type": error_type, "code": code, "is_transient": transient}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if title:
+        error["error_user_title"] = title
+    if user_msg:
+        error["error_user_msg"] = user_msg
+    error["fbtrace_id"] = _trace_id()
+    return Reply(status, {"error": error}, headers or {})
+
+
+def _trace_id() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(8)).decode().rstrip("=")
+
+
+def _missing(method: str, node_id: str) -> Reply:
+    return graph_error(
+        400,
+        100,
+        f"Unsupported {method.lower()} request. Object with ID '{node_id}' does not exist, cannot be loaded due "
+        "to missing permissions, or does not support this operation. Please read the Graph API documentation at "
+        "https://developers.facebook.com/docs/graph-api",
+        subcode=SUBCODE_MISSING_OBJECT,
+        error_type="GraphMethodException",
+    )
+
+
+def _invalid(title: str, user_msg: str) -> Reply:
+    return graph_error(400, 100, "Invalid parameter", subcode=SUBCODE_INVALID_PARAMETER, title=title, user_msg=user_msg)
+
+
+def _usage_header(account: str, regain_minutes: int) -> dict[str, str]:
+    usage = {
+        "type": "ads_management",
+        "call_count": 100 if regain_minutes else 4,
+        "total_cputime": 3,
+        "total_time": 3,
+        "estimated_time_to_regain_access": regain_minutes,
+    }
+    return {"X-Business-Use-Case-Usage": json.dumps({account.removeprefix("act_"): [usage]})}
+
+
+class MetaGraphFake:
+    """A Graph API v26.0 fake on 127.0.0.1 with its own accounts, campaigns and ad sets.
+
+    Seed with ``add_account``/``add_campaign``/``add_ad_set`` (money in minor units, as
+    Meta stores it), inspect with ``node`` and ``requests``, inject faults via ``faults``.
+    Thread-safe: the server answers every request on its own thread.
+    """
+
+    def __init__(self, *, access_token: str = "fake-meta-token", app_secret: str | None = None) -> None:
+        self.access_token = access_token
+        self.app_secret = app_secret
+        self.faults = FaultPlan()
+        self._lock = threading.RLock()
+        self._nodes: dict[str, _Node] = {}
+        self._log: list[RecordedRequest] = []
+        self._ids = itertools.count(120_000_000_000_001)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> MetaGraphFake:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.block_on_close = False  # a handler hanging on a timeout fault must not block stop()
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="meta-graph-fake", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def __enter__(self) -> MetaGraphFake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def reset(self) -> None:
+        """Forget every object, request and fault; latency and hang time go back to defaults.
+
+        ``faults`` stays the same object, so references to it remain valid.
+        """
+        with self._lock:
+            self._nodes.clear()
+            self._log.clear()
+            self.faults.clear()
+            self.faults.hang_seconds = FaultPlan().hang_seconds
+
+    # Seeding and inspection -----------------------------------------------------------
+
+    def add_account(self, account_id: str = "act_1000", *, currency: str = "EUR", name: str = "Fake account") -> str:
+        account_id = f"act_{account_id.removeprefix('act_')}"
+        with self._lock:
+            self._nodes[account_id] = _Node(
+                ACCOUNT,
+                {
+                    "id": account_id,
+                    "account_id": account_id[4:],
+                    "name": name,
+                    "currency": currency,
+                    "account_status": 1,
+                },
+            )
+        return account_id
+
+    def add_campaign(
+        self,
+        account_id: str,
+        *,
+        campaign_id: str | None = None,
+        name: str = "",
+        status: str = "ACTIVE",
+        daily_budget: int | None = None,
+        lifetime_budget: int | None = None,
+        bid_strategy: str = "LOWEST_COST_WITHOUT_CAP",
+    ) -> str:
+        """A campaign; a budget here makes it a CBO campaign (its ad sets carry none)."""
+        node_id = campaign_id or str(next(self._ids))
+        data = {
+            "id": node_id,
+            "account_id": account_id.removeprefix("act_"),
+            "name": name or f"Campaign {node_id}",
+            "status": status,
+            "daily_budget": daily_budget,
+            "lifetime_budget": lifetime_budget,
+            "bid_strategy": bid_strategy,
+        }
+        with self._lock:
+            self._nodes[node_id] = _Node(CAMPAIGN, data)
+        return node_id
+
+    def add_ad_set(
+        self,
+        campaign_id: str,
+        *,
+        ad_set_id: str | None = None,
+        name: str = "",
+        status: str = "ACTIVE",
+        daily_budget: int | None = None,
+        lifetime_budget: int | None = None,
+        bid_amount: int | None = None,
+        targeting: dict[str, Any] | None = None,
+        adset_schedule: list[dict[str, Any]] | None = None,
+    ) -> str:
+        node_id = ad_set_id or str(next(self._ids))
+        with self._lock:
+            campaign = self._nodes[campaign_id].data
+            self._nodes[node_id] = _Node(
+                AD_SET,
+                {
+                    "id": node_id,
+                    "account_id": campaign["account_id"],
+                    "campaign_id": campaign_id,
+                    "name": name or f"Ad set {node_id}",
+                    "status": status,
+                    "daily_budget": daily_budget,
+                    "lifetime_budget": lifetime_budget,
+                    "bid_amount": bid_amount,
+                    "targeting": targeting or {"geo_locations": {"countries": ["DE"]}},
+                    "adset_schedule": adset_schedule,
+                },
+            )
+        return node_id
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        """A copy of an object's stored fields (money in minor units)."""
+        with self._lock:
+            return json.loads(json.dumps(self._nodes[node_id].data))
+
+    def remove(self, node_id: str) -> None:
+        """Make an object unknown: reads and writes of it fail with code 100, subcode 33."""
+        with self._lock:
+            self._nodes.pop(node_id, None)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def batches(self) -> list[RecordedRequest]:
+        return [request for request in self.requests if request.is_batch]
+
+    # Request handling -----------------------------------------------------------------
+
+    def handle(self, method: str, path: str, params: dict[str, str]) -> Reply | None:
+        """Answer one HTTP request; None means no answer (the client has given up)."""
+        token = params.pop("access_token", None)
+        proof = params.pop("appsecret_proof", None)
+        version, _, rest = path.strip("/").partition("/")
+        request = _Op(method, tuple(s for s in rest.split("/") if s), params)
+        ops = self._batch_ops(params) if method == "POST" and not request.segments and "batch" in params else None
+        if isinstance(ops, Reply):
+            return ops
+        scope = FaultScope.WRITE if "POST" in {op.method for op in (ops or [request])} else FaultScope.READ
+        fault = self.faults.take(scope)
+        self._record(method, path, request, ops, fault)
+        time.sleep(self.faults.latency_seconds)
+        refusal = self._refuse(token, proof, version, ops)
+        if refusal is not None:
+            return refusal
+        if fault is not None and fault.kind == FaultKind.ENTITY_DELETED:
+            self._delete(fault.entity_ids or {op.node_id for op in (ops or [request])})
+        if fault is not None and _hits_whole_request(fault):
+            return self._fail_request(fault, lambda: self._answer(request, ops, None))
+        return self._answer(request, ops, fault)
+
+    def _answer(self, request: _Op, ops: list[_Op] | None, fault: Fault | None) -> Reply | None:
+        if ops is None:
+            reply = self._answer_op(request, fault, first_write=True)
+            return reply if reply is not None else self._hang(None)
+        first_write = next((op for op in ops if op.method == "POST"), None)
+        items = [self._answer_op(op, fault, first_write=op is first_write) for op in ops]
+        body = [
+            None
+            if item is None
+            else {
+                "code": item.status,
+                "headers": [
+                    {"name": name, "value": value}
+                    for name, value in {"Content-Type": "text/javascript; charset=UTF-8", **item.headers}.items()
+                ],
+                "body": json.dumps(item.body),
+            }
+            for item in items
+        ]
+        return Reply(200, body)
+
+    def _answer_op(self, op: _Op, fault: Fault | None, *, first_write: bool) -> Reply | None:
+        """One operation, with the fault applied if it targets it; None = no answer in time."""
+        kind = fault.kind if fault is not None and _targets(fault, op, first_write) else None
+        if kind == FaultKind.TIMEOUT_BEFORE_APPLY:
+            return None
+        if kind == FaultKind.TIMEOUT_AFTER_APPLY:
+            self._dispatch(op, apply=True)
+            return None
+        if kind in _ITEM_ERRORS:
+            return _ITEM_ERRORS[kind](self, fault, op)
+        return self._dispatch(op, apply=kind != FaultKind.SILENT_NOOP)
+
+    def _fail_request(self, fault: Fault, run: Callable[[], Reply | None]) -> Reply | None:
+        """A fault that hits the whole HTTP request."""
+        if fault.kind == FaultKind.TIMEOUT_BEFORE_APPLY:
+            return self._hang(None)
+        if fault.kind == FaultKind.TIMEOUT_AFTER_APPLY:
+            return self._hang(run())
+        if fault.kind == FaultKind.HTML_502:
+            return Reply(502, _HTML_502, {"Content-Type": "text/html; charset=utf-8"})
+        if fault.kind == FaultKind.RATE_LIMIT:
+            return graph_error(
+                400,
+                80004,
+                "There have been too many calls to this ad-account. Wait a bit and try again. For more "
+                "info, please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.",
+                subcode=SUBCODE_RATE_LIMIT,
+                headers=self._rate_limit_headers(fault),
+            )
+        return _ITEM_ERRORS[fault.kind](self, fault, None)
+
+    def _hang(self, reply: Reply | None) -> Reply | None:
+        """Stay silent past the client's timeout, then answer into the void."""
+        time.sleep(self.faults.hang_seconds)
+        return reply
+
+    def _refuse(self, token: str | None, proof: str | None, version: str, ops: list[_Op] | None) -> Reply | None:
+        if token != self.access_token:
+            return graph_error(400, 190, "Invalid OAuth access token - Cannot parse access token")
+        if self.app_secret and proof != _proof(self.app_secret, token):
+            return graph_error(
+                400, 100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
+            )
+        if version != API_VERSION:
+            return graph_error(400, 2635, f"You are calling a deprecated version of the Ads API ({version}).")
+        if ops is not None and len(ops) > MAX_BATCH_REQUESTS:
+            return graph_error(
+                400, 100, f"Too many requests in batch message. Maximum batch size is {MAX_BATCH_REQUESTS}"
+            )
+        return None
+
+    def _batch_ops(self, params: dict[str, str]) -> list[_Op] | Reply:
+        try:
+            items = json.loads(params.pop("batch"))
+            return [_batch_op(item) for item in items]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return graph_error(400, 100, "The parameter batch must be a JSON array of requests")
+
+    def _record(self, method: str, path: str, request: _Op, ops: list[_Op] | None, fault: Fault | None) -> None:
+        ops_or_request = ops if ops is not None else [request]
+        with self._lock:
+            campaigns = Counter(
+                self._nodes[op.node_id].data["campaign_id"]
+                for op in ops or []
+                if op.method == "POST" and op.node_id in self._nodes and self._nodes[op.node_id].kind == AD_SET
+            )
+            self._log.append(
+                RecordedRequest(
+                    method=method,
+                    path=path,
+                    params=dict(request.params),
+                    batch_size=len(ops) if ops is not None else None,
+                    item_ids=tuple(op.node_id for op in ops_or_request),
+                    item_methods=tuple(op.method for op in ops_or_request),
+                    validate_only=any(op.validate_only for op in ops_or_request),
+                    repeated_campaigns=tuple(sorted(c for c, n in campaigns.items() if n > 1)),
+                    fault=str(fault.kind) if fault is not None else None,
+                    at=time.monotonic(),
+                )
+            )
+
+    def _delete(self, node_ids: set[str] | frozenset[str]) -> None:
+        with self._lock:
+            for node_id in node_ids:
+                if node_id in self._nodes and self._nodes[node_id].kind != ACCOUNT:
+                    self._nodes[node_id].data["status"] = "DELETED"
+
+    # Fault answers --------------------------------------------------------------------
+
+    def _rate_limit_headers(self, fault: Fault) -> dict[str, str]:
+        with self._lock:
+            account = next((n.data["account_id"] for n in self._nodes.values() if n.kind == ACCOUNT), "0")
+        return _usage_header(account, max(1, math.ceil(fault.retry_after / 60)))
+
+    def _item_rate_limit(self, fault: Fault, op: _Op | None) -> Reply:
+        return graph_error(
+            400, 17, "User request limit reached", subcode=SUBCODE_RATE_LIMIT, headers=self._rate_limit_headers(fault)
+        )
+
+    def _server_error(self, fault: Fault, op: _Op | None) -> Reply:
+        return graph_error(500, 2, "An unexpected error has occurred. Please retry your request later.", transient=True)
+
+    def _auth_expired(self, fault: Fault, op: _Op | None) -> Reply:
+        return graph_error(
+            400,
+            190,
+            "Error validating access token: Session has expired on Friday, 20-Nov-26 "
+            "05:00:00 PST. The current time is Friday, 20-Nov-26 06:00:00 PST.",
+            subcode=SUBCODE_SESSION_EXPIRED,
+        )
+
+    def _permission_denied(self, fault: Fault, op: _Op | None) -> Reply:
+        return graph_error(403, 200, "(#200) Requires ads_management permission to manage the object")
+
+    def _invalid_value(self, fault: Fault, op: _Op | None) -> Reply:
+        return _invalid("Invalid budget", "The budget you entered is not valid for this ad set.")
+
+    def _conflict(self, fault: Fault, op: _Op | None) -> Reply:
+        return graph_error(
+            503,
+            2,
+            "Another update to this object is in progress. Please try again later.",
+            transient=True,
+            title="Update in progress",
+        )
+
+    # Graph API operations -------------------------------------------------------------
+
+    def _dispatch(self, op: _Op, *, apply: bool) -> Reply:
+        with self._lock:
+            if op.method == "GET" and not op.segments and "ids" in op.params:
+                return self._read_many(op.params["ids"].split(","), op.params)
+            if op.method == "GET" and len(op.segments) == 1:
+                return self._read(op.node_id, op.params)
+            if op.method == "GET" and len(op.segments) == 2 and op.segments[1] in ("campaigns", "adsets"):
+                return self._list(op.node_id, op.segments[1], op.params)
+            if op.method == "POST" and len(op.segments) == 1:
+                return self._update(op.node_id, dict(op.params), apply=apply)
+        return graph_error(400, 2500, f"Unknown path components: /{'/'.join(op.segments)}")
+
+    def _read(self, node_id: str, params: dict[str, str]) -> Reply:
+        node = self._nodes.get(node_id)
+        if node is None:
+            return _missing("GET", node_id)
+        fields = [f for f in params.get("fields", "id,name").split(",") if f]
+        unknown = [f for f in fields if f not in _READABLE[node.kind]]
+        if unknown:
+            return graph_error(
+                400,
+                100,
+                f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type ({_NODE_TYPES[node.kind]})",
+            )
+        return Reply(200, self._render(node, fields))
+
+    def _read_many(self, node_ids: list[str], params: dict[str, str]) -> Reply:
+        missing = [node_id for node_id in node_ids if node_id not in self._nodes]
+        if missing:
+            return graph_error(400, 803, f"(#803) Some of the aliases you requested do not exist: {missing[0]}")
+        answers = {node_id: self._read(node_id, params) for node_id in node_ids}
+        failed = next((reply for reply in answers.values() if reply.status != 200), None)
+        return failed or Reply(200, {node_id: reply.body for node_id, reply in answers.items()})
+
+    def _list(self, account_id: str, edge: str, params: dict[str, str]) -> Reply:
+        account = self._nodes.get(account_id)
+        if account is None or account.kind != ACCOUNT:
+            return _missing("GET", account_id)
+        kind = CAMPAIGN if edge == "campaigns" else AD_SET
+        rows = [
+            n
+            for n in self._nodes.values()
+            if n.kind == kind and n.data["account_id"] == account_id[4:] and n.data["status"] not in _GONE
+        ]
+        start = int(base64.b64decode(params["after"]).decode()) + 1 if params.get("after") else 0
+        limit = int(params.get("limit", DEFAULT_PAGE_LIMIT))
+        fields = [f for f in params.get("fields", "id").split(",") if f]
+        page = rows[start : start + limit]
+        body: dict[str, Any] = {"data": [self._render(node, fields) for node in page]}
+        if page:
+            last = start + len(page) - 1
+            body["paging"] = {"cursors": {"before": _cursor(start), "after": _cursor(last)}}
+            if last + 1 < len(rows):
+                query = {"access_token": self.access_token, **params, "after": _cursor(last)}
+                body["paging"]["next"] = f"{self.base_url}/{API_VERSION}/{account_id}/{edge}?{urlencode(query)}"
+        return Reply(200, body)
+
+    def _render(self, node: _Node, fields: list[str]) -> dict[str, Any]:
+        """A node as Meta returns it: money as strings, unset fields left out."""
+        values = {**node.data, "effective_status": self._effective_status(node)}
+        out: dict[str, Any] = {}
+        for name in ["id", *fields]:
+            value = values.get(name)
+            if value is not None:
+                out[name] = str(value) if name in ("daily_budget", "lifetime_budget") else value
+        return out
+
+    def _effective_status(self, node: _Node) -> str | None:
+        status = node.data.get("status")
+        if node.kind != AD_SET or status in _GONE:
+            return status
+        campaign_status = self._nodes[node.data["campaign_id"]].data["status"]
+        if campaign_status in _GONE:
+            return campaign_status
+        return "CAMPAIGN_PAUSED" if campaign_status == "PAUSED" and status == "ACTIVE" else status
+
+    def _update(self, node_id: str, params: dict[str, str], *, apply: bool) -> Reply:
+        node = self._nodes.get(node_id)
+        if node is None or node.kind == ACCOUNT or node.data["status"] == "DELETED":
+            return _missing("POST", node_id)
+        try:
+            options = set(json.loads(params.pop("execution_options", "[]")))
+        except (ValueError, TypeError):
+            options = {"<unreadable>"}
+        if not options <= _EXECUTION_OPTIONS:
+            return graph_error(400, 100, "(#100) execution_options must be an array of known options")
+        parsed = _parse_update(node.kind, params)
+        if isinstance(parsed, Reply):
+            return parsed
+        refusal = self._check(node, {**node.data, **parsed})
+        if refusal is not None:
+            return refusal
+        if apply and "validate_only" not in options:
+            node.data.update(parsed)
+        return Reply(200, {"success": True})
+
+    def _check(self, node: _Node, new: dict[str, Any]) -> Reply | None:
+        """Meta's cross-field rules for the state an update would produce."""
+        if new.get("daily_budget") and new.get("lifetime_budget"):
+            return _invalid("Choose one budget", "An object can have a daily or a lifetime budget, not both.")
+        has_budget = bool(new.get("daily_budget") or new.get("lifetime_budget"))
+        if has_budget and node.kind == AD_SET:
+            campaign = self._nodes[new["campaign_id"]].data
+            if campaign.get("daily_budget") or campaign.get("lifetime_budget"):
+                return _invalid(
+                    "Campaign budget is on",
+                    "This ad set's campaign uses a campaign budget, so the ad set cannot have its own budget.",
+                )
+        if (
+            has_budget
+            and node.kind == CAMPAIGN
+            and any(
+                n.kind == AD_SET
+                and n.data["campaign_id"] == new["id"]
+                and (n.data.get("daily_budget") or n.data.get("lifetime_budget"))
+                for n in self._nodes.values()
+            )
+        ):
+            return _invalid("Ad set budgets are on", "Remove the ad set budgets before setting a campaign budget.")
+        if node.kind == AD_SET and new.get("adset_schedule") and not new.get("lifetime_budget"):
+            return _invalid(
+                "Schedule needs a lifetime budget",
+                "Ad scheduling is only available for ad sets with a lifetime budget.",
+            )
+        return None
+
+
+def _parse_update(kind: str, params: dict[str, str]) -> dict[str, Any] | Reply:
+    """Form parameters of an update -> typed values, or the error Meta would answer."""
+    parsed: dict[str, Any] = {}
+    for name, raw in params.items():
+        if name not in _WRITABLE[kind]:
+            return graph_error(400, 100, f"(#100) Param {name} is not a valid parameter for {_NODE_TYPES[kind]}")
+        if name in _MONEY_PARAMS:
+            if not raw.isdigit() or int(raw) <= 0:
+                return _invalid(
+                    "Invalid amount", f"{name} must be a positive whole number of minor units, got {raw!r}."
+                )
+            parsed[name] = int(raw)
+        elif name == "status" and raw not in _STATUSES:
+            return graph_error(400, 100, f"(#100) status must be one of {sorted(_STATUSES)}")
+        elif name == "targeting":
+            value = _json(raw)
+            if not isinstance(value, dict) or "geo_locations" not in value:
+                return _invalid("Location missing", "Your audience is missing a location (geo_locations).")
+            parsed[name] = value
+        elif name == "adset_schedule":
+            value = _json(raw)
+            if not isinstance(value, list) or not all(_is_day_part(part) for part in value):
+                return _invalid("Invalid schedule", "Each schedule entry needs start_minute, end_minute and days.")
+            parsed[name] = value
+        else:
+            parsed[name] = raw
+    return parsed
+
+
+def _is_day_part(part: Any) -> bool:
+    return isinstance(part, dict) and {"start_minute", "end_minute", "days"} <= part.keys()
+
+
+def _json(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _hits_whole_request(fault: Fault) -> bool:
+    """HTML pages come from proxies in front of the Graph API, so they never hit single items."""
+    return fault.kind == FaultKind.HTML_502 or (fault.kind in _REQUEST_FAULTS and fault.entity_ids is None)
+
+
+def _targets(fault: Fault, op: _Op, first_write: bool) -> bool:
+    """Whether an item-level fault hits this operation."""
+    if fault.scope == FaultScope.WRITE and op.method != "POST":
+        return False
+    if fault.scope == FaultScope.READ and op.method != "GET":
+        return False
+    if fault.entity_ids is not None:
+        return op.node_id in fault.entity_ids
+    if fault.kind == FaultKind.PARTIAL_FAILURE:
+        return first_write
+    return fault.kind == FaultKind.SILENT_NOOP
+
+
+_ITEM_ERRORS: dict[FaultKind, Callable[[MetaGraphFake, Fault, _Op | None], Reply]] = {
+    FaultKind.RATE_LIMIT: MetaGraphFake._item_rate_limit,
+    FaultKind.SERVER_ERROR: MetaGraphFake._server_error,
+    FaultKind.AUTH_EXPIRED: MetaGraphFake._auth_expired,
+    FaultKind.PERMISSION_DENIED: MetaGraphFake._permission_denied,
+    FaultKind.INVALID_VALUE: MetaGraphFake._invalid_value,
+    FaultKind.PARTIAL_FAILURE: MetaGraphFake._invalid_value,
+    FaultKind.CONFLICT: MetaGraphFake._conflict,
+}
+
+
+def _batch_op(item: dict[str, Any]) -> _Op:
+    url = urlsplit(item["relative_url"])
+    segments = tuple(s for s in url.path.split("/") if s)
+    if segments and segments[0] == API_VERSION:
+        segments = segments[1:]
+    params = dict(parse_qsl(url.query, keep_blank_values=True))
+    params.update(parse_qsl(item.get("body") or "", keep_blank_values=True))
+    return _Op(item["method"].upper(), segments, params)
+
+
+def _cursor(position: int) -> str:
+    return base64.b64encode(str(position).encode()).decode()
+
+
+def _proof(app_secret: str, token: str | None) -> str:
+    return hmac.new(app_secret.encode(), msg=(token or "").encode(), digestmod=hashlib.sha256).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # One buffered write per answer and no Nagle: otherwise keep-alive answers wait ~40 ms
+    # for the client's delayed ACK, which would swamp the latency a benchmark injects.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request stderr line."""
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            params.update(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
+        reply = self.server.fake.handle(method, url.path, params)  # type: ignore[attr-defined]
+        if reply is None:
+            self.close_connection = True
+            return
+        self._write(reply)
+
+    def _write(self, reply: Reply) -> None:
+        data = (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+        headers = {
+            "Content-Type": "application/json; charset=UTF-8",
+            "x-fb-trace-id": _trace_id(),
+            "x-fb-request-id": _trace_id(),
+            "facebook-api-version": API_VERSION,
+            **reply.headers,
+        }
+        try:
+            self.send_response(reply.status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped waiting (a timeout fault)

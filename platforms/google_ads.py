@@ -1,0 +1,778 @@
+"""Google Ads executor: the official ``google-ads`` SDK (API v26) behind ``PlatformExecutor``.
+
+Reads are GAQL through ``GoogleAdsService.SearchStream`` (one round trip per entity type
+and 10,000 ids). Writes are update operations with field masks, ``partial_failure=True``,
+at most 10,000 operations per request and never the same resource twice in one request:
+
+- campaign daily / lifetime budget -> ``CampaignBudgetService`` (``amount_micros`` /
+  ``total_amount_micros`` of the campaign's budget; a shared budget moves every campaign
+  on it);
+- campaign status -> ``CampaignService``;
+- ad group status and CPC bid -> ``AdGroupService``.
+
+Every SDK failure is classified into the shared ``ErrorCode`` taxonomy; messages carry
+the platform's error codes and text, never credentials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+from google.ads.googleads.client import GoogleAdsClient
+from google.ads.googleads.errors import GoogleAdsException
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.transport import requests as google_auth_requests
+from google.oauth2.credentials import Credentials
+from google.protobuf import field_mask_pb2
+
+from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
+from platforms.money import MoneyError, from_micros, to_micros
+from platforms.types import (
+    Change,
+    ChangeOutcome,
+    ConnectionConfig,
+    EntityRef,
+    EntityState,
+    EntityStatus,
+    EntityType,
+    ErrorCode,
+    Field,
+    OutcomeStatus,
+    PlatformCallError,
+    PlatformError,
+)
+
+API_VERSION = "v26"
+DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+MAX_OPERATIONS_PER_REQUEST = 10_000
+MAX_IDS_PER_QUERY = 10_000
+DEFAULT_RETRY_AFTER = 30.0  # seconds, when a quota error does not say how long to wait
+FAILURE_METADATA_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
+REQUEST_ID_METADATA_KEY = "request-id"
+
+_CAMPAIGN_FIELDS = (
+    "campaign.id",
+    "campaign.name",
+    "campaign.status",
+    "campaign_budget.id",
+    "campaign_budget.resource_name",
+    "campaign_budget.amount_micros",
+    "campaign_budget.total_amount_micros",
+    "campaign_budget.explicitly_shared",
+    "campaign_budget.reference_count",
+)
+_AD_GROUP_FIELDS = ("ad_group.id", "ad_group.name", "ad_group.status", "ad_group.cpc_bid_micros", "campaign.id")
+
+_STATUS_FROM_API = {"ENABLED": EntityStatus.ACTIVE, "PAUSED": EntityStatus.PAUSED, "REMOVED": EntityStatus.REMOVED}
+_STATUS_TO_API = {EntityStatus.ACTIVE: "ENABLED", EntityStatus.PAUSED: "PAUSED"}
+
+# (entity type, field) -> (mutate target, proto field). Anything else is not supported.
+_WRITABLE: dict[tuple[EntityType, Field], tuple[str, str]] = {
+    (EntityType.CAMPAIGN, Field.DAILY_BUDGET): ("budget", "amount_micros"),
+    (EntityType.CAMPAIGN, Field.LIFETIME_BUDGET): ("budget", "total_amount_micros"),
+    (EntityType.CAMPAIGN, Field.STATUS): ("campaign", "status"),
+    (EntityType.AD_SET, Field.STATUS): ("ad_group", "status"),
+    (EntityType.AD_SET, Field.BID): ("ad_group", "cpc_bid_micros"),
+}
+_TARGET_ORDER = ("budget", "campaign", "ad_group")
+
+# A whole-request failure with one of these codes would hit every later request of the
+# batch too: stop sending instead of hammering the API.
+_STOP_BATCH_CODES = frozenset(
+    {ErrorCode.RATE_LIMITED, ErrorCode.TRANSIENT, ErrorCode.AUTH_EXPIRED, ErrorCode.PERMISSION_DENIED}
+)
+
+_PLATFORM_EXCEPTIONS = (
+    GoogleAdsException,
+    api_exceptions.GoogleAPIError,
+    auth_exceptions.GoogleAuthError,
+    grpc.RpcError,
+)
+
+
+@functools.cache
+def _sdk() -> SimpleNamespace:
+    """The SDK's v26 message classes, imported on first use: importing them loads ~1,000
+    modules (~0.5 s), which processes that never talk to Google Ads should not pay."""
+    from google.ads.googleads.v26.enums.types.ad_group_status import AdGroupStatusEnum
+    from google.ads.googleads.v26.enums.types.campaign_status import CampaignStatusEnum
+    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+    from google.ads.googleads.v26.resources.types.ad_group import AdGroup
+    from google.ads.googleads.v26.resources.types.campaign import Campaign
+    from google.ads.googleads.v26.resources.types.campaign_budget import CampaignBudget
+    from google.ads.googleads.v26.services.types import (
+        ad_group_service,
+        campaign_budget_service,
+        campaign_service,
+        google_ads_service,
+    )
+
+    return SimpleNamespace(
+        GoogleAdsFailure=GoogleAdsFailure,
+        SearchStreamRequest=google_ads_service.SearchGoogleAdsStreamRequest,
+        targets={
+            "budget": _Target(
+                "CampaignBudgetService",
+                "mutate_campaign_budgets",
+                "campaignBudgets",
+                CampaignBudget,
+                campaign_budget_service.CampaignBudgetOperation,
+                campaign_budget_service.MutateCampaignBudgetsRequest,
+                None,
+            ),
+            "campaign": _Target(
+                "CampaignService",
+                "mutate_campaigns",
+                "campaigns",
+                Campaign,
+                campaign_service.CampaignOperation,
+                campaign_service.MutateCampaignsRequest,
+                CampaignStatusEnum.CampaignStatus,
+            ),
+            "ad_group": _Target(
+                "AdGroupService",
+                "mutate_ad_groups",
+                "adGroups",
+                AdGroup,
+                ad_group_service.AdGroupOperation,
+                ad_group_service.MutateAdGroupsRequest,
+                AdGroupStatusEnum.AdGroupStatus,
+            ),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One mutate service and the resource it updates."""
+
+    service: str
+    method: str
+    collection: str  # in resource names: customers/{id}/{collection}/{id}
+    resource_cls: Any
+    operation_cls: Any
+    request_cls: Any
+    status_enum: Any  # the resource's status enum, None when it has no status we write
+
+
+@dataclass
+class _Write:
+    """One supported change, converted to the API's value and resource."""
+
+    index: int  # position in apply()'s changes
+    change: Change
+    target: str  # key of _sdk().targets
+    proto_field: str
+    value: Any  # micros or a status name
+    resource_id: str = ""  # the budget id for budget writes, else the entity id
+
+
+@dataclass
+class _Operation:
+    """One update operation: one resource, one or more fields, the changes it carries."""
+
+    resource_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+    writes: list[_Write] = field(default_factory=list)
+
+    def accepts(self, write: _Write) -> bool:
+        """Merging is safe when the field is new to the operation or set to the same value."""
+        return self.values.get(write.proto_field, write.value) == write.value
+
+    def add(self, write: _Write) -> None:
+        self.values[write.proto_field] = write.value
+        self.writes.append(write)
+
+
+@dataclass
+class _Request:
+    target: str
+    operations: list[_Operation] = field(default_factory=list)
+
+    @property
+    def writes(self) -> list[_Write]:
+        return [w for op in self.operations for w in op.writes]
+
+
+class _RequestIdRecorder(grpc.UnaryUnaryClientInterceptor):
+    """Keeps the ``request-id`` response header of the last unary call on this thread.
+
+    The SDK's service methods return only the response message, but the API sends the
+    request id (what Google support asks for) as a response header; this interceptor is
+    the one place it can be read on success. Errors carry it on the exception instead.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        self._local.request_id = None
+        outcome = continuation(client_call_details, request)
+        self._local.request_id = _metadata_value(outcome.initial_metadata(), REQUEST_ID_METADATA_KEY)
+        return outcome
+
+    def last(self) -> str | None:
+        return getattr(self._local, "request_id", None)
+
+
+class GoogleAdsExecutor(PlatformExecutor):
+    """Reads and writes one Google Ads customer through the official SDK.
+
+    Guarantees beyond ``PlatformExecutor``'s: the SDK client and its service clients are
+    built on first use and reused; no request mutates one resource twice or carries more
+    than 10,000 operations; timeouts of a mutate yield ``UNKNOWN`` outcomes (it may have
+    applied); after a whole-request failure that would repeat (rate limit, 5xx/timeout,
+    auth, permission) the rest of the batch is not sent and fails with the same code.
+    """
+
+    platform = "google_ads"
+    max_operations_per_request = MAX_OPERATIONS_PER_REQUEST
+    supported_fields = frozenset({Field.DAILY_BUDGET, Field.LIFETIME_BUDGET, Field.STATUS, Field.BID})
+
+    def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
+        super().__init__(config, throttle=throttle)
+        self.customer_id = _digits(config.account_id)
+        self._client: GoogleAdsClient | None = None
+        self._services: dict[str, Any] = {}
+        self._request_ids = _RequestIdRecorder()
+
+    # The SDK ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> GoogleAdsClient:
+        if self._client is None:
+            self._client = _build_client(self.config)
+        return self._client
+
+    def _refresh_token_if_needed(self) -> None:
+        """Refresh an expired or missing access token before a call, not inside gRPC's auth
+        plugin: there a revoked refresh token surfaces as UNAVAILABLE (transient, retried in
+        vain) instead of ``RefreshError`` (auth_expired: reconnect the account)."""
+        credentials = self.client.credentials
+        if not credentials.valid:
+            credentials.refresh(google_auth_requests.Request())
+
+    def _service(self, name: str) -> Any:
+        if name not in self._services:
+            self._services[name] = self.client.get_service(name, version=API_VERSION, interceptors=[self._request_ids])
+        return self._services[name]
+
+    def close(self) -> None:
+        """Close the gRPC channels opened so far (a later call opens new ones)."""
+        for service in self._services.values():
+            service.transport.close()
+        self._services.clear()
+
+    # Reads -----------------------------------------------------------------------------
+
+    def read_state(self, refs: Iterable[EntityRef]) -> dict[tuple[str, str], EntityState]:
+        refs = list(refs)
+        states: dict[tuple[str, str], EntityState] = {}
+        for entity_type, fields, resource, to_state in self._readers():
+            ids = _google_ids(ref.external_id for ref in refs if ref.entity_type == entity_type)
+            for ids_chunk in chunked(ids, MAX_IDS_PER_QUERY):
+                query = _query(fields, resource, f"{resource}.id IN ({', '.join(ids_chunk)})")
+                for row in self._search(query):
+                    state = to_state(row)
+                    states[state.key] = state
+        return states
+
+    def list_entities(self) -> list[EntityState]:
+        """Every campaign and ad group that is not removed (removed ones are one-way and
+        never change again, so a sync has nothing to do with them)."""
+        entities: list[EntityState] = []
+        for _entity_type, fields, resource, to_state in self._readers():
+            where = f"{resource}.status != 'REMOVED'"
+            if resource == "ad_group":
+                where += " AND campaign.status != 'REMOVED'"
+            entities.extend(to_state(row) for row in self._search(_query(fields, resource, where)))
+        return entities
+
+    def _readers(self) -> list[tuple[EntityType, tuple[str, ...], str, Any]]:
+        return [
+            (EntityType.CAMPAIGN, _CAMPAIGN_FIELDS, "campaign", self._campaign_state),
+            (EntityType.AD_SET, _AD_GROUP_FIELDS, "ad_group", self._ad_group_state),
+        ]
+
+    def _search(self, query: str) -> list[Any]:
+        """All rows of one GAQL query in one SearchStream round trip."""
+        request = _sdk().SearchStreamRequest(customer_id=self.customer_id, query=query)
+        self.throttle(1)
+        self.round_trips += 1
+        try:
+            self._refresh_token_if_needed()
+            stream = self._service("GoogleAdsService").search_stream(
+                request=request, timeout=self.config.request_timeout
+            )
+            return [row for batch in stream for row in batch.results]
+        except _PLATFORM_EXCEPTIONS as exc:
+            raise PlatformCallError(classify_exception(exc)) from exc
+
+    def _campaign_state(self, row: Any) -> EntityState:
+        campaign, budget = row.campaign, row.campaign_budget
+        return EntityState(
+            entity_type=EntityType.CAMPAIGN,
+            external_id=str(campaign.id),
+            name=campaign.name,
+            status=_entity_status(campaign.status.name, f"campaign {campaign.id}"),
+            currency=self.config.currency,
+            daily_budget=self._money(budget, "amount_micros"),
+            lifetime_budget=self._money(budget, "total_amount_micros"),
+            budget_id=str(budget.id) if budget.id else None,
+            budget_shared=budget.explicitly_shared,
+            budget_reference_count=budget.reference_count,
+        )
+
+    def _ad_group_state(self, row: Any) -> EntityState:
+        ad_group = row.ad_group
+        return EntityState(
+            entity_type=EntityType.AD_SET,
+            external_id=str(ad_group.id),
+            name=ad_group.name,
+            status=_entity_status(ad_group.status.name, f"ad group {ad_group.id}"),
+            currency=self.config.currency,
+            parent_external_id=str(row.campaign.id),
+            bid=self._money(ad_group, "cpc_bid_micros"),
+        )
+
+    def _money(self, message: Any, name: str) -> Decimal | None:
+        """An optional micros field as Decimal in the account currency (None when unset)."""
+        if name not in message:
+            return None
+        micros = getattr(message, name)
+        try:
+            return from_micros(micros, self.config.currency)
+        except MoneyError:
+            # The live value is finer than the currency's minor unit (the API should not
+            # allow it): report it exactly rather than rounded, so a diff shows the truth.
+            return Decimal(micros).scaleb(-6)
+
+    # Writes ----------------------------------------------------------------------------
+
+    def unsupported(self, change: Change) -> ChangeOutcome | None:
+        """NOT_SUPPORTED for anything but campaign budgets/status and ad group status/bid."""
+        if (change.ref.entity_type, change.field) in _WRITABLE:
+            return None
+        return _failed(
+            change,
+            ErrorCode.NOT_SUPPORTED,
+            f"{change.field} of a {change.ref.entity_type} cannot be changed on Google Ads by "
+            f"BudgetRadar ({change.ref.entity_type} {change.ref.external_id}).",
+        )
+
+    def apply(self, changes: Sequence[Change], *, validate_only: bool = False) -> list[ChangeOutcome]:
+        outcomes: dict[int, ChangeOutcome] = {}
+        writes: list[_Write] = []
+        for index, change in enumerate(changes):
+            prepared = self.unsupported(change) or self._prepare(index, change)
+            if isinstance(prepared, ChangeOutcome):
+                outcomes[index] = prepared
+            else:
+                writes.append(prepared)
+        writes = self._resolve_budgets(writes, outcomes)
+        stop_error: PlatformError | None = None
+        for request in _plan_requests(writes):
+            if stop_error is not None:
+                outcomes.update(_not_sent(request, stop_error))
+                continue
+            sent, stop_error = self._send(request, validate_only)
+            outcomes.update(sent)
+        return [outcomes[index] for index in range(len(changes))]
+
+    def _prepare(self, index: int, change: Change) -> _Write | ChangeOutcome:
+        """Convert the value for the API, or refuse it before anything is sent."""
+        target, proto_field = _WRITABLE[(change.ref.entity_type, change.field)]
+        if not change.ref.external_id.isdigit():
+            return _failed(
+                change,
+                ErrorCode.NOT_FOUND,
+                f"{change.ref.entity_type} {change.ref.external_id!r} is not a Google Ads id.",
+            )
+        if change.field == Field.STATUS:
+            return self._prepare_status(index, change, target)
+        try:
+            micros = to_micros(change.value, self.config.currency)
+        except MoneyError as exc:
+            return _failed(
+                change,
+                ErrorCode.INVALID_VALUE,
+                f"{change.field} of {change.ref.entity_type} {change.ref.external_id}: {exc}",
+            )
+        if target == "budget":
+            # An unknown budget is resolved from the campaign before sending (_resolve_budgets).
+            budget_id = change.ref.budget_id or ""
+            return _Write(index, change, target, proto_field, micros, budget_id if budget_id.isdigit() else "")
+        return _Write(index, change, target, proto_field, micros, change.ref.external_id)
+
+    def _prepare_status(self, index: int, change: Change, target: str) -> _Write | ChangeOutcome:
+        try:
+            status = EntityStatus(change.value)
+        except ValueError:
+            return _failed(
+                change,
+                ErrorCode.INVALID_VALUE,
+                f"{change.value!r} is not a status (active, paused) for {change.ref.entity_type} "
+                f"{change.ref.external_id}.",
+            )
+        if status not in _STATUS_TO_API:
+            # Removing is one-way and a separate kind of operation; BudgetRadar never does it.
+            return _failed(
+                change,
+                ErrorCode.NOT_SUPPORTED,
+                f"Removing {change.ref.entity_type} {change.ref.external_id} is one-way; "
+                "BudgetRadar only enables and pauses on Google Ads.",
+            )
+        return _Write(index, change, target, "status", _STATUS_TO_API[status], change.ref.external_id)
+
+    def _resolve_budgets(self, writes: list[_Write], outcomes: dict[int, ChangeOutcome]) -> list[_Write]:
+        """Fill in the budget of budget writes whose ref lacks it, with one GAQL read for all."""
+        missing = [w for w in writes if w.target == "budget" and not w.resource_id]
+        if not missing:
+            return writes
+        try:
+            budgets = self._budget_ids(_google_ids(w.change.ref.external_id for w in missing))
+        except PlatformCallError as exc:
+            outcomes.update((w.index, failed_outcomes([w.change], exc.error)[0]) for w in missing)
+            return [w for w in writes if w.resource_id]
+        for write in missing:
+            write.resource_id = budgets.get(write.change.ref.external_id, "")
+            if not write.resource_id:
+                message = f"campaign {write.change.ref.external_id} was not found on Google Ads."
+                outcomes[write.index] = _failed(write.change, ErrorCode.NOT_FOUND, message)
+        return [w for w in writes if w.resource_id]
+
+    def _budget_ids(self, campaign_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for ids_chunk in chunked(campaign_ids, MAX_IDS_PER_QUERY):
+            where = f"campaign.id IN ({', '.join(ids_chunk)})"
+            query = _query(("campaign.id", "campaign_budget.id"), "campaign", where)
+            found.update((str(row.campaign.id), str(row.campaign_budget.id)) for row in self._search(query))
+        return found
+
+    def _send(self, request: _Request, validate_only: bool) -> tuple[dict[int, ChangeOutcome], PlatformError | None]:
+        """Send one mutate; outcomes by change index, and the error that should stop the batch."""
+        target = _sdk().targets[request.target]
+        api_request = target.request_cls(
+            customer_id=self.customer_id,
+            operations=[self._operation(target, op) for op in request.operations],
+            partial_failure=True,
+            validate_only=validate_only,
+        )
+        self.throttle(len(request.operations))
+        self.round_trips += 1
+        try:
+            self._refresh_token_if_needed()
+            response = getattr(self._service(target.service), target.method)(
+                request=api_request, timeout=self.config.request_timeout
+            )
+        except _PLATFORM_EXCEPTIONS as exc:
+            error = classify_exception(exc)
+            # A mutate that timed out may have been applied; a validate-only one changed nothing.
+            ambiguous = _timed_out(exc) and not validate_only
+            writes = request.writes
+            outcomes = failed_outcomes([w.change for w in writes], error, ambiguous=ambiguous)
+            by_index = {w.index: o for w, o in zip(writes, outcomes, strict=True)}
+            return by_index, error if error.code in _STOP_BATCH_CODES else None
+        return self._outcomes(request, response, validate_only), None
+
+    def _operation(self, target: _Target, op: _Operation) -> Any:
+        resource = target.resource_cls(
+            resource_name=f"customers/{self.customer_id}/{target.collection}/{op.resource_id}"
+        )
+        for name, value in op.values.items():
+            setattr(resource, name, target.status_enum[value] if name == "status" else value)
+        # An explicit mask: protobuf_helpers.field_mask() compares with default values and
+        # would silently drop a field set to 0 (a zero bid or budget).
+        return target.operation_cls(update=resource, update_mask=field_mask_pb2.FieldMask(paths=sorted(op.values)))
+
+    def _outcomes(self, request: _Request, response: Any, validate_only: bool) -> dict[int, ChangeOutcome]:
+        """Per-change outcomes from a mutate response: failed operations come from its
+        ``partial_failure_error``, located by operation index."""
+        request_id = self._request_ids.last()
+        errors = _operation_errors(response.partial_failure_error)
+        ok_status = OutcomeStatus.VALIDATED if validate_only else OutcomeStatus.APPLIED
+        outcomes: dict[int, ChangeOutcome] = {}
+        for position, op in enumerate(request.operations):
+            error = _error_from_ads_errors(errors[position], request_id) if position in errors else None
+            for write in op.writes:
+                if error is None:
+                    outcomes[write.index] = ChangeOutcome(write.change, ok_status, request_id=request_id)
+                    continue
+                ref = write.change.ref
+                located = replace(error, message=f"{error.message} ({ref.entity_type} {ref.external_id})")
+                outcomes[write.index] = ChangeOutcome(write.change, OutcomeStatus.FAILED, located, request_id)
+        return outcomes
+
+
+# Planning ------------------------------------------------------------------------------
+
+
+def _plan_requests(writes: Sequence[_Write]) -> list[_Request]:
+    """Group writes into as few requests as the API allows.
+
+    Writes on one resource merge into one operation while their fields do not clash; a
+    clashing write becomes a new operation that goes into a later request than the
+    previous one on that resource (so the API sees them in the caller's order and never
+    twice in one request). Requests hold at most 10,000 operations.
+    """
+    requests: list[_Request] = []
+    for target in _TARGET_ORDER:
+        requests.extend(_plan_target([w for w in writes if w.target == target], target))
+    return requests
+
+
+def _plan_target(writes: Sequence[_Write], target: str) -> list[_Request]:
+    requests: list[_Request] = []
+    latest: dict[str, tuple[_Operation, int]] = {}  # resource -> (its last operation, its request)
+    first_open = 0  # every request before this one is full
+    for write in writes:
+        previous = latest.get(write.resource_id)
+        if previous is not None and previous[0].accepts(write):
+            previous[0].add(write)
+            continue
+        position = max(first_open, previous[1] + 1 if previous else 0)
+        while position < len(requests) and len(requests[position].operations) >= MAX_OPERATIONS_PER_REQUEST:
+            position += 1
+        if position == len(requests):
+            requests.append(_Request(target))
+        operation = _Operation(write.resource_id)
+        operation.add(write)
+        requests[position].operations.append(operation)
+        latest[write.resource_id] = (operation, position)
+        while first_open < len(requests) and len(requests[first_open].operations) >= MAX_OPERATIONS_PER_REQUEST:
+            first_open += 1
+    return requests
+
+
+def _not_sent(request: _Request, cause: PlatformError) -> dict[int, ChangeOutcome]:
+    error = PlatformError(
+        code=cause.code,
+        message=f"Not sent: an earlier request of this batch failed ({cause.code}: {cause.message})",
+        retry_after=cause.retry_after,
+        request_id=None,
+    )
+    return {w.index: ChangeOutcome(w.change, OutcomeStatus.FAILED, error=error) for w in request.writes}
+
+
+# Error classification --------------------------------------------------------------------
+
+# GoogleAdsError codes: first by (error type, code name), then by error type alone.
+_BY_CODE: dict[tuple[str, str], ErrorCode] = {
+    ("request_error", "RESOURCE_NOT_FOUND"): ErrorCode.NOT_FOUND,
+    ("mutate_error", "RESOURCE_NOT_FOUND"): ErrorCode.NOT_FOUND,
+    ("campaign_budget_error", "CAMPAIGN_BUDGET_REMOVED"): ErrorCode.NOT_FOUND,
+    ("operation_access_denied_error", "OPERATION_NOT_PERMITTED_FOR_REMOVED_RESOURCE"): ErrorCode.NOT_FOUND,
+    ("database_error", "CONCURRENT_MODIFICATION"): ErrorCode.CONFLICT,
+    ("quota_error", "ACCESS_PROHIBITED"): ErrorCode.PERMISSION_DENIED,
+}
+_BY_TYPE: dict[str, ErrorCode] = {
+    "authentication_error": ErrorCode.AUTH_EXPIRED,
+    "authorization_error": ErrorCode.PERMISSION_DENIED,
+    "operation_access_denied_error": ErrorCode.PERMISSION_DENIED,
+    "range_error": ErrorCode.INVALID_VALUE,
+    "field_error": ErrorCode.INVALID_VALUE,
+    "campaign_budget_error": ErrorCode.INVALID_VALUE,
+    "campaign_error": ErrorCode.INVALID_VALUE,
+    "ad_group_error": ErrorCode.INVALID_VALUE,
+    "bidding_error": ErrorCode.INVALID_VALUE,
+    "internal_error": ErrorCode.TRANSIENT,
+    "quota_error": ErrorCode.RATE_LIMITED,
+}
+# gRPC failures that carry no GoogleAdsFailure (or whose status says it all).
+_BY_EXCEPTION: tuple[tuple[type[Exception], ErrorCode], ...] = (
+    (api_exceptions.ResourceExhausted, ErrorCode.RATE_LIMITED),
+    (api_exceptions.InternalServerError, ErrorCode.TRANSIENT),
+    (api_exceptions.ServiceUnavailable, ErrorCode.TRANSIENT),
+    (api_exceptions.DeadlineExceeded, ErrorCode.TRANSIENT),
+    (api_exceptions.Unauthenticated, ErrorCode.AUTH_EXPIRED),
+    (api_exceptions.PermissionDenied, ErrorCode.PERMISSION_DENIED),
+    (api_exceptions.NotFound, ErrorCode.NOT_FOUND),
+    (api_exceptions.Aborted, ErrorCode.CONFLICT),
+    (auth_exceptions.RefreshError, ErrorCode.AUTH_EXPIRED),
+    (auth_exceptions.TransportError, ErrorCode.TRANSIENT),
+)
+
+
+def classify_exception(exc: BaseException) -> PlatformError:
+    """Map anything the SDK raises for a failed call onto the shared taxonomy."""
+    if isinstance(exc, grpc.RpcError):  # not wrapped by the SDK's api_core layer
+        exc = api_exceptions.from_grpc_error(exc)
+    if isinstance(exc, GoogleAdsException):
+        return _error_from_ads_errors(list(exc.failure.errors), exc.request_id, grpc_error=exc.error)
+    call = getattr(exc, "response", None) if isinstance(exc, api_exceptions.GoogleAPICallError) else None
+    metadata = _trailing_metadata(call)
+    failure = _failure_from_metadata(metadata)
+    request_id = _metadata_value(metadata, REQUEST_ID_METADATA_KEY)
+    code = next((code for cls, code in _BY_EXCEPTION if isinstance(exc, cls)), ErrorCode.UNKNOWN)
+    detail = _describe(list(failure.errors)) if failure is not None else _exception_text(exc)
+    retry_after = None
+    if code == ErrorCode.RATE_LIMITED:
+        retry_after = _retry_delay(list(failure.errors) if failure else [], exc) or DEFAULT_RETRY_AFTER
+    return PlatformError(
+        code=code,
+        message=f"Google Ads: {detail}",
+        retry_after=retry_after,
+        request_id=request_id,
+        raw={"exception": type(exc).__name__},
+    )
+
+
+def _error_from_ads_errors(errors: list[Any], request_id: str | None, grpc_error: Any = None) -> PlatformError:
+    code = _code_of(errors[0]) if errors else ErrorCode.UNKNOWN
+    retry_after = (_retry_delay(errors, None) or DEFAULT_RETRY_AFTER) if code == ErrorCode.RATE_LIMITED else None
+    raw: dict[str, Any] = {"errors": [_error_code_pair(e) for e in errors]}
+    if grpc_error is not None:
+        raw["grpc_status"] = grpc_error.code().name
+    return PlatformError(
+        code=code, message=f"Google Ads: {_describe(errors)}", retry_after=retry_after, request_id=request_id, raw=raw
+    )
+
+
+def _code_of(error: Any) -> ErrorCode:
+    error_type, name = _error_code_pair(error)
+    return _BY_CODE.get((error_type, name)) or _BY_TYPE.get(error_type, ErrorCode.UNKNOWN)
+
+
+def _error_code_pair(error: Any) -> tuple[str, str]:
+    """("range_error", "TOO_LOW") for a GoogleAdsError."""
+    pb = type(error.error_code).pb(error.error_code)
+    error_type = pb.WhichOneof("error_code") or "unknown"
+    value = getattr(pb, error_type, 0)
+    enum_type = pb.DESCRIPTOR.fields_by_name[error_type].enum_type if error_type != "unknown" else None
+    enum_value = enum_type.values_by_number.get(value) if enum_type else None
+    return error_type, enum_value.name if enum_value else str(value)
+
+
+def _describe(errors: list[Any]) -> str:
+    """The API's own words for up to three errors, with their codes."""
+    parts = [f"{'.'.join(_error_code_pair(e))}: {e.message}" for e in errors[:3]]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more if parts else "request failed without details"
+
+
+def _retry_delay(errors: list[Any], exc: BaseException | None) -> float | None:
+    """Seconds to wait, from the failure's quota details or a google.rpc.RetryInfo."""
+    delays = [
+        e.details.quota_error_details.retry_delay
+        for e in errors
+        if "details" in e and "quota_error_details" in e.details
+    ]
+    delays += [d.retry_delay for d in getattr(exc, "details", None) or [] if hasattr(d, "retry_delay")]
+    return next((seconds for seconds in map(_seconds, delays) if seconds > 0), None)
+
+
+def _seconds(delay: Any) -> float:
+    """A Duration as seconds: proto-plus hands out timedelta, raw protobuf a Duration message."""
+    if isinstance(delay, dt.timedelta):
+        return delay.total_seconds()
+    return delay.seconds + delay.nanos / 1e9
+
+
+def _operation_errors(status: Any) -> dict[int, list[Any]]:
+    """GoogleAdsErrors of a partial_failure_error by the operation index they point at."""
+    by_index: dict[int, list[Any]] = {}
+    for detail in status.details:
+        if not detail.type_url.endswith(".GoogleAdsFailure"):
+            continue
+        for error in _sdk().GoogleAdsFailure.deserialize(detail.value).errors:
+            elements = error.location.field_path_elements
+            if elements and elements[0].field_name == "operations":
+                by_index.setdefault(elements[0].index, []).append(error)
+    return by_index
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, grpc.RpcError):
+        exc = api_exceptions.from_grpc_error(exc)
+    return isinstance(exc, api_exceptions.DeadlineExceeded)
+
+
+def _failure_from_metadata(metadata: Sequence[tuple[str, Any]]) -> Any:
+    raw = _metadata_value(metadata, FAILURE_METADATA_KEY)
+    return _sdk().GoogleAdsFailure.deserialize(raw) if raw else None
+
+
+def _trailing_metadata(call: Any) -> Sequence[tuple[str, Any]]:
+    try:
+        return tuple(call.trailing_metadata() or ()) if call is not None else ()
+    except (AttributeError, TypeError):
+        return ()
+
+
+def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> Any:
+    return next((value for name, value in metadata or () if name == key), None)
+
+
+def _exception_text(exc: BaseException) -> str:
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        return f"{exc.grpc_status_code.name if exc.grpc_status_code else type(exc).__name__}: {exc.message}"
+    # google-auth errors quote the token endpoint's answer, never the refresh token itself.
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Small helpers ---------------------------------------------------------------------------
+
+
+def _build_client(config: ConnectionConfig) -> GoogleAdsClient:
+    """An SDK client from the connection's secrets; never refreshes a token at build time.
+
+    ``load_from_dict`` would refresh the access token over the network immediately, so
+    the credentials are built here: with an access token and no expiry they are used as
+    they are; without one, google-auth refreshes through ``token_uri`` on first use.
+    """
+    secrets = config.credentials
+    credentials = Credentials(
+        token=secrets.get("access_token") or None,
+        refresh_token=secrets.get("refresh_token") or None,
+        token_uri=secrets.get("token_uri") or DEFAULT_TOKEN_URI,
+        client_id=secrets.get("client_id") or None,
+        client_secret=secrets.get("client_secret") or None,
+    )
+    login_customer_id = _digits(secrets.get("login_customer_id") or "") or None
+    return GoogleAdsClient(
+        credentials=credentials,
+        developer_token=secrets.get("developer_token") or None,
+        endpoint=config.api_base_url or None,
+        login_customer_id=login_customer_id,
+        version=API_VERSION,
+        use_proto_plus=True,
+    )
+
+
+def _query(fields: Sequence[str], resource: str, where: str) -> str:
+    return f"SELECT {', '.join(fields)} FROM {resource} WHERE {where}"
+
+
+def _google_ids(ids: Iterable[str]) -> list[str]:
+    """Distinct numeric ids in first-seen order; anything else cannot exist on Google Ads
+    (and must never reach a GAQL string)."""
+    return list(dict.fromkeys(i for i in ids if i.isdigit()))
+
+
+def _digits(customer_id: str) -> str:
+    return customer_id.replace("-", "").strip()
+
+
+def _entity_status(api_status: str, what: str) -> EntityStatus:
+    try:
+        return _STATUS_FROM_API[api_status]
+    except KeyError:
+        raise PlatformCallError(
+            PlatformError(
+                code=ErrorCode.UNKNOWN,
+                message=f"Google Ads reported status {api_status} for {what}, which BudgetRadar does not understand.",
+            )
+        ) from None
+
+
+def _failed(change: Change, code: ErrorCode, message: str) -> ChangeOutcome:
+    return ChangeOutcome(change=change, status=OutcomeStatus.FAILED, error=PlatformError(code=code, message=message))

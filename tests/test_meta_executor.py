@@ -1,0 +1,593 @@
+"""MetaExecutor through the real facebook-business SDK against the local Graph API fake."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import replace
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+from facebook_business.api import FacebookAdsApi
+from facebook_business.exceptions import FacebookRequestError
+from facebook_business.session import FacebookSession
+
+from platforms.fakes.faults import FaultKind, FaultScope
+from platforms.fakes.meta_fake import MetaGraphFake
+from platforms.meta import MetaExecutor, classify_graph_error, pack_batches
+from platforms.types import (
+    Change,
+    ChangeOutcome,
+    EntityRef,
+    EntityStatus,
+    EntityType,
+    ErrorCode,
+    Field,
+    OutcomeStatus,
+    PlatformCallError,
+)
+from tests.meta_fake_fixtures import META_ACCOUNT, META_TOKEN
+
+GEO_DE = {"geo_locations": {"countries": ["DE"]}}
+
+
+def campaign(external_id: str) -> EntityRef:
+    return EntityRef(EntityType.CAMPAIGN, external_id)
+
+
+def ad_set(external_id: str, campaign_id: str | None) -> EntityRef:
+    return EntityRef(EntityType.AD_SET, external_id, parent_external_id=campaign_id)
+
+
+def change(ref: EntityRef, field: Field, value: object) -> Change:
+    return Change(ref=ref, field=field, value=value, key=f"{ref.external_id}:{field}")
+
+
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _session_for(fake: MetaGraphFake) -> FacebookSession:
+    """A bare SDK session on the fake, for tests of the SDK and the fake themselves."""
+    session = FacebookSession(access_token=META_TOKEN)
+    session.GRAPH = fake.base_url
+    session.requests.trust_env = False
+    return session
+
+
+def statuses(outcomes: list[ChangeOutcome]) -> list[OutcomeStatus]:
+    return [outcome.status for outcome in outcomes]
+
+
+def error_codes(outcomes: list[ChangeOutcome]) -> list[ErrorCode | None]:
+    return [outcome.error.code if outcome.error else None for outcome in outcomes]
+
+
+@pytest.fixture
+def abo(meta_fake: MetaGraphFake) -> dict[str, str]:
+    """A campaign whose two ad sets carry their own budgets (no campaign budget)."""
+    campaign_id = meta_fake.add_campaign(META_ACCOUNT, name="EU Prospecting")
+    return {
+        "campaign": campaign_id,
+        "first": meta_fake.add_ad_set(campaign_id, name="Lookalike 1%", daily_budget=9550, bid_amount=180),
+        "second": meta_fake.add_ad_set(campaign_id, name="Interests", daily_budget=4000, status="PAUSED"),
+    }
+
+
+@pytest.fixture
+def cbo(meta_fake: MetaGraphFake) -> str:
+    """A campaign with a campaign budget (CBO) of 460.00 EUR a day."""
+    return meta_fake.add_campaign(META_ACCOUNT, name="EU Search - Brand", daily_budget=46000)
+
+
+# Reading -----------------------------------------------------------------------------
+
+
+def test_read_state_returns_campaigns_and_ad_sets_in_account_currency(meta_executor, abo, cbo):
+    states = meta_executor.read_state([campaign(cbo), ad_set(abo["first"], None), ad_set(abo["second"], None)])
+
+    brand = states[campaign(cbo).key]
+    assert (brand.name, brand.status, brand.daily_budget) == ("EU Search - Brand", "active", Decimal("460.00"))
+    first = states[ad_set(abo["first"], None).key]
+    assert first.parent_external_id == abo["campaign"]
+    assert (first.daily_budget, first.bid, first.currency) == (Decimal("95.50"), Decimal("1.80"), "EUR")
+    assert first.targeting == GEO_DE
+    assert states[ad_set(abo["second"], None).key].status == EntityStatus.PAUSED
+
+
+def test_read_state_leaves_out_entities_meta_does_not_know(meta_executor, meta_fake, cbo):
+    gone = meta_fake.add_campaign(META_ACCOUNT)
+    meta_fake.remove(gone)
+
+    states = meta_executor.read_state([campaign(cbo), campaign(gone), campaign("404404")])
+
+    assert list(states) == [campaign(cbo).key]
+
+
+def test_deleted_entities_read_as_removed(meta_executor, meta_fake, abo):
+    meta_fake.faults.add(FaultKind.ENTITY_DELETED, scope=FaultScope.READ, entity_ids=[abo["first"]])
+
+    states = meta_executor.read_state([ad_set(abo["first"], None), ad_set(abo["second"], None)])
+
+    assert states[ad_set(abo["first"], None).key].status == EntityStatus.REMOVED
+    assert states[ad_set(abo["second"], None).key].status == EntityStatus.PAUSED
+
+
+def test_reading_120_entities_takes_three_batch_requests(meta_executor, meta_fake):
+    ids = [meta_fake.add_campaign(META_ACCOUNT) for _ in range(120)]
+
+    states = meta_executor.read_state([campaign(i) for i in ids])
+
+    assert len(states) == 120
+    assert [request.batch_size for request in meta_fake.requests] == [50, 50, 20]
+    assert meta_executor.round_trips == 3
+
+
+def test_a_failed_read_raises_the_classified_error(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.RATE_LIMIT, scope=FaultScope.READ, retry_after=300)
+
+    with pytest.raises(PlatformCallError) as raised:
+        meta_executor.read_state([campaign(cbo)])
+
+    assert raised.value.error.code == ErrorCode.RATE_LIMITED
+    assert raised.value.error.retry_after == 300
+    assert not raised.value.ambiguous
+
+
+def test_list_entities_follows_every_page(meta_executor, meta_fake, abo, cbo):
+    extra = [meta_fake.add_campaign(META_ACCOUNT) for _ in range(3)]
+    meta_executor.page_size = 2
+
+    entities = meta_executor.list_entities()
+
+    listed = [(entity.entity_type, entity.external_id) for entity in entities]
+    campaigns = [(EntityType.CAMPAIGN, i) for i in [abo["campaign"], cbo, *extra]]
+    assert listed == [*campaigns, (EntityType.AD_SET, abo["first"]), (EntityType.AD_SET, abo["second"])]
+    pages = [request.path.rsplit("/", 1)[1] for request in meta_fake.requests]
+    assert pages == ["campaigns"] * 3 + ["adsets"]
+
+
+def test_test_connection_refuses_an_account_in_another_currency(meta_config, meta_fake):
+    executor = MetaExecutor(replace(meta_config, currency="JPY"))
+
+    with pytest.raises(PlatformCallError) as raised:
+        executor.test_connection()
+
+    assert raised.value.error.code == ErrorCode.INVALID_VALUE
+    assert "bills in EUR" in raised.value.error.message
+
+
+# Writing -----------------------------------------------------------------------------
+
+
+def test_budget_status_and_bid_changes_are_applied_and_read_back(meta_executor, meta_fake, abo, cbo):
+    first = ad_set(abo["first"], abo["campaign"])
+    changes = [
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("480.00")),
+        change(first, Field.BID, Decimal("2.05")),
+        change(ad_set(abo["second"], abo["campaign"]), Field.STATUS, EntityStatus.ACTIVE),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 3
+    states = meta_executor.read_state([campaign(cbo), first, ad_set(abo["second"], None)])
+    assert states[campaign(cbo).key].daily_budget == Decimal("480.00")
+    assert states[first.key].bid == Decimal("2.05")
+    assert states[ad_set(abo["second"], None).key].status == EntityStatus.ACTIVE
+    assert meta_fake.node(cbo)["daily_budget"] == 48000
+
+
+def test_two_fields_of_one_ad_set_travel_as_one_post(meta_executor, meta_fake, abo):
+    first = ad_set(abo["first"], abo["campaign"])
+
+    outcomes = meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal("99")), change(first, Field.BID, "1.5")])
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 2
+    (batch,) = meta_fake.batches()
+    assert batch.item_ids == (abo["first"],)
+    assert (meta_fake.node(abo["first"])["daily_budget"], meta_fake.node(abo["first"])["bid_amount"]) == (9900, 150)
+
+
+def test_validate_only_changes_nothing_and_reports_validated(meta_executor, meta_fake, abo, cbo):
+    changes = [
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("500.00")),
+        change(ad_set(abo["first"], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED),
+    ]
+
+    outcomes = meta_executor.apply(changes, validate_only=True)
+
+    assert statuses(outcomes) == [OutcomeStatus.VALIDATED] * 2
+    (batch,) = meta_fake.batches()
+    assert batch.validate_only
+    assert meta_fake.node(cbo)["daily_budget"] == 46000
+    assert meta_fake.node(abo["first"])["status"] == "ACTIVE"
+
+
+def test_validate_only_reports_what_meta_would_refuse(meta_executor, meta_fake, cbo):
+    ad_set_id = meta_fake.add_ad_set(cbo)
+
+    (outcome,) = meta_executor.apply([change(ad_set(ad_set_id, cbo), Field.DAILY_BUDGET, "20")], validate_only=True)
+
+    assert outcome.status == OutcomeStatus.FAILED
+    assert outcome.error.code == ErrorCode.INVALID_VALUE
+    assert "campaign budget" in outcome.error.message
+    assert meta_fake.node(ad_set_id)["daily_budget"] is None
+
+
+def test_partial_failure_fails_only_the_refused_change(meta_executor, meta_fake, abo, cbo):
+    meta_fake.faults.add(FaultKind.PARTIAL_FAILURE, entity_ids=[abo["first"]])
+    changes = [
+        change(ad_set(abo["first"], abo["campaign"]), Field.DAILY_BUDGET, Decimal("120")),
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470")),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.FAILED, OutcomeStatus.APPLIED]
+    assert outcomes[0].error.code == ErrorCode.INVALID_VALUE
+    assert outcomes[0].error.request_id  # Meta's fbtrace_id, for support tickets
+    assert meta_fake.node(abo["first"])["daily_budget"] == 9550
+    assert meta_fake.node(cbo)["daily_budget"] == 47000
+
+
+def test_120_ad_set_changes_take_three_batches_without_repeating_a_campaign(meta_executor, meta_fake):
+    # 40 campaigns with 3 ad sets each, listed campaign by campaign: cutting this list into
+    # chunks of 50 would put up to 3 ad sets of one campaign into the same batch.
+    refs = []
+    for _ in range(40):
+        campaign_id = meta_fake.add_campaign(META_ACCOUNT)
+        refs += [ad_set(meta_fake.add_ad_set(campaign_id, daily_budget=1000), campaign_id) for _ in range(3)]
+
+    outcomes = meta_executor.apply([change(ref, Field.DAILY_BUDGET, Decimal("12.34")) for ref in refs])
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 120
+    batches = meta_fake.batches()
+    assert len(batches) == 3 and meta_executor.round_trips == 3
+    assert all(batch.batch_size <= 50 and batch.repeated_campaigns == () for batch in batches)
+    assert {meta_fake.node(ref.external_id)["daily_budget"] for ref in refs} == {1234}
+
+
+def test_a_campaign_and_its_ad_set_go_in_different_batches(meta_executor, meta_fake, abo):
+    changes = [
+        change(campaign(abo["campaign"]), Field.STATUS, EntityStatus.PAUSED),
+        change(ad_set(abo["first"], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED),
+    ]
+
+    assert statuses(meta_executor.apply(changes)) == [OutcomeStatus.APPLIED] * 2
+    assert [batch.item_ids for batch in meta_fake.batches()] == [(abo["campaign"],), (abo["first"],)]
+
+
+def test_packing_meets_the_lower_bound_for_uneven_campaigns():
+    # 150 writes, 4 of them in one campaign: 4 batches are needed, and 4 suffice.
+    posts = [SimpleNamespace(family=family) for family in ["big"] * 4 + [f"c{i}" for i in range(146)]]
+
+    batches = pack_batches(posts)
+
+    assert [len(batch) for batch in batches] == [38, 38, 37, 37]
+    assert all(len({post.family for post in batch}) == len(batch) for batch in batches)
+
+
+def test_ad_sets_without_a_known_campaign_are_looked_up_before_batching(meta_executor, meta_fake, abo):
+    changes = [change(ad_set(abo[name], None), Field.DAILY_BUDGET, Decimal("10")) for name in ("first", "second")]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 2
+    read, *writes = meta_fake.batches()
+    assert read.item_methods == ("GET", "GET")
+    assert [w.item_ids for w in writes] == [(abo["first"],), (abo["second"],)]
+
+
+def test_jpy_budgets_round_trip_in_whole_yen(meta_config, meta_fake):
+    meta_fake.add_account("act_2000", currency="JPY")
+    campaign_id = meta_fake.add_campaign("act_2000", daily_budget=50000)
+    executor = MetaExecutor(replace(meta_config, account_id="2000", currency="JPY"))
+
+    before = executor.read_state([campaign(campaign_id)])[campaign(campaign_id).key].daily_budget
+    executor.apply([change(campaign(campaign_id), Field.DAILY_BUDGET, Decimal("65000"))])
+    after = executor.read_state([campaign(campaign_id)])[campaign(campaign_id).key].daily_budget
+
+    assert (before, after) == (Decimal("50000"), Decimal("65000"))
+    assert meta_fake.node(campaign_id)["daily_budget"] == 65000
+
+
+def test_a_sub_cent_eur_value_is_refused_without_being_sent(meta_executor, meta_fake, cbo):
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("460.005"))])
+
+    assert outcome.status == OutcomeStatus.FAILED
+    assert outcome.error.code == ErrorCode.INVALID_VALUE
+    assert "cannot represent" in outcome.error.message
+    assert meta_fake.requests == []
+
+
+def test_targeting_and_schedule_are_written_to_ad_sets(meta_executor, meta_fake, abo):
+    meta_fake.add_ad_set(abo["campaign"])  # unused sibling: the lifetime-budget ad set below stands alone
+    lifetime = meta_fake.add_ad_set(abo["campaign"], lifetime_budget=100000)
+    ref = ad_set(lifetime, abo["campaign"])
+    day_parts = [{"start_minute": 480, "end_minute": 1200, "days": [1, 2, 3, 4, 5]}]
+    targeting = {"geo_locations": {"countries": ["AT", "DE"]}, "age_min": 25}
+
+    outcomes = meta_executor.apply(
+        [change(ref, Field.TARGETING, targeting), change(ref, Field.SCHEDULE, {"day_parts": day_parts})]
+    )
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 2
+    state = meta_executor.read_state([ref])[ref.key]
+    assert (state.targeting, state.schedule) == (targeting, {"day_parts": day_parts})
+
+
+def test_changes_meta_cannot_make_are_not_supported_and_not_sent(meta_executor, meta_fake, abo, cbo):
+    changes = [
+        change(campaign(cbo), Field.BID, Decimal("1.00")),
+        change(EntityRef(EntityType.AD, "777"), Field.STATUS, EntityStatus.PAUSED),
+        change(ad_set(abo["first"], abo["campaign"]), Field.STATUS, EntityStatus.REMOVED),
+        change(campaign(cbo), Field.TARGETING, GEO_DE),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert error_codes(outcomes) == [ErrorCode.NOT_SUPPORTED] * 4
+    assert meta_fake.requests == []
+
+
+def test_a_silent_no_op_is_reported_as_meta_reported_it(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.SILENT_NOOP, entity_ids=[cbo])
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("999.00"))])
+
+    # Meta said success; only the engine's read-back can tell that nothing changed.
+    assert outcome.status == OutcomeStatus.APPLIED
+    assert meta_executor.read_state([campaign(cbo)])[campaign(cbo).key].daily_budget == Decimal("460.00")
+
+
+def test_outcomes_carry_meta_request_ids(meta_executor, meta_fake, cbo):
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED)])
+
+    assert outcome.request_id
+
+
+def test_throttle_is_asked_before_every_request_with_its_operation_count(meta_config, meta_fake, abo, cbo):
+    asked: list[int] = []
+    executor = MetaExecutor(meta_config, throttle=asked.append)
+    changes = [change(ad_set(abo[n], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED) for n in ("first", "second")]
+
+    executor.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED), *changes])
+    executor.list_entities()
+
+    assert asked == [2, 1, 1, 1]
+    assert executor.round_trips == len(meta_fake.requests) == 4
+
+
+def test_the_process_wide_default_api_is_never_set(meta_executor, cbo):
+    meta_executor.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED)])
+
+    assert FacebookAdsApi.get_default_api() is None
+    assert FacebookSession.GRAPH == "https://graph.facebook.com"
+
+
+def test_appsecret_proof_is_sent_when_an_app_secret_is_configured(meta_config, meta_fake, cbo, monkeypatch):
+    monkeypatch.setattr(meta_fake, "app_secret", "app-secret-1")
+    credentials = {**meta_config.credentials, "app_secret": "app-secret-1"}
+
+    executor = MetaExecutor(replace(meta_config, credentials=credentials))
+
+    assert campaign(cbo).key in executor.read_state([campaign(cbo)])
+    assert "appsecret_proof" not in meta_fake.requests[0].params  # the log never keeps secrets
+
+
+# Error taxonomy ----------------------------------------------------------------------
+
+
+def test_a_rate_limited_request_says_when_to_retry_and_stops_the_rest(meta_executor, meta_fake, abo, cbo):
+    meta_fake.faults.add(FaultKind.RATE_LIMIT, retry_after=120)
+    changes = [change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED)] + [
+        change(ad_set(abo[n], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED) for n in ("first", "second")
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert error_codes(outcomes) == [ErrorCode.RATE_LIMITED] * 3
+    assert {outcome.error.retry_after for outcome in outcomes} == {120.0}  # 2 minutes in the usage header
+    assert len(meta_fake.batches()) == 1  # the second batch was not sent into the rate limit
+
+
+def test_a_rate_limit_on_one_batch_item_fails_only_that_change(meta_executor, meta_fake, abo, cbo):
+    meta_fake.faults.add(FaultKind.RATE_LIMIT, entity_ids=[cbo], retry_after=600)
+    changes = [
+        change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED),
+        change(ad_set(abo["first"], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.FAILED, OutcomeStatus.APPLIED]
+    assert (outcomes[0].error.code, outcomes[0].error.retry_after) == (ErrorCode.RATE_LIMITED, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (FaultKind.SERVER_ERROR, ErrorCode.TRANSIENT),
+        (FaultKind.HTML_502, ErrorCode.TRANSIENT),
+        (FaultKind.AUTH_EXPIRED, ErrorCode.AUTH_EXPIRED),
+        (FaultKind.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED),
+        (FaultKind.INVALID_VALUE, ErrorCode.INVALID_VALUE),
+        (FaultKind.CONFLICT, ErrorCode.CONFLICT),
+    ],
+)
+def test_a_failed_write_request_is_classified(meta_executor, meta_fake, cbo, fault, expected):
+    meta_fake.faults.add(fault)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470"))])
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, expected)
+    assert outcome.error.retryable == (expected in (ErrorCode.TRANSIENT, ErrorCode.CONFLICT))
+    assert meta_fake.node(cbo)["daily_budget"] == 46000
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (FaultKind.SERVER_ERROR, ErrorCode.TRANSIENT),
+        (FaultKind.AUTH_EXPIRED, ErrorCode.AUTH_EXPIRED),
+        (FaultKind.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED),
+        (FaultKind.ENTITY_DELETED, ErrorCode.NOT_FOUND),
+        (FaultKind.CONFLICT, ErrorCode.CONFLICT),
+    ],
+)
+def test_a_failed_batch_item_is_classified(meta_executor, meta_fake, abo, cbo, fault, expected):
+    meta_fake.faults.add(fault, entity_ids=[cbo])
+    changes = [
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470")),
+        change(ad_set(abo["first"], abo["campaign"]), Field.DAILY_BUDGET, Decimal("96")),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert error_codes(outcomes) == [expected, None]
+
+
+def test_the_sdk_itself_raises_type_error_on_an_html_502_page(meta_fake):
+    # Why MetaExecutor inspects bodies before the SDK does (see PLATFORM_NOTES.md).
+    meta_fake.faults.add(FaultKind.HTML_502, scope=FaultScope.READ)
+
+    with pytest.raises(TypeError):
+        FacebookAdsApi(_session_for(meta_fake), api_version="v26.0").call("GET", (META_ACCOUNT,))
+
+
+def test_a_timeout_after_meta_applied_the_change_is_unknown(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.TIMEOUT_AFTER_APPLY)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470"))])
+
+    assert outcome.status == OutcomeStatus.UNKNOWN
+    assert outcome.error.code == ErrorCode.TRANSIENT
+    assert meta_fake.node(cbo)["daily_budget"] == 47000  # it did apply: the engine reconciles by reading
+
+
+def test_a_timeout_before_meta_applied_the_change_is_still_unknown(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.TIMEOUT_BEFORE_APPLY)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470"))])
+
+    assert outcome.status == OutcomeStatus.UNKNOWN  # the client cannot tell the two timeouts apart
+    assert meta_fake.node(cbo)["daily_budget"] == 46000
+
+
+def test_a_batch_item_meta_did_not_finish_is_unknown(meta_executor, meta_fake, abo, cbo):
+    meta_fake.faults.add(FaultKind.TIMEOUT_AFTER_APPLY, entity_ids=[cbo])
+    changes = [
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470")),
+        change(ad_set(abo["first"], abo["campaign"]), Field.DAILY_BUDGET, Decimal("96")),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.UNKNOWN, OutcomeStatus.APPLIED]
+    assert meta_fake.node(cbo)["daily_budget"] == 47000
+
+
+def test_a_timed_out_read_is_a_transient_error(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.TIMEOUT_BEFORE_APPLY, scope=FaultScope.READ)
+
+    with pytest.raises(PlatformCallError) as raised:
+        meta_executor.read_state([campaign(cbo)])
+
+    assert raised.value.error.code == ErrorCode.TRANSIENT
+
+
+def test_an_unreachable_endpoint_fails_without_ambiguity(meta_config, cbo):
+    unreachable = MetaExecutor(replace(meta_config, api_base_url=closed_port_url()))
+
+    (outcome,) = unreachable.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED)])
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.TRANSIENT)
+
+
+def test_a_revoked_token_is_auth_expired(meta_config, meta_fake, cbo):
+    executor = MetaExecutor(replace(meta_config, credentials={"access_token": "revoked-token-123"}))
+
+    with pytest.raises(PlatformCallError) as raised:
+        executor.read_state([campaign(cbo)])
+
+    assert raised.value.error.code == ErrorCode.AUTH_EXPIRED
+
+
+@pytest.mark.parametrize(
+    "fault", [FaultKind.AUTH_EXPIRED, FaultKind.TIMEOUT_BEFORE_APPLY, FaultKind.HTML_502, FaultKind.INVALID_VALUE]
+)
+def test_the_access_token_never_appears_in_an_error(meta_executor, meta_fake, cbo, fault):
+    meta_fake.faults.add(fault)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED)])
+
+    assert outcome.error is not None
+    assert META_TOKEN not in json.dumps({**outcome.error.as_dict(), "raw": outcome.error.raw})
+
+
+def test_the_access_token_never_appears_when_meta_is_unreachable(meta_config):
+    executor = MetaExecutor(replace(meta_config, api_base_url=closed_port_url()))
+
+    with pytest.raises(PlatformCallError) as raised:
+        executor.list_entities()
+
+    assert META_TOKEN not in str(raised.value) + json.dumps(raised.value.error.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("error", "http_status", "expected"),
+    [
+        ({"code": 17, "error_subcode": 2446079}, 400, ErrorCode.RATE_LIMITED),
+        ({"code": 80004}, 400, ErrorCode.RATE_LIMITED),
+        ({"code": 613}, 400, ErrorCode.RATE_LIMITED),
+        ({"code": 190, "error_subcode": 463}, 400, ErrorCode.AUTH_EXPIRED),
+        ({"code": 10}, 400, ErrorCode.PERMISSION_DENIED),
+        ({"code": 294}, 403, ErrorCode.PERMISSION_DENIED),
+        ({"code": 100, "error_subcode": 33}, 400, ErrorCode.NOT_FOUND),
+        ({"code": 100, "message": "Object with ID '1' does not exist"}, 400, ErrorCode.NOT_FOUND),
+        ({"code": 100, "error_subcode": 1885272}, 400, ErrorCode.INVALID_VALUE),
+        ({"code": 1, "error_subcode": 1487390}, 400, ErrorCode.INVALID_VALUE),
+        ({"code": 2, "is_transient": True}, 503, ErrorCode.TRANSIENT),
+        ({"code": 1}, 500, ErrorCode.TRANSIENT),
+        ({"code": 9999}, 502, ErrorCode.TRANSIENT),
+        ({"code": 2, "message": "Another update is in progress"}, 503, ErrorCode.CONFLICT),
+        ({"code": 9999}, 400, ErrorCode.UNKNOWN),
+    ],
+)
+def test_graph_errors_map_onto_the_taxonomy(error, http_status, expected):
+    assert classify_graph_error(error, http_status) == expected
+
+
+def test_the_fake_answers_multi_id_reads_like_meta(meta_fake, abo):
+    api = FacebookAdsApi(_session_for(meta_fake), api_version="v26.0")
+
+    found = api.call("GET", ("",), params={"ids": f"{abo['first']},{abo['second']}", "fields": "name"}).json()
+    with pytest.raises(FacebookRequestError) as missing:
+        api.call("GET", ("",), params={"ids": f"{abo['first']},404404", "fields": "name"})
+
+    assert {row["name"] for row in found.values()} == {"Lookalike 1%", "Interests"}
+    assert missing.value.api_error_code() == 803
+
+
+def test_the_fake_refuses_batches_of_more_than_fifty_requests(meta_fake, cbo):
+    batch = FacebookAdsApi(_session_for(meta_fake), api_version="v26.0").new_batch()
+    for _ in range(51):
+        batch.add("GET", (cbo,), params={"fields": "name"})
+
+    with pytest.raises(FacebookRequestError, match="Maximum batch size is 50"):
+        batch.execute()
+
+
+def test_a_bare_account_number_is_accepted(meta_config):
+    assert MetaExecutor(replace(meta_config, account_id="1000")).account_id == "act_1000"
+
+
+def test_a_connection_without_a_token_is_refused_at_once(meta_config):
+    with pytest.raises(ValueError, match="no access_token"):
+        MetaExecutor(replace(meta_config, credentials={}))
