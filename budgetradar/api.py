@@ -7,9 +7,11 @@ from typing import Any
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.routers import DefaultRouter
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from budgetradar.errors import DomainError
+from budgetradar.errors import DomainError, PermissionDenied, ValidationFailed
+from budgetradar.idempotency import clean_key
 
 
 class Pagination(PageNumberPagination):
@@ -32,7 +34,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         body = {"code": exc.code, "message": exc.message}
         if exc.details:
-            body["details"] = exc.details
+            body["errors" if isinstance(exc, ValidationFailed) else "details"] = exc.details
         return Response(body, status=exc.http_status)
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -59,3 +61,29 @@ class TenantScopedMixin:
         from budgetradar.tenancy import scope_to_user
 
         return scope_to_user(super().get_queryset(), self.request.user, tenant_field=self.tenant_field)
+
+
+def tenant_for_request(request):
+    """The tenant the requesting user acts for; platform staff must act as a member."""
+    from budgetradar.tenancy import tenant_of
+
+    tenant = tenant_of(request.user)
+    if tenant is None:
+        raise PermissionDenied("Your user is not a member of any tenant; ask an admin for a membership.")
+    return tenant
+
+
+def idempotency_key_from(request) -> str | None:
+    """The ``Idempotency-Key`` header, else the body's ``idempotency_key``, else None."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None and isinstance(request.data, dict):
+        raw = request.data.get("idempotency_key")
+    return None if raw is None else clean_key(raw)
+
+
+class OptionalSlashRouter(DefaultRouter):
+    """Routes answer with or without a trailing slash (``/api/actions`` and ``/api/actions/``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"

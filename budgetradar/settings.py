@@ -9,6 +9,7 @@ broker, DEBUG on, the sandbox platform.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -70,7 +71,8 @@ def database_from_url(url: str) -> dict:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
-            "TEST": {"NAME": None},
+            # A file, not memory, so tests can run a worker subprocess against it.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"budgetradar-test-{os.getpid()}.sqlite3")},
         }
     if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
         if not parsed.path.strip("/"):

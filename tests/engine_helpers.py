@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from actions.models import Action
+from actions.models import Action, ActionJob, JobStatus
 from actions.services.dispatch import actions_dispatch
 from actions.services.engine import JobReport, job_process
 from actions.services.lifecycle import action_approve
@@ -37,9 +37,11 @@ class World:
         return SandboxFault.objects.create(account=self.account, kind=kind, **kwargs)
 
     def applied_count(self, external_id: str) -> int:
-        """How many changes to the entity the platform really applied, over all requests."""
-        rows = SandboxRequest.objects.filter(account=self.account, method="apply", validate_only=False)
-        return sum(r.applied_count for r in rows if external_id in r.entity_ids)
+        """How many write requests naming the entity really changed the platform."""
+        rows = SandboxRequest.objects.filter(
+            account=self.account, method="apply", validate_only=False, applied_count__gt=0
+        )
+        return sum(1 for r in rows if external_id in r.entity_ids)
 
     def apply_requests(self) -> int:
         return SandboxRequest.objects.filter(account=self.account, method="apply").count()
@@ -84,9 +86,10 @@ def approved(entity: PlatformEntity, approver, action_type: str = "adjust_budget
 
 
 def run_worker(*, policy: RetryPolicy = FAST, sleeps: list | None = None) -> list[JobReport]:
-    """What a worker does: dispatch, then run every job that has work."""
+    """What the workers do: dispatch, then run every queued job (as the enqueued tasks would)."""
+    actions_dispatch()
     reports = []
-    for job_id in actions_dispatch():
+    for job_id in ActionJob.objects.filter(status=JobStatus.QUEUED).order_by("id").values_list("id", flat=True):
         report = job_process(job_id=job_id, policy=policy, sleep=(sleeps.append if sleeps is not None else _no_sleep))
         if report:
             reports.append(report)

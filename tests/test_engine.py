@@ -35,12 +35,17 @@ def test_approved_budget_change_is_executed_once_and_verified_by_read_back(world
 
 
 def test_a_job_batches_every_action_of_a_connection_into_few_requests(world, approver):
-    actions = [approved(world.entity(f"sandbox-adset-{c}-{i}"), approver, "adjust_bid", new_bid="2.10")
-               for c in (1, 2) for i in (1, 2)]
+    actions = [
+        approved(world.entity(f"sandbox-adset-{c}-{i}"), approver, "adjust_bid", new_bid="2.10")
+        for c in (1, 2)
+        for i in (1, 2)
+    ]
     [report] = run_worker()
     assert report.succeeded == 4
     assert report.round_trips == 3  # read before, one apply, read back
-    assert {a.pk for a in actions} == set(Action.objects.filter(status=ActionStatus.SUCCEEDED).values_list("pk", flat=True))
+    assert {a.pk for a in actions} == set(
+        Action.objects.filter(status=ActionStatus.SUCCEEDED).values_list("pk", flat=True)
+    )
 
 
 def test_partial_failure_in_a_multi_action_job_settles_each_action(world, approver):

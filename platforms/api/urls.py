@@ -1,8 +1,7 @@
-from rest_framework.routers import DefaultRouter
-
+from budgetradar.api import OptionalSlashRouter
 from platforms.api.views import ConnectionViewSet, EntityViewSet
 
-router = DefaultRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("connections", ConnectionViewSet, basename="connection")
 router.register("entities", EntityViewSet, basename="entity")
 
