@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -86,6 +87,7 @@ class PlatformConnection(models.Model):
             time_zone=self.time_zone,
             credentials=dict(self.credentials),
             api_base_url=self.api_base_url,
+            request_timeout=settings.PLATFORM_REQUEST_TIMEOUT_SECONDS,
         )
 
 

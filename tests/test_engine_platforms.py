@@ -1,0 +1,159 @@
+"""The engine through the real Google Ads and Meta SDKs against their local fakes.
+
+Each fault ends in the right state with the right code, and the fake's own request log
+shows that nothing was applied twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+from actions.models import Action, ActionStatus
+from platforms.fakes.faults import FaultKind
+from platforms.models import Platform
+from platforms.registry import get_executor
+from platforms.retry import RetryPolicy
+from platforms.sync import sync_connection
+from tests.engine_helpers import approved, run_worker
+from tests.factories import ConnectionFactory
+from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, GOOGLE_TEST_CREDENTIALS
+from tests.meta_fake_fixtures import META_ACCOUNT, META_HANG, META_TOKEN
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PATIENT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=3600)  # sleeps are not real here
+
+
+@dataclass
+class Platformed:
+    """A tenant's connection to one fake, mirrored, with a way to read the fake's truth."""
+
+    fake: object
+    connection: object
+    platform: str
+
+    def entity(self, external_id: str):
+        return self.connection.entities.select_related("connection", "parent").get(external_id=external_id)
+
+    def budget(self, external_id: str) -> Decimal:
+        if self.platform == Platform.GOOGLE_ADS:
+            return Decimal(self.fake.budget_of(GOOGLE_CUSTOMER_ID, external_id).amount_micros) / 1_000_000
+        return Decimal(self.fake.node(external_id)["daily_budget"]) / 100
+
+    def writes(self) -> list:
+        if self.platform == Platform.GOOGLE_ADS:
+            return self.fake.mutate_requests()
+        return [r for r in self.fake.batches() if r.is_write]
+
+    def delete(self, external_id: str) -> None:
+        if self.platform == Platform.GOOGLE_ADS:
+            self.fake.campaign(GOOGLE_CUSTOMER_ID, external_id).status = "REMOVED"
+        else:
+            self.fake.remove(external_id)
+
+
+@pytest.fixture(params=[Platform.GOOGLE_ADS, Platform.META])
+def platformed(request, tenant, settings):
+    settings.PLATFORM_REQUEST_TIMEOUT_SECONDS = 0.5
+    if request.param == Platform.GOOGLE_ADS:
+        fake = request.getfixturevalue("google_ads_fake")
+        fake.faults.hang_seconds = 0.8
+        for cid in ("101", "102"):
+            fake.add_campaign(GOOGLE_CUSTOMER_ID, cid, f"Search {cid}", budget_micros=100_000_000)
+        connection = ConnectionFactory(
+            tenant=tenant,
+            platform=Platform.GOOGLE_ADS,
+            account_id=GOOGLE_CUSTOMER_ID,
+            credentials=GOOGLE_TEST_CREDENTIALS,
+            api_base_url=fake.endpoint,
+        )
+    else:
+        fake = request.getfixturevalue("meta_fake")
+        fake.faults.hang_seconds = META_HANG
+        for cid in ("101", "102"):
+            fake.add_campaign(META_ACCOUNT, campaign_id=cid, name=f"Prospecting {cid}", daily_budget=10_000)
+        connection = ConnectionFactory(
+            tenant=tenant,
+            platform=Platform.META,
+            account_id=META_ACCOUNT,
+            credentials={"access_token": META_TOKEN},
+            api_base_url=fake.base_url,
+        )
+    sync_connection(connection=connection, executor=get_executor(connection), days=1)
+    return Platformed(fake=fake, connection=connection, platform=request.param)
+
+
+def execute(platformed, approver, external_id="101", budget="150.00") -> Action:
+    action = approved(platformed.entity(external_id), approver, new_budget=budget)
+    run_worker(policy=PATIENT)
+    action.refresh_from_db()
+    return action
+
+
+def test_budget_change_is_applied_once_and_verified(platformed, approver):
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.SUCCEEDED, action.error_message
+    assert platformed.budget("101") == Decimal("150.00")
+    assert len(platformed.writes()) == 1
+    assert action.after_state["daily_budget"] == "150.00"
+
+
+def test_rate_limit_is_retried_and_applied_once(platformed, approver):
+    platformed.fake.faults.add(FaultKind.RATE_LIMIT, retry_after=2)
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.SUCCEEDED
+    assert platformed.budget("101") == Decimal("150.00")
+    assert len(platformed.writes()) == 2  # the refused one and the retry
+
+
+def test_persistent_server_errors_fail_as_transient_without_applying(platformed, approver):
+    platformed.fake.faults.add(FaultKind.SERVER_ERROR, remaining=None)
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.FAILED
+    assert action.error_code == "transient" and action.error_retryable
+    assert platformed.budget("101") == Decimal("100.00")
+
+
+def test_timeout_after_apply_is_reconciled_without_sending_again(platformed, approver):
+    platformed.fake.faults.add(FaultKind.TIMEOUT_AFTER_APPLY)
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.SUCCEEDED
+    assert len(platformed.writes()) == 1
+
+
+def test_timeout_before_apply_is_read_then_sent_once_more(platformed, approver):
+    platformed.fake.faults.add(FaultKind.TIMEOUT_BEFORE_APPLY)
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.SUCCEEDED
+    assert platformed.budget("101") == Decimal("150.00")
+    assert len(platformed.writes()) == 2
+
+
+def test_expired_token_fails_at_once_with_its_hint(platformed, approver):
+    platformed.fake.faults.add(FaultKind.AUTH_EXPIRED, remaining=None, scope="any")
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.FAILED
+    assert action.error_code == "auth_expired" and not action.error_retryable
+    assert "Reconnect the account" in action.error_hint
+    assert platformed.writes() == []
+
+
+def test_entity_deleted_on_the_platform_fails_as_not_found(platformed, approver):
+    platformed.delete("101")
+    action = execute(platformed, approver)
+    assert action.status == ActionStatus.FAILED
+    assert action.error_code == "not_found"
+    assert platformed.writes() == []
+
+
+def test_partial_failure_settles_each_action_of_the_job(platformed, approver):
+    first = approved(platformed.entity("101"), approver, new_budget="150.00")
+    second = approved(platformed.entity("102"), approver, new_budget="160.00")
+    platformed.fake.faults.add(FaultKind.PARTIAL_FAILURE, entity_ids=["102"])
+    run_worker(policy=PATIENT)
+    first.refresh_from_db(), second.refresh_from_db()
+    assert (first.status, second.status) == (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+    assert second.error_code == "invalid_value"
+    assert platformed.budget("102") == Decimal("100.00")
