@@ -166,3 +166,21 @@ class EntityPerformanceDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity.name} on {self.date}"
+
+
+class RateLimitBucket(models.Model):
+    """A connection's token bucket, shared by every worker and process through this row.
+
+    ``platforms.ratelimit`` refills and takes tokens under a row lock in a short
+    transaction; ``tokens`` may go negative when the platform itself asked everyone to
+    back off (Retry-After).
+    """
+
+    connection = models.OneToOneField(PlatformConnection, on_delete=models.CASCADE, related_name="rate_limit_bucket")
+    tokens = models.FloatField()
+    capacity = models.FloatField()
+    refill_per_second = models.FloatField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.tokens:.1f}/{self.capacity:g} tokens for connection {self.connection_id}"

@@ -9,12 +9,13 @@ from django.contrib.auth import get_user_model
 
 from actions.models import Action, ActionStatus, ActionType, Recommendation
 from budgetradar.models import Membership, Plan, Tenant
+from budgetradar.plans import plan_named
 from budgetradar.roles import Role
 from platforms.models import EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
 
 
 def plan(code: str = "pro") -> Plan:
-    return Plan.objects.get(code=code)
+    return plan_named(code)
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -148,3 +149,84 @@ class ActionFactory(factory.django.DjangoModelFactory):
             model_class.objects.filter(pk=obj.pk).update(status=status)
             obj = model_class.objects.get(pk=obj.pk)
         return obj
+
+
+# Sandbox platform ----------------------------------------------------------------------
+
+SANDBOX_TOKEN = "sandbox-test-token"
+
+
+def _digest(token: str) -> str:
+    from platforms.sandbox.models import token_digest
+
+    return token_digest(token)
+
+
+class SandboxAccountFactory(factory.django.DjangoModelFactory):
+    """A sandbox account accepting ``SANDBOX_TOKEN`` (``token=...`` to choose another)."""
+
+    class Meta:
+        model = "sandbox.SandboxAccount"
+        django_get_or_create = ("account_id",)
+
+    class Params:
+        token = SANDBOX_TOKEN
+
+    account_id = factory.Sequence(lambda n: f"sbx-account-{n}")
+    name = factory.Sequence(lambda n: f"Sandbox account {n}")
+    currency = "EUR"
+    time_zone = "Europe/Berlin"
+    access_token_digest = factory.LazyAttribute(lambda o: _digest(o.token))
+
+
+class SandboxCampaignFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sandbox.SandboxEntity"
+
+    account = factory.SubFactory(SandboxAccountFactory)
+    entity_type = "campaign"
+    external_id = factory.Sequence(lambda n: f"sandbox-cmp-{5000 + n}")
+    name = factory.Sequence(lambda n: f"Sandbox campaign {n}")
+    status = "active"
+    daily_budget = Decimal("300.00")
+
+
+class SandboxAdSetFactory(SandboxCampaignFactory):
+    entity_type = "ad_set"
+    external_id = factory.Sequence(lambda n: f"sandbox-adset-{6000 + n}")
+    name = factory.Sequence(lambda n: f"Sandbox ad set {n}")
+    parent = factory.SubFactory(SandboxCampaignFactory, account=factory.SelfAttribute("..account"))
+    daily_budget = Decimal("80.00")
+    bid = Decimal("1.50")
+    targeting = factory.LazyFunction(lambda: {"countries": ["DE"]})
+    schedule = factory.LazyFunction(lambda: {"days": "mon-sun"})
+
+
+class SandboxAdFactory(SandboxCampaignFactory):
+    entity_type = "ad"
+    external_id = factory.Sequence(lambda n: f"sandbox-ad-{7000 + n}")
+    name = factory.Sequence(lambda n: f"Sandbox ad {n}")
+    parent = factory.SubFactory(SandboxAdSetFactory, account=factory.SelfAttribute("..account"))
+    daily_budget = None
+
+
+class SandboxFaultFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sandbox.SandboxFault"
+
+    account = factory.SubFactory(SandboxAccountFactory)
+    kind = "rate_limit"
+    scope = "write"
+    remaining = 1
+
+
+def sandbox_connection(tenant: Tenant, account, *, token: str = SANDBOX_TOKEN, **kwargs) -> PlatformConnection:
+    """A sandbox connection of ``tenant`` to ``account`` presenting ``token``."""
+    fields = {
+        "platform": Platform.SANDBOX,
+        "account_id": account.account_id,
+        "currency": account.currency,
+        "time_zone": account.time_zone,
+        "credentials": {"access_token": token},
+    }
+    return ConnectionFactory(tenant=tenant, **{**fields, **kwargs})

@@ -1,0 +1,152 @@
+"""Per-connection rate limiting shared across workers, processes and machines.
+
+Each connection has one token bucket row (``RateLimitBucket``). Taking tokens locks the
+row in a short transaction (``select_for_update``; on SQLite the IMMEDIATE transaction
+serialises writers the same way), so every worker draws from the same bucket. Waiting
+happens outside the transaction: no lock is held while a worker sleeps.
+
+Defaults per platform can be overridden in settings::
+
+    PLATFORM_RATE_LIMITS = {"meta": {"capacity": 600, "refill_per_second": 10}}
+
+A request costs one token, or one per operation where the platform counts every
+operation of a batch as a call (Meta's Batch API).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+
+from platforms.models import PlatformConnection, RateLimitBucket
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    capacity: float
+    refill_per_second: float
+    per_operation: bool = False
+
+    def cost(self, operations: int) -> float:
+        """Tokens a request of ``operations`` costs; never more than a full bucket, or it could never run."""
+        wanted = float(max(operations, 1)) if self.per_operation else 1.0
+        return min(wanted, self.capacity)
+
+
+DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
+    "sandbox": RateLimit(capacity=20, refill_per_second=10),
+    # Google Ads publishes no fixed QPS; a few requests a second per customer stays well clear.
+    "google_ads": RateLimit(capacity=10, refill_per_second=5),
+    # Meta counts each call inside a batch; ~18,000 calls an hour per ad account.
+    "meta": RateLimit(capacity=300, refill_per_second=5, per_operation=True),
+}
+FALLBACK_RATE_LIMIT = RateLimit(capacity=10, refill_per_second=2)
+
+
+def rate_limit_for(platform: str) -> RateLimit:
+    """The platform's limit with settings overrides applied; refuses nonsense loudly."""
+    overrides = getattr(settings, "PLATFORM_RATE_LIMITS", {}).get(platform, {})
+    try:
+        limit = replace(DEFAULT_RATE_LIMITS.get(platform, FALLBACK_RATE_LIMIT), **overrides)
+    except TypeError as exc:
+        raise ImproperlyConfigured(f"PLATFORM_RATE_LIMITS[{platform!r}] has an unknown key: {exc}") from None
+    if limit.capacity < 1 or limit.refill_per_second <= 0:
+        raise ImproperlyConfigured(
+            f"PLATFORM_RATE_LIMITS[{platform!r}] needs capacity >= 1 and refill_per_second > 0; got {limit}."
+        )
+    return limit
+
+
+def _refilled(bucket: RateLimitBucket, limit: RateLimit, now: datetime) -> float:
+    # Clocks of different machines disagree a little; a negative interval adds nothing.
+    elapsed = max((now - bucket.updated_at).total_seconds(), 0.0)
+    return min(limit.capacity, bucket.tokens + elapsed * limit.refill_per_second)
+
+
+def _locked_bucket(connection_id: int, limit: RateLimit, now: datetime) -> RateLimitBucket:
+    bucket, _ = RateLimitBucket.objects.select_for_update().get_or_create(
+        connection_id=connection_id,
+        defaults={
+            "tokens": limit.capacity,
+            "capacity": limit.capacity,
+            "refill_per_second": limit.refill_per_second,
+            "updated_at": now,
+        },
+    )
+    return bucket
+
+
+def _store(bucket: RateLimitBucket, limit: RateLimit, tokens: float, now: datetime) -> None:
+    bucket.tokens = tokens
+    bucket.capacity = limit.capacity
+    bucket.refill_per_second = limit.refill_per_second
+    bucket.updated_at = max(now, bucket.updated_at)
+    bucket.save(update_fields=["tokens", "capacity", "refill_per_second", "updated_at"])
+
+
+def bucket_take(*, connection_id: int, operations: int, limit: RateLimit, now: datetime | None = None) -> float:
+    """Take the tokens for one request if the bucket has them.
+
+    Returns 0.0 when the request may go now (tokens taken), otherwise the seconds until
+    enough tokens will have refilled (nothing taken).
+    """
+    now = now or timezone.now()
+    cost = limit.cost(operations)
+    with transaction.atomic():
+        bucket = _locked_bucket(connection_id, limit, now)
+        tokens = _refilled(bucket, limit, now)
+        if tokens >= cost:
+            _store(bucket, limit, tokens - cost, now)
+            return 0.0
+        _store(bucket, limit, tokens, now)
+    return (cost - tokens) / limit.refill_per_second
+
+
+def rate_limit_backoff(*, connection: PlatformConnection, seconds: float, now: datetime | None = None) -> None:
+    """The platform said "retry after ``seconds``": make every worker on the connection wait.
+
+    Drains the bucket below zero so that no request is allowed before ``seconds`` pass.
+    """
+    now = now or timezone.now()
+    limit = rate_limit_for(connection.platform)
+    with transaction.atomic():
+        bucket = _locked_bucket(connection.pk, limit, now)
+        _store(bucket, limit, min(_refilled(bucket, limit, now), -seconds * limit.refill_per_second), now)
+
+
+class ConnectionThrottle:
+    """The executor ``Throttle`` of one connection: blocks until its shared bucket allows a request.
+
+    Must not be called inside ``transaction.atomic`` on PostgreSQL (the lock would be
+    held until the caller commits); executors are never called there.
+    """
+
+    def __init__(
+        self,
+        connection: PlatformConnection,
+        *,
+        clock: Callable[[], datetime] = timezone.now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.connection_id = connection.pk
+        self.limit = rate_limit_for(connection.platform)
+        self.clock = clock
+        self.sleep = sleep
+        self.waited = 0.0  # seconds spent waiting, for logs and benchmarks
+
+    def __call__(self, operations: int) -> None:
+        while True:
+            wait = bucket_take(
+                connection_id=self.connection_id, operations=operations, limit=self.limit, now=self.clock()
+            )
+            if wait <= 0:
+                return
+            self.waited += wait
+            self.sleep(wait)

@@ -1,0 +1,144 @@
+"""The per-connection token bucket is shared through the database and never over-grants."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection as db_connection
+
+from platforms.models import RateLimitBucket
+from platforms.ratelimit import ConnectionThrottle, RateLimit, bucket_take, rate_limit_backoff, rate_limit_for
+from tests.factories import ConnectionFactory
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def small_limit(settings):
+    settings.PLATFORM_RATE_LIMITS = {"sandbox": {"capacity": 3, "refill_per_second": 2}}
+
+
+def throttle_for(connection, clock) -> ConnectionThrottle:
+    return ConnectionThrottle(connection, clock=clock, sleep=clock.sleep)
+
+
+def test_requests_within_capacity_go_at_once_and_the_next_one_waits_for_a_refill(connection_, clock, small_limit):
+    throttle = throttle_for(connection_, clock)
+    for _ in range(3):
+        throttle(1)
+    assert clock.slept == []
+    throttle(1)
+    assert clock.slept == [pytest.approx(0.5)]  # one token at 2 tokens a second
+
+
+def test_workers_share_one_bucket_per_connection(connection_, clock, small_limit):
+    first, second = throttle_for(connection_, clock), throttle_for(connection_, clock)
+    first(1)
+    first(1)
+    first(1)
+    second(1)
+    assert second.waited == pytest.approx(0.5)
+    assert RateLimitBucket.objects.filter(connection=connection_).count() == 1
+
+
+def test_connections_have_independent_buckets(tenant, clock, small_limit):
+    one, two = ConnectionFactory(tenant=tenant), ConnectionFactory(tenant=tenant)
+    for _ in range(3):
+        throttle_for(one, clock)(1)
+    throttle_for(two, clock)(1)
+    assert clock.slept == []
+
+
+def test_an_idle_bucket_refills_only_up_to_capacity(connection_, clock, small_limit):
+    throttle = throttle_for(connection_, clock)
+    throttle(1)
+    clock.now += timedelta(hours=1)
+    for _ in range(3):
+        throttle(1)
+    assert clock.slept == []
+    throttle(1)
+    assert clock.slept == [pytest.approx(0.5)]
+
+
+def test_a_clock_running_behind_adds_no_tokens(connection_, clock):
+    limit = RateLimit(capacity=2, refill_per_second=1)
+    assert bucket_take(connection_id=connection_.pk, operations=1, limit=limit, now=clock()) == 0
+    assert bucket_take(connection_id=connection_.pk, operations=1, limit=limit, now=clock()) == 0
+    earlier = clock() - timedelta(seconds=30)
+    assert bucket_take(connection_id=connection_.pk, operations=1, limit=limit, now=earlier) == pytest.approx(1.0)
+
+
+def test_per_operation_limits_charge_each_operation_and_never_more_than_a_full_bucket(connection_, clock):
+    limit = RateLimit(capacity=100, refill_per_second=10, per_operation=True)
+    assert bucket_take(connection_id=connection_.pk, operations=50, limit=limit, now=clock()) == 0
+    assert bucket_take(connection_id=connection_.pk, operations=50, limit=limit, now=clock()) == 0
+    assert bucket_take(connection_id=connection_.pk, operations=50, limit=limit, now=clock()) == pytest.approx(5.0)
+    assert limit.cost(5000) == 100  # a huge batch waits for a full bucket instead of forever
+
+
+def test_a_platform_retry_after_holds_back_every_worker_for_at_least_that_long(connection_, clock, small_limit):
+    throttle = throttle_for(connection_, clock)
+    throttle(1)
+    rate_limit_backoff(connection=connection_, seconds=30, now=clock())
+    throttle_for(connection_, clock)(1)
+    assert sum(clock.slept) >= 30
+
+
+def test_defaults_exist_per_platform_and_settings_override_them(settings):
+    assert rate_limit_for("meta").per_operation is True
+    assert rate_limit_for("google_ads").per_operation is False
+    settings.PLATFORM_RATE_LIMITS = {"google_ads": {"capacity": 50}}
+    assert rate_limit_for("google_ads").capacity == 50
+
+
+@pytest.mark.parametrize("override", [{"capacity": 0}, {"refill_per_second": -1}, {"burst": 3}])
+def test_a_nonsense_setting_fails_loudly(settings, override):
+    settings.PLATFORM_RATE_LIMITS = {"sandbox": override}
+    with pytest.raises(ImproperlyConfigured, match="PLATFORM_RATE_LIMITS"):
+        rate_limit_for("sandbox")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_workers_never_take_more_tokens_than_the_bucket_holds():
+    connection = ConnectionFactory()
+    limit = RateLimit(capacity=10, refill_per_second=0.001)
+    now = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    bucket_take(connection_id=connection.pk, operations=0, limit=limit, now=now)  # create the row: 9 tokens left
+    granted: list[bool] = []
+    barrier = threading.Barrier(20)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            granted.append(bucket_take(connection_id=connection.pk, operations=1, limit=limit, now=now) == 0)
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 9
