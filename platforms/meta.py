@@ -1,17 +1,26 @@
 """Meta (Facebook) Marketing API executor on the official ``facebook-business`` SDK.
 
 Every read and write goes through the Graph API's Batch API (at most 50 requests per
-HTTP request), so N changes cost about N/50 round trips. Each executor builds its own
-``FacebookSession`` and ``FacebookAdsApi`` and passes ``api=`` to every SDK object: the
+HTTP request), so N changes cost about N/50 round trips. Listing and performance read
+the account's edges page by page (``campaigns``, ``adsets``, and ``insights`` once per
+level with one row per entity and day). Each executor builds its own
+``FacebookSession`` and ``FacebookAdsApi`` and sends every call through that api: the
 SDK's process-wide default api is never read or set, so two connections in one worker
 cannot leak into each other.
+
+Batch items are added with ``FacebookAdsApiBatch.add`` rather than through ``AdSet`` /
+``Campaign`` objects: those re-check every parameter against the SDK's type tables and
+copy the object per call, which cost more than the HTTP request itself at 50 items a
+batch (bench/platform_apply.py), while this module already converts and checks values.
 
 Shapes this adapter speaks:
 - budgets and ``bid_amount`` are integers in the currency's minor units on Meta and
   ``Decimal`` in the account currency here (``platforms.money``);
 - ``Field.SCHEDULE`` is ``{"day_parts": [...]}`` where the list is Meta's
   ``adset_schedule`` (``start_minute``, ``end_minute``, ``days``, ...);
-- ``Field.TARGETING`` is Meta's targeting spec as a dict, sent and read unchanged.
+- ``Field.TARGETING`` is Meta's targeting spec as a dict, sent and read unchanged;
+- insights report ``spend`` and purchase values as decimal strings in the account
+  currency (not minor units) and counts as strings.
 """
 
 from __future__ import annotations
@@ -19,22 +28,21 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import partial
 from typing import Any, TypeVar
 
 import requests
-from facebook_business.adobjects.adset import AdSet
-from facebook_business.adobjects.campaign import Campaign
 from facebook_business.api import FacebookAdsApi, FacebookResponse
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 from urllib3.exceptions import NewConnectionError
 
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.money import MoneyError, from_minor_units, to_minor_units
+from platforms.money import MoneyError, currency_exponent, from_minor_units, to_minor_units
 from platforms.types import (
     MONEY_FIELDS,
     Change,
@@ -47,6 +55,7 @@ from platforms.types import (
     ErrorCode,
     Field,
     OutcomeStatus,
+    PerformanceRow,
     PlatformCallError,
     PlatformError,
 )
@@ -70,8 +79,14 @@ AD_SET_FIELDS = (
     "targeting",
     "adset_schedule",
 )
+INSIGHT_FIELDS = ("spend", "impressions", "clicks", "actions", "action_values")
+# (insights level, the row's id field) per entity type.
+_INSIGHT_LEVELS = {EntityType.CAMPAIGN: ("campaign", "campaign_id"), EntityType.AD_SET: ("adset", "adset_id")}
+# Meta counts one purchase under several overlapping action types: take the first one
+# present, in this order, and never add them up.
+PURCHASE_ACTION_TYPES = ("omni_purchase", "purchase", "offsite_conversion.fb_pixel_purchase")
+CONVERSIONS_QUANTUM = Decimal("0.01")  # attribution can make conversions fractional; the mirror keeps two decimals
 _READ_FIELDS = {EntityType.CAMPAIGN: CAMPAIGN_FIELDS, EntityType.AD_SET: AD_SET_FIELDS}
-_SDK_CLASSES = {EntityType.CAMPAIGN: Campaign, EntityType.AD_SET: AdSet}
 _EDGES = {EntityType.CAMPAIGN: "campaigns", EntityType.AD_SET: "adsets"}
 
 _WRITABLE: dict[EntityType, frozenset[Field]] = {
@@ -208,6 +223,7 @@ class _UnreadableResponse(Exception):
 
 
 _TRANSPORT_ERRORS = (FacebookRequestError, _UnreadableResponse, requests.RequestException)
+_MAYBE_APPLIED = "A proxy may have forwarded it to Meta: read the entities before sending it again."
 
 
 # Writes -------------------------------------------------------------------------------
@@ -268,6 +284,7 @@ class MetaExecutor(PlatformExecutor):
     max_operations_per_request = MAX_BATCH_REQUESTS
     supported_fields = _WRITABLE[EntityType.AD_SET] | _WRITABLE[EntityType.CAMPAIGN]
     page_size = 100  # rows per page when listing the account
+    insights_page_size = 500  # rows (entity-days) per page of insights
 
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
         super().__init__(config, throttle=throttle)
@@ -314,6 +331,23 @@ class MetaExecutor(PlatformExecutor):
     def list_entities(self) -> list[EntityState]:
         """Every campaign, then every ad set of the account that Meta lists (not deleted)."""
         return [state for entity_type in _EDGES for state in self._list_edge(entity_type)]
+
+    def read_performance(self, since: date, until: date) -> list[PerformanceRow]:
+        """Daily insights of every campaign, then every ad set, between the dates (inclusive,
+        in the account's time zone). Meta leaves out days without delivery."""
+        if since > until:
+            raise ValueError(f"since ({since}) is after until ({until})")
+        rows: list[PerformanceRow] = []
+        for entity_type, (level, id_field) in _INSIGHT_LEVELS.items():
+            params = {
+                "level": level,
+                "time_increment": 1,
+                "time_range": {"since": since.isoformat(), "until": until.isoformat()},
+                "fields": ",".join((id_field, *INSIGHT_FIELDS)),
+                "limit": self.insights_page_size,
+            }
+            rows.extend(self._performance_row(entity_type, row, id_field) for row in self._pages("insights", params))
+        return rows
 
     def test_connection(self) -> str:
         """Read the account and check that its currency is the one money is converted with."""
@@ -427,9 +461,10 @@ class MetaExecutor(PlatformExecutor):
         batch = self._api.new_batch()
         results: dict[int, dict[str, Any] | PlatformError] = {}
         for index, ref in enumerate(refs):
-            _SDK_CLASSES[ref.entity_type](ref.external_id, api=self._api).api_get(
-                fields=list(_READ_FIELDS[ref.entity_type]),
-                batch=batch,
+            batch.add(
+                "GET",
+                (ref.external_id,),
+                params={"fields": ",".join(_READ_FIELDS[ref.entity_type])},
                 success=partial(self._on_read, results, index),
                 failure=partial(self._on_failure, results, index, f"Reading {_describe(ref)}"),
             )
@@ -456,17 +491,48 @@ class MetaExecutor(PlatformExecutor):
         results[index] = self._graph_error(error, response.status(), response.headers(), subject)
 
     def _list_edge(self, entity_type: EntityType) -> list[EntityState]:
-        """Follow an account edge page by page (``paging.next`` says more pages exist)."""
-        path = (self.account_id, _EDGES[entity_type])
-        params: dict[str, Any] = {"fields": ",".join(_READ_FIELDS[entity_type]), "limit": self.page_size}
-        states: list[EntityState] = []
+        params = {"fields": ",".join(_READ_FIELDS[entity_type]), "limit": self.page_size}
+        return [self._state(entity_type, row) for row in self._pages(_EDGES[entity_type], params)]
+
+    def _pages(self, edge: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Rows of an account edge, one request per page (``paging.next`` says more exist)."""
+        path = (self.account_id, edge)
+        params = dict(params)
         while True:
             page = self._request(1, partial(self._api.call, "GET", path, params=dict(params))).json()
-            states.extend(self._state(entity_type, row) for row in page.get("data", []))
+            yield from page.get("data", [])
             paging = page.get("paging") or {}
             if "next" not in paging:
-                return states
+                return
             params["after"] = paging["cursors"]["after"]
+
+    def _performance_row(self, entity_type: EntityType, row: Mapping[str, Any], id_field: str) -> PerformanceRow:
+        """One insights row; raises ``PlatformCallError`` when Meta's numbers cannot be read."""
+        try:
+            return PerformanceRow(
+                entity_type=entity_type,
+                external_id=str(row[id_field]),
+                date=date.fromisoformat(row["date_start"]),
+                spend=self._reported_amount(row.get("spend", "0")),
+                impressions=int(row.get("impressions", 0)),
+                clicks=int(row.get("clicks", 0)),
+                conversions=purchases_in(row.get("actions")).quantize(CONVERSIONS_QUANTUM, ROUND_HALF_EVEN),
+                revenue=self._reported_amount(purchases_in(row.get("action_values"))),
+            )
+        except (KeyError, TypeError, ValueError, InvalidOperation):
+            raise PlatformCallError(
+                PlatformError(
+                    code=ErrorCode.UNKNOWN,
+                    message=f"Meta reported {entity_type} insights BudgetRadar cannot read: {str(dict(row))[:200]}",
+                    request_id=_request_id(self._last_headers),
+                )
+            ) from None
+
+    def _reported_amount(self, amount: Any) -> Decimal:
+        """An amount Meta reports as a decimal string in the account currency, rounded
+        half-even to the currency's minor unit (purchase values can carry more decimals)."""
+        quantum = Decimal(1).scaleb(-currency_exponent(self.config.currency))
+        return Decimal(str(amount)).quantize(quantum, ROUND_HALF_EVEN)
 
     def _state(self, entity_type: EntityType, row: Mapping[str, Any]) -> EntityState:
         schedule = row.get("adset_schedule")
@@ -562,9 +628,10 @@ class MetaExecutor(PlatformExecutor):
         results: dict[int, _Accepted | PlatformError] = {}
         for index, post in enumerate(posts):
             params = {**post.params, **({"execution_options": ["validate_only"]} if validate_only else {})}
-            _SDK_CLASSES[post.ref.entity_type](post.ref.external_id, api=self._api).api_update(
+            batch.add(
+                "POST",
+                (post.ref.external_id,),
                 params=params,
-                batch=batch,
                 success=partial(self._on_write, results, index),
                 failure=partial(self._on_failure, results, index, f"Changing {_describe(post.ref)}"),
             )
@@ -572,9 +639,13 @@ class MetaExecutor(PlatformExecutor):
             self._send(len(posts), batch.execute)
         except _TRANSPORT_ERRORS as exc:
             error = self._request_error(exc, len(posts))
+            # A validate-only request changes nothing, so losing its answer is never ambiguous.
+            ambiguous = _maybe_sent(exc) and not validate_only
+            if ambiguous and isinstance(exc, _UnreadableResponse):
+                error = replace(error, message=f"{error.message} {_MAYBE_APPLIED}")
             for post in posts:
                 outcomes.update(
-                    zip(post.indices, failed_outcomes(post.changes, error, ambiguous=_maybe_sent(exc)), strict=True)
+                    zip(post.indices, failed_outcomes(post.changes, error, ambiguous=ambiguous), strict=True)
                 )
             return error
         applied = OutcomeStatus.VALIDATED if validate_only else OutcomeStatus.APPLIED
@@ -620,16 +691,26 @@ def _family(ref: EntityRef) -> str | None:
 def _maybe_sent(exc: Exception) -> bool:
     """True when a write may have been applied although no Graph API answer came back.
 
-    Only transport failures qualify (a timeout waiting for the answer, a dropped
-    connection), and not when the connection was never made. An answer from Meta, even
-    an error page, is not ambiguous.
+    Transport failures qualify (a timeout waiting for the answer, a dropped connection),
+    but not when the connection was never made. So does an HTML 5xx page: it comes from a
+    proxy in front of the Graph API, which may have failed after forwarding the request.
+    A Graph API error answer (JSON) is Meta's own word and is not ambiguous.
     """
+    if isinstance(exc, _UnreadableResponse):
+        return exc.status >= 500
     if not isinstance(exc, requests.RequestException):
         return False
     if isinstance(exc, requests.ConnectTimeout):
         return False
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return not isinstance(reason, NewConnectionError)
+
+
+def purchases_in(actions: Any) -> Decimal:
+    """The purchases among an insights row's ``actions`` or ``action_values`` (0 if none)."""
+    by_type = {a.get("action_type"): a.get("value") for a in actions or () if isinstance(a, Mapping)}
+    value = next((by_type[t] for t in PURCHASE_ACTION_TYPES if t in by_type), "0")
+    return Decimal(str(value))
 
 
 def _status(row: Mapping[str, Any]) -> EntityStatus:

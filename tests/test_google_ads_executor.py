@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import date
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -191,6 +192,159 @@ def test_list_entities_returns_every_campaign_and_ad_group_that_is_not_removed(b
 
 def test_test_connection_describes_the_readable_account(brand, google_ads_executor):
     assert google_ads_executor.test_connection() == "google_ads account 123-456-7890: 2 entities readable"
+
+
+# Performance -------------------------------------------------------------------------------
+
+MARCH_1, MARCH_7 = date(2026, 3, 1), date(2026, 3, 7)
+
+
+def march(day: int) -> date:
+    return date(2026, 3, day)
+
+
+@pytest.fixture
+def delivering(brand: GoogleAdsFake) -> GoogleAdsFake:
+    """Brand (111) with ad groups 211 and 212, Generic (112) without ad groups; seed 7."""
+    brand.add_ad_group(CID, 212, 111, "Brand broad")
+    brand.add_campaign(CID, 112, "Generic")
+    brand.seed_performance(CID, 7)
+    return brand
+
+
+def test_read_performance_returns_one_row_per_entity_and_day_with_delivery(delivering, google_ads_executor):
+    delivering.set_daily_metrics(CID, "ad_group", 211, march(3))  # all zero: no delivery that day
+
+    rows = google_ads_executor.read_performance(MARCH_1, MARCH_7)
+
+    expected = {
+        (level_type, str(entity_id), march(day)): delivering.daily_metrics(CID, level, entity_id, march(day))
+        for level, level_type, entity_id in [
+            ("campaign", EntityType.CAMPAIGN, 111),
+            ("campaign", EntityType.CAMPAIGN, 112),
+            ("ad_group", EntityType.AD_SET, 211),
+            ("ad_group", EntityType.AD_SET, 212),
+        ]
+        for day in range(1, 8)
+    }
+    expected = {key: metrics for key, metrics in expected.items() if not metrics.is_zero}
+    assert (EntityType.AD_SET, "211", march(3)) not in expected
+    assert sorted((r.entity_type, r.external_id, r.date) for r in rows) == sorted(expected)
+    for row in rows:
+        metrics = expected[(row.entity_type, row.external_id, row.date)]
+        assert row.spend == Decimal(metrics.cost_micros) / 1_000_000
+        assert (row.impressions, row.clicks) == (metrics.impressions, metrics.clicks)
+        assert row.conversions == Decimal(repr(metrics.conversions)).quantize(Decimal("0.01"))
+        assert row.revenue == Decimal(repr(metrics.conversions_value)).quantize(Decimal("0.01"))
+
+
+def test_a_campaigns_performance_is_the_sum_of_its_ad_groups(delivering, google_ads_executor):
+    rows = {(r.key, r.date): r for r in google_ads_executor.read_performance(march(2), march(2))}
+
+    parts = [rows[k] for k in [(("ad_set", "211"), march(2)), (("ad_set", "212"), march(2))] if k in rows]
+    brand = rows[(("campaign", "111"), march(2))]
+    assert brand.spend == sum(p.spend for p in parts)
+    assert brand.impressions == sum(p.impressions for p in parts)
+
+
+def test_read_performance_takes_one_search_stream_per_level_over_the_inclusive_range(delivering, google_ads_executor):
+    google_ads_executor.read_performance(MARCH_1, MARCH_7)
+
+    requests = delivering.requests
+    assert [r.method for r in requests] == ["SearchStream", "SearchStream"]
+    assert google_ads_executor.round_trips == 2
+    assert [r.query.split(" FROM ")[1].split()[0] for r in requests] == ["campaign", "ad_group"]
+    assert all("segments.date BETWEEN '2026-03-01' AND '2026-03-07'" in r.query for r in requests)
+    assert all("metrics.cost_micros" in r.query and "metrics.conversions_value" in r.query for r in requests)
+
+
+def test_the_first_and_last_day_are_included_and_days_outside_are_not(brand, google_ads_executor):
+    for day in (march(1), march(3), march(4)):
+        brand.set_daily_metrics(CID, "campaign", 111, day, cost_micros=1_000_000, impressions=10)
+    brand.set_daily_metrics(CID, "campaign", 111, march(2))  # no delivery
+
+    rows = google_ads_executor.read_performance(march(1), march(3))
+
+    assert [(r.external_id, r.date) for r in rows if r.entity_type == EntityType.CAMPAIGN] == [
+        ("111", march(1)),
+        ("111", march(3)),
+    ]
+
+
+def test_performance_money_is_converted_from_micros_in_the_account_currency(brand, google_ads_executor):
+    brand.set_daily_metrics(
+        CID,
+        "campaign",
+        111,
+        march(1),
+        cost_micros=12_340_000,
+        impressions=900,
+        clicks=30,
+        conversions=3.5,
+        conversions_value=123.456,
+    )
+    # Cost accrues in micros: a day can end between two cents.
+    brand.set_daily_metrics(CID, "campaign", 111, march(2), cost_micros=1_234_567, impressions=1, conversions=1 / 3)
+
+    first, second = google_ads_executor.read_performance(march(1), march(2))[:2]
+
+    assert (first.spend, first.impressions, first.clicks) == (Decimal("12.34"), 900, 30)
+    assert (first.conversions, first.revenue) == (Decimal("3.50"), Decimal("123.46"))
+    assert (second.spend, second.conversions, second.revenue) == (Decimal("1.23"), Decimal("0.33"), Decimal("0.00"))
+
+
+def test_performance_of_a_jpy_account_is_in_whole_yen(google_ads_fake, make_executor):
+    google_ads_fake.add_customer("5550001111", currency="JPY")
+    google_ads_fake.add_campaign("5550001111", 311)
+    google_ads_fake.set_daily_metrics(
+        "5550001111", "campaign", 311, march(1), cost_micros=1_500_000_000, impressions=5, conversions_value=4200.4
+    )
+    executor = make_executor(account_id="555-000-1111", currency="JPY")
+
+    (row,) = executor.read_performance(march(1), march(1))
+
+    assert (row.spend, row.revenue) == (Decimal("1500"), Decimal("4200"))
+
+
+def test_read_performance_refuses_a_reversed_range_without_a_request(brand, google_ads_executor):
+    with pytest.raises(ValueError, match="after"):
+        google_ads_executor.read_performance(march(7), march(1))
+
+    assert brand.requests == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (FaultKind.RATE_LIMIT, ErrorCode.RATE_LIMITED),
+        (FaultKind.SERVER_ERROR, ErrorCode.TRANSIENT),
+        (FaultKind.HTML_502, ErrorCode.TRANSIENT),
+        (FaultKind.AUTH_EXPIRED, ErrorCode.AUTH_EXPIRED),
+        (FaultKind.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED),
+    ],
+)
+def test_a_failed_performance_read_raises_a_classified_error(delivering, google_ads_executor, fault, expected):
+    delivering.faults.add(fault, scope=FaultScope.READ, retry_after=4)
+
+    with pytest.raises(PlatformCallError) as raised:
+        google_ads_executor.read_performance(MARCH_1, MARCH_7)
+
+    assert raised.value.error.code is expected
+    assert not raised.value.ambiguous
+    assert raised.value.error.request_id == delivering.requests[0].request_id
+    assert len(delivering.requests) == 1  # the ad group level is not read after the campaign level failed
+    if expected is ErrorCode.RATE_LIMITED:
+        assert raised.value.error.retry_after == 4.0
+
+
+def test_a_write_fault_is_left_for_the_next_write(delivering, google_ads_executor):
+    delivering.faults.add(FaultKind.SERVER_ERROR, scope=FaultScope.WRITE)
+
+    rows = google_ads_executor.read_performance(MARCH_1, MARCH_1)
+    (outcome,) = google_ads_executor.apply([daily_budget(111, "20.00", delivering)])
+
+    assert rows
+    assert outcome.error.code is ErrorCode.TRANSIENT
 
 
 # Writing -----------------------------------------------------------------------------------
@@ -628,3 +782,28 @@ def test_fake_lists_accessible_customers(brand, google_ads_executor):
     response = google_ads_executor.client.get_service("CustomerService").list_accessible_customers()
 
     assert list(response.resource_names) == [f"customers/{CID}"]
+
+
+def test_fake_refuses_metrics_without_a_finite_date_range(brand, google_ads_executor):
+    service = google_ads_executor.client.get_service("GoogleAdsService")
+    query = "SELECT campaign.id, segments.date, metrics.clicks FROM campaign WHERE campaign.status = 'ENABLED'"
+
+    with pytest.raises(GoogleAdsException) as raised:
+        list(service.search_stream(customer_id=CID, query=query))
+
+    assert raised.value.failure.errors[0].error_code.query_error.name == "EXPECTED_FILTERS_ON_DATE_RANGE"
+
+
+def test_fake_filters_on_segments_date_with_between_and_other_conditions(brand, google_ads_executor):
+    brand.add_campaign(CID, 112, status="PAUSED")
+    for campaign_id in (111, 112):
+        brand.set_daily_metrics(CID, "campaign", campaign_id, march(5), impressions=1)
+    service = google_ads_executor.client.get_service("GoogleAdsService")
+    query = (
+        "SELECT campaign.id, segments.date, metrics.impressions FROM campaign "
+        "WHERE segments.date BETWEEN '2026-03-05' AND '2026-03-05' AND campaign.status = 'PAUSED'"
+    )
+
+    rows = [row for batch in service.search_stream(customer_id=CID, query=query) for row in batch.results]
+
+    assert [(row.campaign.id, row.segments.date, row.metrics.impressions) for row in rows] == [(112, "2026-03-05", 1)]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
+from collections import Counter
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -15,7 +18,7 @@ from facebook_business.session import FacebookSession
 
 from platforms.fakes.faults import FaultKind, FaultScope
 from platforms.fakes.meta_fake import MetaGraphFake
-from platforms.meta import MetaExecutor, classify_graph_error, pack_batches
+from platforms.meta import MetaExecutor, classify_graph_error, pack_batches, purchases_in
 from platforms.types import (
     Change,
     ChangeOutcome,
@@ -160,6 +163,158 @@ def test_test_connection_refuses_an_account_in_another_currency(meta_config, met
 
     assert raised.value.error.code == ErrorCode.INVALID_VALUE
     assert "bills in EUR" in raised.value.error.message
+
+
+# Performance -------------------------------------------------------------------------
+
+
+def march(day: int) -> date:
+    return date(2026, 3, day)
+
+
+@pytest.fixture
+def delivering(meta_fake: MetaGraphFake, abo: dict[str, str], cbo: str) -> dict[str, str]:
+    """The ABO campaign with two ad sets and the CBO campaign without ad sets; seed 7."""
+    meta_fake.performance_seed = 7
+    return {**abo, "cbo": cbo}
+
+
+def test_read_performance_returns_one_row_per_entity_and_day_with_delivery(meta_executor, meta_fake, delivering):
+    meta_fake.set_insights(delivering["first"], march(3))  # all zero: no delivery that day
+    entities = [
+        (EntityType.CAMPAIGN, delivering["campaign"]),
+        (EntityType.CAMPAIGN, delivering["cbo"]),
+        (EntityType.AD_SET, delivering["first"]),
+        (EntityType.AD_SET, delivering["second"]),
+    ]
+
+    rows = meta_executor.read_performance(march(1), march(7))
+
+    expected = {
+        (entity_type, node_id, march(day)): meta_fake.insights(node_id, march(day))
+        for entity_type, node_id in entities
+        for day in range(1, 8)
+    }
+    expected = {key: insights for key, insights in expected.items() if not insights.is_zero}
+    assert (EntityType.AD_SET, delivering["first"], march(3)) not in expected
+    assert sorted((r.entity_type, r.external_id, r.date) for r in rows) == sorted(expected)
+    for row in rows:
+        insights = expected[(row.entity_type, row.external_id, row.date)]
+        assert row.spend == Decimal(insights.spend) / 100
+        assert (row.impressions, row.clicks) == (insights.impressions, insights.clicks)
+        assert row.conversions == insights.purchases  # counted once, not once per overlapping action type
+        assert row.revenue == Decimal(insights.purchase_value) / 100
+
+
+def test_a_campaigns_insights_are_the_sum_of_its_ad_sets(meta_executor, delivering):
+    rows = {(r.external_id, r.date): r for r in meta_executor.read_performance(march(2), march(2))}
+
+    parts = [rows[(delivering[name], march(2))] for name in ("first", "second") if (delivering[name], march(2)) in rows]
+    assert rows[(delivering["campaign"], march(2))].spend == sum(part.spend for part in parts)
+
+
+def test_insights_are_read_per_level_and_day_page_by_page(meta_executor, meta_fake, delivering):
+    meta_executor.insights_page_size = 4
+
+    rows = meta_executor.read_performance(march(1), march(3))
+
+    requests = meta_fake.requests
+    assert {r.path for r in requests} == {f"/v26.0/{META_ACCOUNT}/insights"}
+    per_level = Counter(row.entity_type for row in rows)
+    pages = [max(1, math.ceil(per_level[entity_type] / 4)) for entity_type in (EntityType.CAMPAIGN, EntityType.AD_SET)]
+    assert max(pages) > 1  # the test pages for real
+    assert [r.params["level"] for r in requests] == ["campaign"] * pages[0] + ["adset"] * pages[1]
+    assert meta_executor.round_trips == len(requests)
+    first = requests[0].params
+    assert (first["time_increment"], json.loads(first["time_range"])) == (
+        "1",
+        {"since": "2026-03-01", "until": "2026-03-03"},
+    )
+    assert first["fields"].split(",")[0] == "campaign_id"
+    assert {"spend", "impressions", "clicks", "actions", "action_values"} <= set(first["fields"].split(","))
+
+
+def test_the_first_and_last_day_are_included_and_days_outside_are_not(meta_executor, meta_fake, cbo):
+    for day in (1, 3, 4):
+        meta_fake.set_insights(cbo, march(day), spend=100, impressions=10)
+    meta_fake.set_insights(cbo, march(2))  # no delivery
+
+    rows = meta_executor.read_performance(march(1), march(3))
+
+    assert [(r.external_id, r.date) for r in rows] == [(cbo, march(1)), (cbo, march(3))]
+
+
+def test_insights_money_is_read_as_decimal_strings_in_the_account_currency(meta_executor, meta_fake, cbo):
+    meta_fake.set_insights(cbo, march(1), spend=123456, impressions=9000, clicks=321, purchases=7, purchase_value=98765)
+    meta_fake.set_insights(cbo, march(2), spend=5, impressions=40, clicks=0)
+
+    with_purchases, without = meta_executor.read_performance(march(1), march(2))
+
+    assert (with_purchases.spend, with_purchases.impressions, with_purchases.clicks) == (Decimal("1234.56"), 9000, 321)
+    assert (with_purchases.conversions, with_purchases.revenue) == (Decimal("7.00"), Decimal("987.65"))
+    assert (without.spend, without.conversions, without.revenue) == (Decimal("0.05"), Decimal("0.00"), Decimal("0.00"))
+
+
+def test_insights_of_a_jpy_account_are_in_whole_yen(meta_config, meta_fake):
+    meta_fake.add_account("act_2000", currency="JPY")
+    campaign_id = meta_fake.add_campaign("act_2000")
+    meta_fake.set_insights(campaign_id, march(1), spend=1500, impressions=20, purchases=1, purchase_value=4200)
+    executor = MetaExecutor(replace(meta_config, account_id="2000", currency="JPY"))
+
+    (row,) = executor.read_performance(march(1), march(1))
+
+    assert (row.spend, row.revenue) == (Decimal("1500"), Decimal("4200"))
+
+
+def test_purchases_are_taken_from_the_first_action_type_meta_reports():
+    def row(actions: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [{"action_type": action_type, "value": value} for action_type, value in actions]
+
+    assert purchases_in(row([("link_click", "40"), ("purchase", "3"), ("omni_purchase", "4")])) == 4
+    assert purchases_in(row([("offsite_conversion.fb_pixel_purchase", "2.5")])) == Decimal("2.5")
+    assert purchases_in(row([("link_click", "40")])) == 0
+    assert purchases_in(None) == 0
+
+
+def test_read_performance_refuses_a_reversed_range_without_a_request(meta_executor, meta_fake):
+    with pytest.raises(ValueError, match="after"):
+        meta_executor.read_performance(march(7), march(1))
+
+    assert meta_fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (FaultKind.RATE_LIMIT, ErrorCode.RATE_LIMITED),
+        (FaultKind.SERVER_ERROR, ErrorCode.TRANSIENT),
+        (FaultKind.HTML_502, ErrorCode.TRANSIENT),
+        (FaultKind.TIMEOUT_BEFORE_APPLY, ErrorCode.TRANSIENT),
+        (FaultKind.AUTH_EXPIRED, ErrorCode.AUTH_EXPIRED),
+        (FaultKind.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED),
+    ],
+)
+def test_a_failed_insights_read_raises_a_classified_error(meta_executor, meta_fake, delivering, fault, expected):
+    meta_fake.faults.add(fault, scope=FaultScope.READ, retry_after=180)
+
+    with pytest.raises(PlatformCallError) as raised:
+        meta_executor.read_performance(march(1), march(7))
+
+    assert raised.value.error.code == expected
+    assert not raised.value.ambiguous  # a read changes nothing
+    assert [request.fault for request in meta_fake.requests] == [str(fault)]
+    if expected == ErrorCode.RATE_LIMITED:
+        assert raised.value.error.retry_after == 180.0
+    assert META_TOKEN not in raised.value.error.message
+
+
+def test_the_fake_refuses_insights_without_a_daily_time_range(meta_fake, cbo):
+    api = FacebookAdsApi(_session_for(meta_fake), api_version="v26.0")
+
+    with pytest.raises(FacebookRequestError, match="time_range"):
+        api.call("GET", (META_ACCOUNT, "insights"), params={"level": "campaign", "time_increment": "1"})
+    with pytest.raises(FacebookRequestError, match="time_increment"):
+        api.call("GET", (META_ACCOUNT, "insights"), params={"level": "campaign", "time_increment": "all_days"})
 
 
 # Writing -----------------------------------------------------------------------------
@@ -414,7 +569,6 @@ def test_a_rate_limit_on_one_batch_item_fails_only_that_change(meta_executor, me
     ("fault", "expected"),
     [
         (FaultKind.SERVER_ERROR, ErrorCode.TRANSIENT),
-        (FaultKind.HTML_502, ErrorCode.TRANSIENT),
         (FaultKind.AUTH_EXPIRED, ErrorCode.AUTH_EXPIRED),
         (FaultKind.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED),
         (FaultKind.INVALID_VALUE, ErrorCode.INVALID_VALUE),
@@ -451,6 +605,50 @@ def test_a_failed_batch_item_is_classified(meta_executor, meta_fake, abo, cbo, f
     outcomes = meta_executor.apply(changes)
 
     assert error_codes(outcomes) == [expected, None]
+
+
+def test_an_html_502_on_a_write_is_unknown_for_every_change_of_the_request(meta_executor, meta_fake, abo, cbo):
+    # The 502 page comes from a proxy that may have forwarded the batch before failing.
+    meta_fake.faults.add(FaultKind.HTML_502)
+    changes = [
+        change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470")),
+        change(ad_set(abo["first"], abo["campaign"]), Field.DAILY_BUDGET, Decimal("96")),
+        change(ad_set(abo["first"], abo["campaign"]), Field.BID, Decimal("2.10")),
+    ]
+
+    outcomes = meta_executor.apply(changes)
+
+    assert statuses(outcomes) == [OutcomeStatus.UNKNOWN] * 3
+    assert error_codes(outcomes) == [ErrorCode.TRANSIENT] * 3
+    assert "read the entities before sending it again" in outcomes[0].error.message
+    assert len(meta_fake.batches()) == 1
+
+
+def test_an_html_502_on_a_validate_only_write_is_a_plain_failure(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.HTML_502)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470"))], validate_only=True)
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.TRANSIENT)
+
+
+def test_a_timed_out_validate_only_write_is_a_plain_failure(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.TIMEOUT_AFTER_APPLY)
+
+    (outcome,) = meta_executor.apply([change(campaign(cbo), Field.DAILY_BUDGET, Decimal("470"))], validate_only=True)
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.TRANSIENT)
+    assert meta_fake.node(cbo)["daily_budget"] == 46000
+
+
+def test_an_html_502_on_a_read_is_transient_and_not_ambiguous(meta_executor, meta_fake, cbo):
+    meta_fake.faults.add(FaultKind.HTML_502, scope=FaultScope.READ)
+
+    with pytest.raises(PlatformCallError) as raised:
+        meta_executor.read_state([campaign(cbo)])
+
+    assert (raised.value.error.code, raised.value.ambiguous) == (ErrorCode.TRANSIENT, False)
+    assert raised.value.error.raw == {"http_status": 502}
 
 
 def test_the_sdk_itself_raises_type_error_on_an_html_502_page(meta_fake):

@@ -40,6 +40,7 @@ from actions.services.logs import log_events
 from actions.services.runner import PlatformRunner
 from actions.services.transitions import bulk_transition
 from actions.services.verification import describe, drifted_fields, same_value
+from budgetradar.bulk import bulk_set
 from platforms.registry import get_executor
 from platforms.retry import RetryPolicy
 from platforms.types import (
@@ -198,7 +199,7 @@ def _store_before(actions: list[Action], refs, before, worker: str) -> None:
         state = before.get(refs[action.pk].key)
         action.before_state = state.as_dict() if state else None
     with transaction.atomic():
-        Action.objects.filter(status=ActionStatus.EXECUTING).bulk_update(actions, ["before_state"], batch_size=1000)
+        bulk_set(actions, ["before_state"], only_if={"status": ActionStatus.EXECUTING})
         log_events(
             {
                 "action": a,

@@ -7,6 +7,7 @@ from typing import Any
 
 from actions.models import Action, ActionExecutionLog, ActionJob, LogEvent
 from budgetradar.audit import actor_label
+from budgetradar.bulk import bulk_insert
 
 
 def log_event(
@@ -43,7 +44,7 @@ def log_event(
 
 def log_events(rows: Iterable[dict[str, Any]]) -> None:
     """Append many log rows in one query (the engine logs per batch, not per action)."""
-    ActionExecutionLog.objects.bulk_create([ActionExecutionLog(**_row(**row)) for row in rows], batch_size=1000)
+    bulk_insert([ActionExecutionLog(**_row(**row)) for row in rows])
 
 
 def _row(

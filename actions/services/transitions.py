@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from actions.models import Action
+from budgetradar.bulk import bulk_insert, bulk_set
 
 BATCH = 1000
 
@@ -54,15 +56,11 @@ def bulk_transition(
         for start in range(0, len(candidates), BATCH):
             moved.extend(_move_batch(candidates[start : start + BATCH], sources, target, update_fields, prepare))
         if moved:
-            Action.history.bulk_history_create(
-                moved, batch_size=BATCH, update=True, default_user=_user(actor), default_change_reason=reason
-            )
+            _write_history(moved, actor=actor, reason=reason)
     return moved
 
 
 def _move_batch(batch, sources, target, update_fields, prepare) -> list[Action]:
-    from django.utils import timezone
-
     ids = [a.pk for a in batch]
     # Lock and re-read the rows still in a source state; on SQLite the IMMEDIATE
     # transaction already serialises writers.
@@ -75,8 +73,34 @@ def _move_batch(batch, sources, target, update_fields, prepare) -> list[Action]:
         _set_status(action, target)
         action.updated_at = now
     if batch:
-        Action.objects.filter(status__in=sources).bulk_update(batch, update_fields)
+        _write(batch, sources, update_fields)
     return batch
+
+
+def _write(batch: list[Action], sources: set[str], update_fields: list[str]) -> None:
+    """Fields with one value for the whole batch go in a single plain UPDATE; only the
+    fields that differ per row pay for Django's per-row CASE expressions."""
+    common, varying = {}, []
+    for name in update_fields:
+        attname = Action._meta.get_field(name).attname
+        values = {_hashable(getattr(a, attname)) for a in batch}
+        if len(values) == 1:
+            common[attname] = getattr(batch[0], attname)
+        else:
+            varying.append(name)
+    ids = [a.pk for a in batch]
+    Action.objects.filter(pk__in=ids, status__in=sources).update(**common)
+    if varying:
+        # The UPDATE above already moved the rows out of ``sources``; they are ours (locked).
+        bulk_set(batch, varying)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def _set_status(action: Action, target: str) -> None:
@@ -84,6 +108,26 @@ def _set_status(action: Action, target: str) -> None:
     # concurrency mixin's remembered state follows, so a later save() stays consistent.
     action.__dict__["status"] = target
     action._update_initial_state()
+
+
+def _write_history(actions: list[Action], *, actor, reason: str) -> None:
+    """One history row per moved action, as django-simple-history would write it."""
+    history = Action.history.model
+    now = timezone.now()
+    user_id = getattr(_user(actor), "pk", None)
+    tracked = [f.attname for f in history.tracked_fields]
+    bulk_insert(
+        [
+            history(
+                history_date=now,
+                history_user_id=user_id,
+                history_change_reason=reason[:1000],
+                history_type="~",
+                **{name: getattr(action, name) for name in tracked},
+            )
+            for action in actions
+        ]
+    )
 
 
 def _user(actor: Any):

@@ -16,8 +16,13 @@ Where BudgetRadar depends on the API's behaviour, the fake behaves like the API:
   request, negative amounts and amounts that are not a whole number of the currency's
   minor unit;
 - GAQL is parsed (a small subset: SELECT fields FROM resource WHERE conditions joined by
-  AND, with IN, NOT IN, = and !=) and only the requested rows and fields come back; Search
-  pages hold 10,000 rows and end with an empty ``next_page_token``.
+  AND, with IN, NOT IN, =, != and BETWEEN) and only the requested rows and fields come
+  back; Search pages hold 10,000 rows and end with an empty ``next_page_token``;
+- ``metrics.*`` and ``segments.date`` of campaigns and ad groups need a finite date range
+  on ``segments.date`` (BETWEEN, = or IN), give one row per entity and day, and leave out
+  days without any delivery. The numbers are deterministic per customer seed, entity and
+  day (``generated_metrics``), can be pinned per day (``set_daily_metrics``), and a
+  campaign with ad groups reports the sum of its ad groups.
 
 Every request is recorded in ``requests``; faults come from ``faults`` (a ``FaultPlan``,
 READ scope for Search/SearchStream/ListAccessibleCustomers, WRITE for mutates):
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import re
@@ -44,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -188,6 +194,60 @@ class FakeAdGroup:
     cpc_bid_micros: int | None
 
 
+@dataclass(frozen=True)
+class FakeMetrics:
+    """One entity's delivery on one day, in the API's units (cost in micros)."""
+
+    cost_micros: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    conversions: float = 0.0
+    conversions_value: float = 0.0
+
+    def __add__(self, other: FakeMetrics) -> FakeMetrics:
+        return FakeMetrics(
+            self.cost_micros + other.cost_micros,
+            self.impressions + other.impressions,
+            self.clicks + other.clicks,
+            round(self.conversions + other.conversions, 6),
+            round(self.conversions_value + other.conversions_value, 6),
+        )
+
+    @property
+    def is_zero(self) -> bool:
+        return self == NO_METRICS
+
+
+NO_METRICS = FakeMetrics()
+LEVELS = ("campaign", "ad_group")  # the GAQL resources that report metrics here
+
+
+def generated_metrics(seed: int, currency: str, level: str, entity_id: int, day: dt.date) -> FakeMetrics:
+    """Deterministic delivery of one entity on one day (a pure function of its arguments).
+
+    About one day in ten has no delivery at all; cost is a whole number of the currency's
+    minor units, conversions and their value have two decimals, as the API's usually do.
+    """
+
+    def draw(name: str) -> float:
+        digest = hashlib.sha256(f"{seed}|{level}|{entity_id}|{day.isoformat()}|{name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    if draw("delivery") < 0.1:
+        return NO_METRICS
+    impressions = 200 + int(draw("impressions") * 5_000)
+    clicks = int(impressions * (0.01 + 0.04 * draw("ctr")))
+    cost_minor_units = clicks * (20 + int(draw("cpc") * 180)) + int(draw("cpm") * 300)
+    conversions = round(clicks * 0.12 * draw("cvr"), 2)
+    return FakeMetrics(
+        cost_micros=cost_minor_units * _minimum_unit_micros(currency),
+        impressions=impressions,
+        clicks=clicks,
+        conversions=conversions,
+        conversions_value=round(conversions * (20 + 80 * draw("value")), 2),
+    )
+
+
 @dataclass
 class FakeCustomer:
     id: int
@@ -195,6 +255,23 @@ class FakeCustomer:
     budgets: dict[int, FakeBudget] = field(default_factory=dict)
     campaigns: dict[int, FakeCampaign] = field(default_factory=dict)
     ad_groups: dict[int, FakeAdGroup] = field(default_factory=dict)
+    performance_seed: int = 0
+    pinned_metrics: dict[tuple[str, int, dt.date], FakeMetrics] = field(default_factory=dict)
+
+    def metrics(
+        self, level: str, entity_id: int, day: dt.date, ad_group_ids: Sequence[int] | None = None
+    ) -> FakeMetrics:
+        """What the API reports for one entity and day: pinned numbers, else for a campaign
+        with ad groups (``ad_group_ids``, looked up when None) their sum, else generated."""
+        pinned = self.pinned_metrics.get((level, entity_id, day))
+        if pinned is not None:
+            return pinned
+        if level == "campaign":
+            if ad_group_ids is None:
+                ad_group_ids = [a.id for a in self.ad_groups.values() if a.campaign_id == entity_id]
+            if ad_group_ids:
+                return sum((self.metrics("ad_group", a, day) for a in ad_group_ids), NO_METRICS)
+        return generated_metrics(self.performance_seed, self.currency, level, entity_id, day)
 
     def reference_counts(self) -> Counter[int]:
         """Campaigns (not removed) using each budget, as the API computes reference_count."""
@@ -506,6 +583,8 @@ class _RowSource:
     campaign: FakeCampaign | None = None
     budget: FakeBudget | None = None
     ad_group: FakeAdGroup | None = None
+    day: dt.date | None = None
+    metrics: FakeMetrics | None = None
 
 
 def _customer_name(s: _RowSource) -> str:
@@ -535,12 +614,18 @@ _FIELDS: dict[str, Callable[[_RowSource], Any]] = {
     "ad_group.status": lambda s: AdGroupStatusEnum.AdGroupStatus[s.ad_group.status],
     "ad_group.campaign": lambda s: f"{_customer_name(s)}/campaigns/{s.ad_group.campaign_id}",
     "ad_group.cpc_bid_micros": lambda s: s.ad_group.cpc_bid_micros,
+    "segments.date": lambda s: s.day.isoformat(),
+    "metrics.cost_micros": lambda s: s.metrics.cost_micros,
+    "metrics.impressions": lambda s: s.metrics.impressions,
+    "metrics.clicks": lambda s: s.metrics.clicks,
+    "metrics.conversions": lambda s: s.metrics.conversions,
+    "metrics.conversions_value": lambda s: s.metrics.conversions_value,
 }
 
 # Which resources' fields each FROM resource can select (its own and attributed ones).
 _SELECTABLE = {
-    "campaign": ("campaign", "campaign_budget", "customer"),
-    "ad_group": ("ad_group", "campaign", "customer"),
+    "campaign": ("campaign", "campaign_budget", "customer", "segments", "metrics"),
+    "ad_group": ("ad_group", "campaign", "customer", "segments", "metrics"),
     "campaign_budget": ("campaign_budget", "customer"),
 }
 
@@ -549,7 +634,10 @@ _QUERY = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _CONDITION = re.compile(r"^(?P<field>[\w.]+)\s*(?P<op>NOT\s+IN|IN|!=|=)\s*(?P<value>.+)$", re.IGNORECASE | re.DOTALL)
+_BETWEEN = re.compile(r"^(?P<field>[\w.]+)\s+BETWEEN\s+(?P<low>\S+)\s+AND\s+(?P<high>\S+)$", re.IGNORECASE | re.DOTALL)
 _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
+_OPEN_BETWEEN = re.compile(r"\sBETWEEN\s+\S+$", re.IGNORECASE)  # "x BETWEEN a", before its "AND b"
+MAX_DATE_RANGE_DAYS = 3_660
 
 
 @dataclass(frozen=True)
@@ -561,12 +649,37 @@ class _Condition:
     def matches(self, source: _RowSource) -> bool:
         return (_comparable(_FIELDS[self.field](source)) in self.values) != self.negated
 
+    def days(self) -> set[dt.date] | None:
+        """The dates a condition on segments.date allows, None when it is not a finite set."""
+        if self.field != "segments.date" or self.negated:
+            return None
+        return {_parse_date(value) for value in self.values}
+
+
+@dataclass(frozen=True)
+class _Between:
+    """``field BETWEEN low AND high``, both ends included (dates compare as ISO strings)."""
+
+    field: str
+    low: str
+    high: str
+
+    def matches(self, source: _RowSource) -> bool:
+        return self.low <= _comparable(_FIELDS[self.field](source)) <= self.high
+
+    def days(self) -> set[dt.date] | None:
+        low, high = _parse_date(self.low), _parse_date(self.high)
+        if (high - low).days >= MAX_DATE_RANGE_DAYS:
+            raise _query_error("The date range is too wide.", QueryErrorEnum.QueryError.DATE_RANGE_TOO_WIDE)
+        return {low + dt.timedelta(days=n) for n in range((high - low).days + 1)}
+
 
 @dataclass(frozen=True)
 class _Query:
     fields: tuple[str, ...]
     resource: str
-    conditions: tuple[_Condition, ...]
+    conditions: tuple[_Condition | _Between, ...]
+    days: tuple[dt.date, ...] | None = None  # rows are per entity and day when set
 
 
 def _query_error(message: str, code: QueryErrorEnum.QueryError) -> _Refusal:
@@ -584,16 +697,69 @@ def _parse_query(text: str) -> _Query:
             f"Unsupported resource {resource!r}.", QueryErrorEnum.QueryError.BAD_RESOURCE_TYPE_IN_FROM_CLAUSE
         )
     fields = tuple(name.strip() for name in match["fields"].split(","))
-    conditions = tuple(_parse_condition(part) for part in _AND.split(match["where"])) if match["where"] else ()
+    conditions = tuple(_parse_condition(part) for part in _split_where(match["where"])) if match["where"] else ()
     for name in fields + tuple(c.field for c in conditions):
         if name not in _FIELDS or name.split(".")[0] not in _SELECTABLE[resource]:
             raise _query_error(
                 f"Unrecognized field {name!r} for {resource}.", QueryErrorEnum.QueryError.UNRECOGNIZED_FIELD
             )
-    return _Query(fields, resource, conditions)
+    return _Query(fields, resource, conditions, _query_days(fields, conditions))
 
 
-def _parse_condition(text: str) -> _Condition:
+def _split_where(where: str) -> list[str]:
+    """Conditions joined by AND, keeping the AND inside ``x BETWEEN a AND b``."""
+    parts: list[str] = []
+    for part in _AND.split(where):
+        if parts and _OPEN_BETWEEN.search(parts[-1]):
+            parts[-1] = f"{parts[-1]} AND {part}"
+        else:
+            parts.append(part)
+    return parts
+
+
+def _query_days(fields: tuple[str, ...], conditions: tuple[_Condition | _Between, ...]) -> tuple[dt.date, ...] | None:
+    """The days of a metrics query (None for a query without segments.date or metrics).
+
+    Like the API, selecting segments.date needs a finite date range in WHERE; the fake
+    also reports metrics only per day, so metrics without segments.date are refused.
+    """
+    segmented = "segments.date" in fields
+    names = fields + tuple(c.field for c in conditions)
+    if not segmented and any(name.startswith(("metrics.", "segments.")) for name in names):
+        raise _query_error(
+            "The fake reports metrics per day only: select segments.date with them.",
+            QueryErrorEnum.QueryError.QUERY_ERROR,
+        )
+    if not segmented:
+        return None
+    allowed = [days for c in conditions if c.field == "segments.date" and (days := c.days()) is not None]
+    if not allowed:
+        raise _query_error(
+            "Selecting segments.date needs a finite date range on segments.date in WHERE.",
+            QueryErrorEnum.QueryError.EXPECTED_FILTERS_ON_DATE_RANGE,
+        )
+    return tuple(sorted(set.intersection(*allowed)))
+
+
+def _parse_date(value: str) -> dt.date:
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise _query_error(
+            f"Invalid date {value!r}: dates are 'YYYY-MM-DD'.", QueryErrorEnum.QueryError.INVALID_DATE_FORMAT
+        ) from None
+
+
+def _parse_condition(text: str) -> _Condition | _Between:
+    between = _BETWEEN.match(text.strip())
+    if between:
+        if between["field"] != "segments.date":
+            raise _query_error(
+                "The fake supports BETWEEN on segments.date only.", QueryErrorEnum.QueryError.UNEXPECTED_INPUT
+            )
+        return _Between(between["field"], _unquote(between["low"]), _unquote(between["high"]))
     match = _CONDITION.match(text.strip())
     if not match:
         raise _query_error(f"Cannot parse condition {text!r}.", QueryErrorEnum.QueryError.UNEXPECTED_INPUT)
@@ -625,7 +791,11 @@ def _comparable(value: Any) -> str:
     return str(value)
 
 
-def _sources(customer: FakeCustomer, resource: str) -> Iterator[_RowSource]:
+def _sources(customer: FakeCustomer, query: _Query) -> Iterator[_RowSource]:
+    resource = query.resource
+    if query.days is not None:
+        yield from _daily_sources(customer, resource, query.days)
+        return
     counts = customer.reference_counts()
     if resource == "campaign":
         for campaign in sorted(customer.campaigns.values(), key=lambda c: c.id):
@@ -636,6 +806,31 @@ def _sources(customer: FakeCustomer, resource: str) -> Iterator[_RowSource]:
     else:
         for budget in sorted(customer.budgets.values(), key=lambda b: b.id):
             yield _RowSource(customer, counts, budget=budget)
+
+
+def _daily_sources(customer: FakeCustomer, resource: str, days: Sequence[dt.date]) -> Iterator[_RowSource]:
+    """One source per entity and day with delivery (the API leaves out days without any)."""
+    counts = customer.reference_counts()
+    ad_groups_of: dict[int, list[int]] = defaultdict(list)
+    for ad_group in customer.ad_groups.values():
+        ad_groups_of[ad_group.campaign_id].append(ad_group.id)
+    for source in _sources(customer, _Query((), resource, ())):
+        if resource == "campaign":
+            entity_id, children = source.campaign.id, ad_groups_of[source.campaign.id]
+        else:
+            entity_id, children = source.ad_group.id, None
+        for day in days:
+            metrics = customer.metrics(resource, entity_id, day, children)
+            if not metrics.is_zero:
+                yield _RowSource(
+                    customer,
+                    counts,
+                    campaign=source.campaign,
+                    budget=source.budget,
+                    ad_group=source.ad_group,
+                    day=day,
+                    metrics=metrics,
+                )
 
 
 def _row(query: _Query, source: _RowSource) -> Any:
@@ -777,6 +972,28 @@ class GoogleAdsFake:
 
     def ad_group(self, customer_id: str | int, ad_group_id: str | int) -> FakeAdGroup:
         return self._customers[_id(customer_id)].ad_groups[_id(ad_group_id)]
+
+    def seed_performance(self, customer_id: str | int, seed: int) -> None:
+        """Choose the customer's generated daily metrics (see ``generated_metrics``)."""
+        with self._lock:
+            self.add_customer(customer_id).performance_seed = seed
+
+    def set_daily_metrics(
+        self, customer_id: str | int, level: str, entity_id: str | int, day: dt.date, **values: Any
+    ) -> FakeMetrics:
+        """Pin one entity's metrics on one day (``level`` "campaign" or "ad_group"; fields of
+        ``FakeMetrics``, unset ones 0). All zero means no delivery: the day has no row."""
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
+        metrics = FakeMetrics(**values)
+        with self._lock:
+            self.add_customer(customer_id).pinned_metrics[(level, _id(entity_id), day)] = metrics
+        return metrics
+
+    def daily_metrics(self, customer_id: str | int, level: str, entity_id: str | int, day: dt.date) -> FakeMetrics:
+        """What a metrics query reports for one entity and day (NO_METRICS: no row)."""
+        with self._lock:
+            return self._customers[_id(customer_id)].metrics(level, _id(entity_id), day)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -991,11 +1208,7 @@ class GoogleAdsFake:
             customer = self._customer(customer_id)
             if call.kind_is(FaultKind.ENTITY_DELETED):
                 self._delete(customer, call.fault.entity_ids)
-            rows = [
-                _row(query, s)
-                for s in _sources(customer, query.resource)
-                if all(c.matches(s) for c in query.conditions)
-            ]
+            rows = [_row(query, s) for s in _sources(customer, query) if all(c.matches(s) for c in query.conditions)]
         if call.kind_is(FaultKind.TIMEOUT_AFTER_APPLY):
             self._hang(call)
         return query, rows

@@ -9,7 +9,14 @@ What it serves (``/v26.0`` only):
   ``GET /act_X/campaigns|adsets`` with ``limit`` and ``after`` cursors;
 - ``POST /{id}`` updates (form parameters), honouring ``execution_options=["validate_only"]``;
 - ``POST /`` with a ``batch`` form field: at most 50 requests, answered as a list of
-  ``{code, headers, body}`` (``null`` for an item that did not finish in time).
+  ``{code, headers, body}`` (``null`` for an item that did not finish in time);
+- ``GET /act_X/insights`` with ``level`` campaign or adset, ``time_increment=1`` and a
+  ``time_range``: one row per entity and day with delivery (days without any are left
+  out, as Meta does), ``spend`` as a decimal string in the account currency, numbers as
+  strings, purchases under ``actions``/``action_values``, paged with ``after`` cursors.
+  The numbers are deterministic per ``performance_seed``, entity and day
+  (``generated_insights``), can be pinned per day (``set_insights``), and a campaign with
+  ad sets reports the sum of its ad sets.
 
 Faults come from a ``FaultPlan``. A fault without ``entity_ids`` hits the whole HTTP
 request; one with ``entity_ids`` hits only those entities' requests inside it, the way
@@ -23,6 +30,7 @@ illustrative member of Meta's 1487xxx invalid-parameter family, not a specific M
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -34,11 +42,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from platforms.fakes.faults import Fault, FaultKind, FaultPlan, FaultScope
+from platforms.money import currency_exponent
 
 API_VERSION = "v26.0"
 MAX_BATCH_REQUESTS = 50
@@ -102,6 +112,76 @@ _HTML_502 = (
     "<h1>Service Unavailable</h1><p>Sorry, something went wrong. The server encountered a temporary error.</p>"
     "</body></html>"
 )
+
+
+_INSIGHT_LEVELS = {"campaign": CAMPAIGN, "adset": AD_SET}
+_INSIGHT_FIELDS = {
+    "account_id",
+    "account_currency",
+    "campaign_id",
+    "campaign_name",
+    "adset_id",
+    "adset_name",
+    "date_start",
+    "date_stop",
+    "spend",
+    "impressions",
+    "clicks",
+    "actions",
+    "action_values",
+}
+# Meta counts one website purchase under each of these action types (they overlap).
+PURCHASE_ACTION_TYPES = ("omni_purchase", "purchase", "offsite_conversion.fb_pixel_purchase")
+MAX_INSIGHT_DAYS = 37 * 31  # Meta keeps 37 months of insights
+
+
+@dataclass(frozen=True)
+class FakeInsights:
+    """One entity's delivery on one day; money in minor units of the account currency."""
+
+    spend: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    purchases: int = 0
+    purchase_value: int = 0
+
+    def __add__(self, other: FakeInsights) -> FakeInsights:
+        return FakeInsights(
+            self.spend + other.spend,
+            self.impressions + other.impressions,
+            self.clicks + other.clicks,
+            self.purchases + other.purchases,
+            self.purchase_value + other.purchase_value,
+        )
+
+    @property
+    def is_zero(self) -> bool:
+        return self == NO_INSIGHTS
+
+
+NO_INSIGHTS = FakeInsights()
+
+
+def generated_insights(seed: int, node_id: str, day: dt.date) -> FakeInsights:
+    """Deterministic delivery of one campaign or ad set on one day (a pure function of its
+    arguments). About one day in ten has no delivery at all."""
+
+    def draw(name: str) -> float:
+        digest = hashlib.sha256(f"{seed}|{node_id}|{day.isoformat()}|{name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    if draw("delivery") < 0.1:
+        return NO_INSIGHTS
+    impressions = 200 + int(draw("impressions") * 5_000)
+    clicks = int(impressions * (0.01 + 0.04 * draw("ctr")))
+    purchases = int(clicks * 0.12 * draw("cvr"))
+    return FakeInsights(
+        spend=clicks * (20 + int(draw("cpc") * 180)) + int(draw("cpm") * 300),
+        impressions=impressions,
+        clicks=clicks,
+        purchases=purchases,
+        purchase_value=purchases * (2_000 + int(draw("value") * 8_000)),
+    )
 
 
 @dataclass
@@ -229,8 +309,12 @@ class MetaGraphFake:
         self.faults = FaultPlan()
         self._lock = threading.RLock()
         self._nodes: dict[str, _Node] = {}
+        # campaign id -> its ad sets' ids, so per-campaign checks never scan every node
+        self._ad_sets_of: dict[str, dict[str, None]] = {}
         self._log: list[RecordedRequest] = []
         self._ids = itertools.count(120_000_000_000_001)
+        self.performance_seed = 0
+        self._pinned_insights: dict[tuple[str, dt.date], FakeInsights] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -271,7 +355,10 @@ class MetaGraphFake:
         """
         with self._lock:
             self._nodes.clear()
+            self._ad_sets_of.clear()
             self._log.clear()
+            self._pinned_insights.clear()
+            self.performance_seed = 0
             self.faults.clear()
             self.faults.hang_seconds = FaultPlan().hang_seconds
 
@@ -334,6 +421,7 @@ class MetaGraphFake:
         node_id = ad_set_id or str(next(self._ids))
         with self._lock:
             campaign = self._nodes[campaign_id].data
+            self._ad_sets_of.setdefault(campaign_id, {})[node_id] = None
             self._nodes[node_id] = _Node(
                 AD_SET,
                 {
@@ -359,7 +447,31 @@ class MetaGraphFake:
     def remove(self, node_id: str) -> None:
         """Make an object unknown: reads and writes of it fail with code 100, subcode 33."""
         with self._lock:
-            self._nodes.pop(node_id, None)
+            node = self._nodes.pop(node_id, None)
+            if node is not None and node.kind == AD_SET:
+                self._ad_sets_of.get(node.data["campaign_id"], {}).pop(node_id, None)
+
+    def set_insights(self, node_id: str, day: dt.date, **values: int) -> FakeInsights:
+        """Pin one campaign's or ad set's delivery on one day (fields of ``FakeInsights``,
+        money in minor units, unset ones 0). All zero means no delivery: the day has no row."""
+        insights = FakeInsights(**values)
+        with self._lock:
+            self._pinned_insights[(node_id, day)] = insights
+        return insights
+
+    def insights(self, node_id: str, day: dt.date) -> FakeInsights:
+        """What the insights edge reports for one entity and day (NO_INSIGHTS: no row)."""
+        with self._lock:
+            return self._insights_of(node_id, day)
+
+    def _insights_of(self, node_id: str, day: dt.date) -> FakeInsights:
+        pinned = self._pinned_insights.get((node_id, day))
+        if pinned is not None:
+            return pinned
+        ad_set_ids = self._ad_sets_of.get(node_id)
+        if self._nodes[node_id].kind == CAMPAIGN and ad_set_ids:
+            return sum((self._insights_of(i, day) for i in ad_set_ids), NO_INSIGHTS)
+        return generated_insights(self.performance_seed, node_id, day)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -550,6 +662,8 @@ class MetaGraphFake:
                 return self._read(op.node_id, op.params)
             if op.method == "GET" and len(op.segments) == 2 and op.segments[1] in ("campaigns", "adsets"):
                 return self._list(op.node_id, op.segments[1], op.params)
+            if op.method == "GET" and len(op.segments) == 2 and op.segments[1] == "insights":
+                return self._insights(op.node_id, op.params)
             if op.method == "POST" and len(op.segments) == 1:
                 return self._update(op.node_id, dict(op.params), apply=apply)
         return graph_error(400, 2500, f"Unknown path components: /{'/'.join(op.segments)}")
@@ -586,11 +700,18 @@ class MetaGraphFake:
             for n in self._nodes.values()
             if n.kind == kind and n.data["account_id"] == account_id[4:] and n.data["status"] not in _GONE
         ]
+        fields = [f for f in params.get("fields", "id").split(",") if f]
+        return self._page(account_id, edge, params, rows, lambda node: self._render(node, fields))
+
+    def _page(
+        self, account_id: str, edge: str, params: dict[str, str], rows: list[Any], render: Callable[[Any], Any]
+    ) -> Reply:
+        """One page of an account edge: ``limit`` rows from the ``after`` cursor on, with
+        ``paging.next`` while more rows follow."""
         start = int(base64.b64decode(params["after"]).decode()) + 1 if params.get("after") else 0
         limit = int(params.get("limit", DEFAULT_PAGE_LIMIT))
-        fields = [f for f in params.get("fields", "id").split(",") if f]
         page = rows[start : start + limit]
-        body: dict[str, Any] = {"data": [self._render(node, fields) for node in page]}
+        body: dict[str, Any] = {"data": [render(row) for row in page]}
         if page:
             last = start + len(page) - 1
             body["paging"] = {"cursors": {"before": _cursor(start), "after": _cursor(last)}}
@@ -598,6 +719,52 @@ class MetaGraphFake:
                 query = {"access_token": self.access_token, **params, "after": _cursor(last)}
                 body["paging"]["next"] = f"{self.base_url}/{API_VERSION}/{account_id}/{edge}?{urlencode(query)}"
         return Reply(200, body)
+
+    def _insights(self, account_id: str, params: dict[str, str]) -> Reply:
+        """Daily insights of every campaign or ad set of the account with delivery."""
+        account = self._nodes.get(account_id)
+        if account is None or account.kind != ACCOUNT:
+            return _missing("GET", account_id)
+        request = _insight_request(params)
+        if isinstance(request, Reply):
+            return request
+        kind, days, fields = request
+        entities = [n for n in self._nodes.values() if n.kind == kind and n.data["account_id"] == account_id[4:]]
+        rows = [
+            (node, day, insights)
+            for node in entities
+            for day in days
+            if not (insights := self._insights_of(node.data["id"], day)).is_zero
+        ]
+        currency = account.data["currency"]
+        return self._page(
+            account_id, "insights", params, rows, lambda row: self._insight_row(*row, account, currency, fields)
+        )
+
+    def _insight_row(
+        self, node: _Node, day: dt.date, insights: FakeInsights, account: _Node, currency: str, fields: list[str]
+    ) -> dict[str, Any]:
+        campaign = node if node.kind == CAMPAIGN else self._nodes[node.data["campaign_id"]]
+        values: dict[str, Any] = {
+            "account_id": account.data["account_id"],
+            "account_currency": currency,
+            "campaign_id": campaign.data["id"],
+            "campaign_name": campaign.data["name"],
+            "adset_id": node.data["id"] if node.kind == AD_SET else None,
+            "adset_name": node.data["name"] if node.kind == AD_SET else None,
+            "spend": _amount(insights.spend, currency),
+            "impressions": str(insights.impressions),
+            "clicks": str(insights.clicks),
+        }
+        actions = [{"action_type": "link_click", "value": str(insights.clicks)}] if insights.clicks else []
+        if insights.purchases:
+            actions += [{"action_type": t, "value": str(insights.purchases)} for t in PURCHASE_ACTION_TYPES]
+            values["action_values"] = [
+                {"action_type": t, "value": _amount(insights.purchase_value, currency)} for t in PURCHASE_ACTION_TYPES
+            ]
+        values["actions"] = actions or None  # Meta leaves out action lists that would be empty
+        row = {name: values[name] for name in fields if values.get(name) is not None}
+        return {**row, "date_start": day.isoformat(), "date_stop": day.isoformat()}
 
     def _render(self, node: _Node, fields: list[str]) -> dict[str, Any]:
         """A node as Meta returns it: money as strings, unset fields left out."""
@@ -654,10 +821,8 @@ class MetaGraphFake:
             has_budget
             and node.kind == CAMPAIGN
             and any(
-                n.kind == AD_SET
-                and n.data["campaign_id"] == new["id"]
-                and (n.data.get("daily_budget") or n.data.get("lifetime_budget"))
-                for n in self._nodes.values()
+                self._nodes[i].data.get("daily_budget") or self._nodes[i].data.get("lifetime_budget")
+                for i in self._ad_sets_of.get(new["id"], ())
             )
         ):
             return _invalid("Ad set budgets are on", "Remove the ad set budgets before setting a campaign budget.")
@@ -696,6 +861,34 @@ def _parse_update(kind: str, params: dict[str, str]) -> dict[str, Any] | Reply:
         else:
             parsed[name] = raw
     return parsed
+
+
+def _insight_request(params: dict[str, str]) -> tuple[str, list[dt.date], list[str]] | Reply:
+    """(entity kind, days, fields) of an insights request, or the error Meta would answer."""
+    level = params.get("level", "account")
+    if level not in _INSIGHT_LEVELS:
+        return graph_error(400, 100, f"(#100) The fake serves level=campaign and level=adset only, not {level!r}")
+    if params.get("time_increment") != "1":
+        return graph_error(400, 100, "(#100) The fake serves daily insights only (time_increment=1)")
+    time_range = _json(params.get("time_range", ""))
+    try:
+        since = dt.date.fromisoformat(time_range["since"])
+        until = dt.date.fromisoformat(time_range["until"])
+    except (TypeError, KeyError, ValueError):
+        return graph_error(400, 100, "(#100) time_range must be {'since':YYYY-MM-DD,'until':YYYY-MM-DD}")
+    if since > until or (until - since).days >= MAX_INSIGHT_DAYS:
+        return graph_error(400, 100, "(#100) time_range: since must not be after until, nor 37 months before it")
+    fields = [f for f in params.get("fields", "spend").split(",") if f]
+    unknown = [f for f in fields if f not in _INSIGHT_FIELDS]
+    if unknown:
+        return graph_error(400, 100, f"(#100) {unknown[0]} is not valid for fields param.")
+    days = [since + dt.timedelta(days=n) for n in range((until - since).days + 1)]
+    return _INSIGHT_LEVELS[level], days, fields
+
+
+def _amount(minor: int, currency: str) -> str:
+    """Minor units as Meta writes insights money: a decimal string in the currency (12.34)."""
+    return str(Decimal(minor).scaleb(-currency_exponent(currency)))
 
 
 def _is_day_part(part: Any) -> bool:

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -64,6 +64,7 @@ FIELD_TARGETS: dict[Field, frozenset[EntityType]] = {
     Field.TARGETING: frozenset({EntityType.AD_SET}),
     Field.SCHEDULE: frozenset({EntityType.AD_SET}),
 }
+WRITE_COLUMNS = ("id", "external_id", "entity_type", "status", *(str(f) for f in FIELD_TARGETS), "updated_at")
 MAX_AMOUNT = Decimal("1000000000")  # the platform refuses absurd amounts instead of overflowing
 TYPE_ORDER = {EntityType.CAMPAIGN: 0, EntityType.AD_SET: 1, EntityType.AD: 2}
 
@@ -361,10 +362,10 @@ class SandboxExecutor(PlatformExecutor):
         """Validate every change, apply the valid ones in one transaction (unless validate-only)."""
         outcomes: list[ChangeOutcome] = []
         with transaction.atomic():
-            rows = {
-                row.external_id: row
-                for row in call.live_entities().select_for_update().filter(external_id__in=call.entity_ids)
-            }
+            # Only what validation and the writes touch: the response-curve columns would be
+            # converted to Decimal for every row and never read here.
+            live = call.live_entities().select_for_update().filter(external_id__in=call.entity_ids)
+            rows = {row.external_id: row for row in live.only(*WRITE_COLUMNS)}
             dirty: dict[int, SandboxEntity] = {}
             fields: set[str] = set()
             for change in batch:
@@ -386,7 +387,7 @@ class SandboxExecutor(PlatformExecutor):
                 now = timezone.now()
                 for row in dirty.values():
                     row.updated_at = now
-                SandboxEntity.objects.bulk_update(list(dirty.values()), [*sorted(fields), "updated_at"])
+                _save_rows(list(dirty.values()), sorted(fields), updated_at=now)
         counts = {status: sum(1 for o in outcomes if o.status == status) for status in OutcomeStatus}
         call.outcome = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
         return outcomes
@@ -417,6 +418,30 @@ class SandboxExecutor(PlatformExecutor):
         if call.fault_hits(row.external_id, FaultKind.PARTIAL_FAILURE):
             return call.error(ErrorCode.INVALID_VALUE, f"{what}: the sandbox rejected {change.field} (injected fault).")
         return None
+
+
+def _save_rows(rows: Sequence[SandboxEntity], fields: Sequence[str], *, updated_at: datetime) -> None:
+    """Write ``fields`` of every row and ``updated_at``: one prepared UPDATE by primary key,
+    run per row.
+
+    ``bulk_update`` builds one ``CASE WHEN id = ... THEN ...`` per field over all rows,
+    and compiling that cost Django ~1 ms per row: 9.6 of 10.9 s when applying 10,000
+    changes (bench/platform_apply.py). Values go through each field's own
+    ``get_db_prep_save``, as in ``QuerySet.update``; the shared timestamp is prepared once.
+    """
+    meta = SandboxEntity._meta
+    model_fields = [meta.get_field(name) for name in fields]
+    stamp = meta.get_field("updated_at")
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in [*model_fields, stamp])
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
+    prepared_stamp = stamp.get_db_prep_save(updated_at, connection)
+    params = [
+        [*(f.get_db_prep_save(getattr(row, f.attname), connection) for f in model_fields), prepared_stamp, row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _value_problem(change: Change, currency: str) -> str:
