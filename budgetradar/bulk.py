@@ -10,7 +10,7 @@ Values go through each field's own database preparation, exactly as ``save()`` w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from django.db import connection as default_connection
 from django.db.models import Model
@@ -48,17 +48,27 @@ def bulk_insert(objs: Sequence[Model]) -> None:
     """
     if not objs:
         return
+    fields = insert_fields(type(objs[0]))
+    insert_rows(type(objs[0]), fields, ([f.pre_save(obj, add=True) for f in fields] for obj in objs))
+
+
+def insert_fields(model: type[Model]) -> list:
+    """The columns an insert writes (every concrete field but an auto-increment key)."""
+    return [f for f in model._meta.concrete_fields if not _is_auto_pk(f)]
+
+
+def insert_rows(model: type[Model], fields: Sequence, rows: Iterable[Sequence]) -> None:
+    """Insert Python values (one sequence per row, in ``fields`` order) with one prepared statement."""
     conn = default_connection
     quote = conn.ops.quote_name
-    meta = type(objs[0])._meta
-    fields = [f for f in meta.concrete_fields if not _is_auto_pk(f)]
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    rows = [[f.get_db_prep_save(f.pre_save(obj, add=True), conn) for f in fields] for obj in objs]
-    with conn.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    prepared = [[f.get_db_prep_save(v, conn) for f, v in zip(fields, row, strict=True)] for row in rows]
+    if prepared:
+        with conn.cursor() as cursor:
+            cursor.executemany(sql, prepared)
 
 
 def _is_auto_pk(field) -> bool:

@@ -97,16 +97,21 @@ def bucket_take(*, connection_id: int, operations: int, limit: RateLimit, now: d
     Returns 0.0 when the request may go now (tokens taken), otherwise the seconds until
     enough tokens will have refilled (nothing taken).
     """
+    return bucket_take_tokens(connection_id=connection_id, tokens=limit.cost(operations), limit=limit, now=now)
+
+
+def bucket_take_tokens(*, connection_id: int, tokens: float, limit: RateLimit, now: datetime | None = None) -> float:
+    """Take ``tokens`` (at most a full bucket) if available; else the seconds to wait."""
     now = now or timezone.now()
-    cost = limit.cost(operations)
+    cost = min(tokens, limit.capacity)
     with transaction.atomic():
         bucket = _locked_bucket(connection_id, limit, now)
-        tokens = _refilled(bucket, limit, now)
-        if tokens >= cost:
-            _store(bucket, limit, tokens - cost, now)
+        available = _refilled(bucket, limit, now)
+        if available >= cost:
+            _store(bucket, limit, available - cost, now)
             return 0.0
-        _store(bucket, limit, tokens, now)
-    return (cost - tokens) / limit.refill_per_second
+        _store(bucket, limit, available, now)
+    return (cost - available) / limit.refill_per_second
 
 
 def rate_limit_backoff(*, connection: PlatformConnection, seconds: float, now: datetime | None = None) -> None:
@@ -142,11 +147,43 @@ class ConnectionThrottle:
         self.waited = 0.0  # seconds spent waiting, for logs and benchmarks
 
     def __call__(self, operations: int) -> None:
+        cost = self.limit.cost(operations)
+        if self._spend_reserved(cost):
+            return
         while True:
-            wait = bucket_take(
-                connection_id=self.connection_id, operations=operations, limit=self.limit, now=self.clock()
-            )
+            if self._reserve(cost):
+                return
+            wait = bucket_take_tokens(connection_id=self.connection_id, tokens=cost, limit=self.limit, now=self.clock())
             if wait <= 0:
                 return
             self.waited += wait
             self.sleep(wait)
+
+    # A worker sending many requests takes a few requests' worth of tokens per database
+    # round trip and spends them locally. Reserved tokens expire after RESERVE_SECONDS, so
+    # a worker can never save them up for a burst above the shared rate.
+    RESERVE_REQUESTS = 10
+    RESERVE_SECONDS = 1.0
+
+    _reserved = 0.0
+    _reserved_at: datetime | None = None
+
+    def _spend_reserved(self, cost: float) -> bool:
+        fresh = (
+            self._reserved_at is not None and (self.clock() - self._reserved_at).total_seconds() < self.RESERVE_SECONDS
+        )
+        if fresh and self._reserved >= cost:
+            self._reserved -= cost
+            return True
+        return False
+
+    def _reserve(self, cost: float) -> bool:
+        """Take a small stock (a tenth of the bucket at most) when the bucket is comfortably full."""
+        stock = min(cost * self.RESERVE_REQUESTS, self.limit.capacity / 10)
+        if stock <= cost:
+            return False
+        now = self.clock()
+        if bucket_take_tokens(connection_id=self.connection_id, tokens=stock, limit=self.limit, now=now) > 0:
+            return False
+        self._reserved, self._reserved_at = stock - cost, now
+        return True

@@ -32,6 +32,9 @@ def test_approved_budget_change_is_executed_once_and_verified_by_read_back(world
     assert report.status == JobStatus.SUCCEEDED
     events = list(action.logs.values_list("event", flat=True))
     assert events == ["approved", "state_captured", "request_sent", "response_received", "succeeded"]
+    history = list(action.history.order_by("history_id").values_list("status", "history_change_reason"))
+    assert [status for status, _ in history] == ["pending_approval", "approved", "queued", "executing", "succeeded"]
+    assert history[-1][1].endswith(": succeed") and history[-1][1].startswith("worker:")
 
 
 def test_a_job_batches_every_action_of_a_connection_into_few_requests(world, approver):

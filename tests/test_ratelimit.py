@@ -142,3 +142,24 @@ def test_concurrent_workers_never_take_more_tokens_than_the_bucket_holds():
     for thread in threads:
         thread.join()
     assert granted.count(True) == 9
+
+
+def test_a_busy_worker_reserves_a_few_requests_per_database_round_trip(connection_, clock, settings):
+    settings.PLATFORM_RATE_LIMITS = {"sandbox": {"capacity": 1000, "refill_per_second": 100}}
+    throttle = throttle_for(connection_, clock)
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(db_connection) as queries:
+        for _ in range(20):
+            throttle(1)
+    bucket_updates = [q for q in queries if q["sql"].startswith("UPDATE")]
+    assert len(bucket_updates) == 2  # ten requests' worth of tokens each time
+    assert RateLimitBucket.objects.get(connection=connection_).tokens == pytest.approx(980)
+
+
+def test_reserved_tokens_expire_so_they_cannot_be_saved_for_a_burst(connection_, clock, settings):
+    settings.PLATFORM_RATE_LIMITS = {"sandbox": {"capacity": 1000, "refill_per_second": 100}}
+    throttle = throttle_for(connection_, clock)
+    throttle(1)  # reserves 10, spends 1
+    clock.now += timedelta(seconds=2)
+    assert not throttle._spend_reserved(1)

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from actions.models import Action
-from budgetradar.bulk import bulk_insert, bulk_set
+from budgetradar.bulk import bulk_set, insert_fields, insert_rows
 
 BATCH = 1000
 
@@ -113,20 +113,22 @@ def _set_status(action: Action, target: str) -> None:
 def _write_history(actions: list[Action], *, actor, reason: str) -> None:
     """One history row per moved action, as django-simple-history would write it."""
     history = Action.history.model
-    now = timezone.now()
-    user_id = getattr(_user(actor), "pk", None)
-    tracked = [f.attname for f in history.tracked_fields]
-    bulk_insert(
-        [
-            history(
-                history_date=now,
-                history_user_id=user_id,
-                history_change_reason=reason[:1000],
-                history_type="~",
-                **{name: getattr(action, name) for name in tracked},
-            )
-            for action in actions
-        ]
+    fields = insert_fields(history)
+    tracked = {f.attname for f in history.tracked_fields}
+    extra = {
+        "history_date": timezone.now(),
+        "history_user_id": getattr(_user(actor), "pk", None),
+        "history_change_reason": reason[:1000],
+        "history_type": "~",
+    }
+    names = [f.attname for f in fields]
+    unknown = [n for n in names if n not in tracked and n not in extra]
+    if unknown:
+        raise RuntimeError(f"History columns with no source: {unknown}")
+    insert_rows(
+        history,
+        fields,
+        ([getattr(action, n) if n in tracked else extra[n] for n in names] for action in actions),
     )
 
 
