@@ -1,0 +1,855 @@
+"""Admin for recommendations, actions, jobs and the execution log.
+
+Approve, reject and cancel are offered as object buttons and bulk actions. Each goes to
+a confirmation page that lists exactly what will happen to every selected action —
+approved or skipped, and why — and only its POST calls the lifecycle services (never
+the FSM transition: django-fsm-2's admin buttons do not re-check permissions). The
+confirmation is single-use and answered with a redirect, so a double click or a reload
+cannot apply anything twice. Nothing here is editable directly: actions change only
+through services, and the execution log is evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+from django_fsm import can_proceed
+
+from actions.changes import ParamsError, normalize_params, target_values
+from actions.models import (
+    Action,
+    ActionExecutionLog,
+    ActionJob,
+    ActionStatus,
+    JobStatus,
+    LogEvent,
+    Recommendation,
+)
+from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
+from actions.services.recommendations import RecommendationInput, recommendations_create
+from budgetradar.admin_base import (
+    AMBER,
+    BLUE,
+    EMPTY,
+    GREEN,
+    GREY,
+    RED,
+    ReadOnlyAdminMixin,
+    TenantOwnedForm,
+    TenantScopedAdmin,
+    TenantScopedHistoryAdmin,
+    admin_link,
+    badge,
+    confirmation_close,
+    confirmation_get,
+    confirmation_open,
+    format_money,
+    pretty_json,
+)
+from budgetradar.entitlements import month_start
+from budgetradar.models import Tenant
+from platforms.models import PlatformEntity
+from platforms.types import MONEY_FIELDS, Field
+
+STATUS_TONES = {
+    ActionStatus.PENDING_APPROVAL: AMBER,
+    ActionStatus.APPROVED: BLUE,
+    ActionStatus.REJECTED: GREY,
+    ActionStatus.CANCELLED: GREY,
+    ActionStatus.QUEUED: BLUE,
+    ActionStatus.EXECUTING: BLUE,
+    ActionStatus.SUCCEEDED: GREEN,
+    ActionStatus.FAILED: RED,
+    ActionStatus.PARTIALLY_EXECUTED: RED,
+    ActionStatus.ROLLING_BACK: AMBER,
+    ActionStatus.ROLLED_BACK: GREY,
+    ActionStatus.ROLLBACK_FAILED: RED,
+}
+JOB_TONES = {
+    JobStatus.QUEUED: BLUE,
+    JobStatus.RUNNING: BLUE,
+    JobStatus.SUCCEEDED: GREEN,
+    JobStatus.PARTIALLY_SUCCEEDED: AMBER,
+    JobStatus.FAILED: RED,
+    JobStatus.CANCELLED: GREY,
+}
+EVENT_TONES = {
+    LogEvent.SUCCEEDED: GREEN,
+    LogEvent.APPROVED: GREEN,
+    LogEvent.ROLLBACK_SUCCEEDED: GREEN,
+    LogEvent.FAILED: RED,
+    LogEvent.ROLLBACK_FAILED: RED,
+    LogEvent.STALE: RED,
+    LogEvent.REJECTED: GREY,
+    LogEvent.CANCELLED: GREY,
+}
+FIELD_LABELS = {
+    Field.DAILY_BUDGET: "Daily budget",
+    Field.LIFETIME_BUDGET: "Lifetime budget",
+    Field.STATUS: "Status",
+    Field.BID: "Bid",
+    Field.TARGETING: "Targeting",
+    Field.SCHEDULE: "Schedule",
+}
+# Everything a page about actions shows, fetched with the actions (never one query per row).
+ACTION_RELATED = ["tenant__plan", "entity", "connection", "proposed_by", "approved_by"]
+
+
+def status_badge(action: Action):
+    return badge(action.get_status_display(), STATUS_TONES.get(action.status, GREY))
+
+
+# Describing a change ------------------------------------------------------------------------
+
+
+def _targets(action_type: str, params: dict) -> dict[Field, Any]:
+    """The values an action sets; empty (never an error page) for malformed params."""
+    try:
+        return target_values(action_type, params or {})
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return {}
+
+
+def _show(field: Field, value: Any, currency: str) -> str:
+    if value is None or value == "":
+        return EMPTY
+    if field in MONEY_FIELDS:
+        return format_money(value, currency)
+    if field in (Field.TARGETING, Field.SCHEDULE):
+        return "set"
+    return str(value)
+
+
+def describe_change(
+    action_type: str, params: dict, entity: PlatformEntity, currency: str, seen: dict | None = None
+) -> str:
+    """``Daily budget: 100.00 EUR → 120.00 EUR`` for each field the change sets.
+
+    The current value is the one recorded in ``seen`` (before-state or approval
+    baseline) when there is one, else the synced mirror.
+    """
+    parts = []
+    for field, target in _targets(action_type, params).items():
+        if field in (Field.TARGETING, Field.SCHEDULE):
+            parts.append(f"Replace {FIELD_LABELS[field].lower()}")
+            continue
+        current = (seen or {}).get(field.value, getattr(entity, field.value, None))
+        parts.append(f"{FIELD_LABELS[field]}: {_show(field, current, currency)} → {_show(field, target, currency)}")
+    return "; ".join(parts) or f"Params: {params}"
+
+
+def action_change(action: Action) -> str:
+    seen = action.before_state or action.baseline_state
+    return describe_change(action.action_type, action.params, action.entity, action.connection.currency, seen)
+
+
+# Read-only inlines ----------------------------------------------------------------------------
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """An inline that lists rows and never offers to add, change or delete them."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RelatedActionsInline(ReadOnlyInline):
+    """Actions linked to the page's object, newest first."""
+
+    model = Action
+    fields = ["action", "status_badge", "change_summary", "proposed_by", "approved_by", "created_at"]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related(*ACTION_RELATED)
+
+    @admin.display(description="Action")
+    def action(self, action: Action):
+        return admin_link(action, f"#{action.pk} {action.get_action_type_display()}")
+
+    @admin.display(description="Status")
+    def status_badge(self, action: Action):
+        return status_badge(action)
+
+    @admin.display(description="Change")
+    def change_summary(self, action: Action) -> str:
+        return action_change(action)
+
+
+class RecommendationActionsInline(RelatedActionsInline):
+    fk_name = "recommendation"
+    verbose_name_plural = "Action proposed by this recommendation"
+
+
+class JobActionsInline(RelatedActionsInline):
+    fk_name = "job"
+    verbose_name_plural = "Actions in this job"
+
+
+class ExecutionLogInline(ReadOnlyInline):
+    """The action's timeline: every event and platform call, oldest first."""
+
+    model = ActionExecutionLog
+    fk_name = "action"
+    verbose_name_plural = "Timeline (execution log)"
+    fields = ["created_at", "event_badge", "actor", "message", "error_summary", "platform_request_id"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+    show_change_link = True
+
+    @admin.display(description="Event")
+    def event_badge(self, entry: ActionExecutionLog):
+        return badge(entry.get_event_display(), EVENT_TONES.get(entry.event, BLUE))
+
+    @admin.display(description="Error")
+    def error_summary(self, entry: ActionExecutionLog) -> str:
+        if not entry.error:
+            return EMPTY
+        if isinstance(entry.error, dict):
+            return Truncator(entry.error.get("message") or entry.error.get("code") or entry.error).chars(160)
+        return Truncator(entry.error).chars(160)
+
+
+# Recommendations ------------------------------------------------------------------------------
+
+
+class RecommendationForm(TenantOwnedForm):
+    """A new recommendation; validated with the same rules as the API."""
+
+    class Meta:
+        model = Recommendation
+        fields = ["entity", "action_type", "params", "rationale"]
+        widgets = {"params": forms.Textarea(attrs={"rows": 3, "cols": 60})}
+        help_texts = {
+            "params": 'adjust_budget: {"new_budget": "450.00"}; adjust_bid: {"new_bid": "1.20"}; '
+            "pause_campaign and resume_campaign: {}."
+        }
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        entity, action_type = cleaned.get("entity"), cleaned.get("action_type")
+        if entity is None or not action_type:
+            return cleaned
+        try:
+            cleaned["params"] = normalize_params(
+                action_type, cleaned.get("params"), entity_type=entity.entity_type, currency=entity.connection.currency
+            )
+        except ParamsError as exc:
+            field = exc.field.split(".")[0]
+            self.add_error(field if field in self.fields else None, exc.message)
+        return cleaned
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(TenantScopedAdmin):
+    """Proposed changes. Adding one creates its action, pending approval; recommendations
+    are not edited afterwards (the action carries the change)."""
+
+    form = RecommendationForm
+    list_display = ["created_at", "entity", "action_type", "change_summary", "source", "created_by", "action_status"]
+    list_select_related = ["entity__connection", "created_by"]
+    list_filter = ["action_type", "source", "entity__connection"]
+    search_fields = ["entity__name", "entity__external_id", "rationale", "source"]
+    date_hierarchy = "created_at"
+    autocomplete_fields = ["entity"]
+    readonly_fields = ["source", "created_by", "created_at"]
+    inlines = [RecommendationActionsInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("actions")
+
+    def get_fields(self, request: HttpRequest, obj: Recommendation | None = None) -> list[str]:
+        if obj is None:
+            return ["entity", "action_type", "params", "rationale"]
+        return ["entity", "action_type", "params", "rationale", "source", "created_by", "created_at"]
+
+    def get_inlines(self, request: HttpRequest, obj: Recommendation | None) -> list:
+        return self.inlines if obj is not None else []
+
+    def has_change_permission(self, request: HttpRequest, obj: Recommendation | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Recommendation | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Recommendation, form: forms.ModelForm, change: bool) -> None:
+        """Create through the service, so the admin and the API create the same rows."""
+        item = RecommendationInput(
+            entity_id=obj.entity_id, action_type=obj.action_type, params=obj.params, rationale=obj.rationale
+        )
+        [created] = recommendations_create(tenant=obj.entity.tenant, actor=request.user, items=[item])
+        # The admin logs and redirects to ``obj``; point it at the row the service created.
+        obj.pk, obj.tenant_id, obj.created_at = created.pk, created.tenant_id, created.created_at
+
+    @admin.display(description="Change")
+    def change_summary(self, recommendation: Recommendation) -> str:
+        entity = recommendation.entity
+        return describe_change(recommendation.action_type, recommendation.params, entity, entity.connection.currency)
+
+    @admin.display(description="Action")
+    def action_status(self, recommendation: Recommendation):
+        actions = recommendation.actions.all()  # prefetched
+        return format_html_join(" ", "{}", ((admin_link(a, status_badge(a)),) for a in actions)) or EMPTY
+
+
+# Approve / reject / cancel ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One lifecycle operation as the admin offers it."""
+
+    name: str
+    label: str
+    past: str
+    perm: str
+    transition: str
+    service: Callable[..., Action]
+    reason_required: bool
+    consequence: str
+
+    def possible(self, action: Action) -> bool:
+        return can_proceed(getattr(action, self.transition))
+
+
+OPERATIONS = {
+    op.name: op
+    for op in [
+        Operation(
+            name="approve",
+            label="Approve",
+            past="approved",
+            perm="actions.approve_action",
+            transition="approve",
+            service=action_approve,
+            reason_required=False,
+            consequence="Approved actions are handed to the execution engine, which changes the live ad "
+            "account and confirms each change by reading the platform back. Every approval counts "
+            "towards the plan's monthly limit.",
+        ),
+        Operation(
+            name="reject",
+            label="Reject",
+            past="rejected",
+            perm="actions.reject_action",
+            transition="reject",
+            service=action_reject,
+            reason_required=True,
+            consequence="Rejected actions are closed and never executed; the reason is recorded in their history.",
+        ),
+        Operation(
+            name="cancel",
+            label="Cancel",
+            past="cancelled",
+            perm="actions.cancel_action",
+            transition="cancel",
+            service=action_cancel,
+            reason_required=False,
+            consequence="Cancelled actions are closed and never executed, including approved or queued ones "
+            "that no worker has started yet.",
+        ),
+    ]
+}
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=1000)
+
+    def __init__(self, *args: Any, operation: Operation, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["reason"]
+        field.required = operation.reason_required
+        field.label = "Reason" if operation.reason_required else "Note (optional)"
+        field.help_text = "Recorded in each action's history and execution log."
+
+
+def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult]:
+    """What ``operation`` would do to each action, without doing it.
+
+    Runs the real service in a transaction that is then rolled back, so the preview
+    applies exactly the service's rules (role, state, four-eyes, the plan's remaining
+    monthly quota as earlier rows use it up) and cannot drift from them. Services keep
+    side effects in ``transaction.on_commit`` hooks (DESIGN §3), which the rollback
+    discards.
+    """
+    with transaction.atomic():
+        actions = list(Action.objects.filter(pk__in=ids).select_related(*ACTION_RELATED).order_by("pk"))
+        reason = "(preview)" if operation.reason_required else ""
+        results = actions_apply_bulk(actions=actions, actor=actor, operation=operation.service, reason=reason)
+        transaction.set_rollback(True)
+    return {result.action.pk: result for result in results}
+
+
+def approval_notes(tenants: set[Tenant]) -> list[str]:
+    """Per tenant in the selection: its four-eyes rule and what is left of its monthly quota."""
+    notes = []
+    for tenant in sorted(tenants, key=lambda t: t.name):
+        if tenant.four_eyes_required:
+            notes.append(f"Four-eyes approval is on for {tenant.name}: nobody may approve an action they proposed.")
+        else:
+            notes.append(f"Four-eyes approval is off for {tenant.name}: proposers may approve their own actions.")
+        plan = tenant.plan
+        if plan.actions_enabled and plan.actions_per_month is not None:
+            used = Action.objects.filter(tenant=tenant, approved_at__gte=month_start(tenant)).count()
+            notes.append(
+                f"{tenant.name}'s {plan.name} plan allows {plan.actions_per_month} approved actions a month: "
+                f"{used} used, {max(plan.actions_per_month - used, 0)} left."
+            )
+    return notes
+
+
+def action_row(action: Action, **extra: Any) -> dict[str, Any]:
+    """One action as the confirmation and result pages list it."""
+    return {"action": action, "change": action_change(action), "status": status_badge(action), **extra}
+
+
+@admin.register(Action)
+class ActionAdmin(TenantScopedHistoryAdmin):
+    """Every change to every entity, with its lifecycle, state, errors and timeline."""
+
+    list_display = [
+        "number",
+        "status_badge",
+        "entity_display",
+        "platform",
+        "action_type",
+        "change_summary",
+        "proposed_by",
+        "approved_by",
+        "created_at",
+        "approved_at",
+    ]
+    list_display_links = ["number"]
+    list_select_related = ["entity", "connection", "proposed_by", "approved_by"]
+    list_filter = ["status", "platform", "action_type", "connection"]
+    search_fields = ["=id", "entity__name", "entity__external_id"]
+    search_help_text = "Search by action id, entity name or platform id."
+    date_hierarchy = "created_at"
+    actions = ["approve_selected", "reject_selected", "cancel_selected"]
+    inlines = [ExecutionLogInline]
+    readonly_fields = [
+        "status_badge",
+        "entity_link",
+        "connection",
+        "platform",
+        "action_type",
+        "change_summary",
+        "params_display",
+        "rationale",
+        "proposer",
+        "approver",
+        "decided_reason",
+        "state_table",
+        "rollback_deadline",
+        "rollback_display",
+        "rollback_requester",
+        "rollback_reason",
+        "rollback_override_drift",
+        "error_code",
+        "error_message",
+        "error_retryable",
+        "error_hint",
+        "job",
+        "attempts",
+        "idempotency_key",
+        "created_at",
+        "approved_at",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "rolled_back_at",
+    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Action | None = None):
+        fieldsets = [
+            (
+                None,
+                {"fields": ["status_badge", "entity_link", "connection", "platform", "action_type", "change_summary"]},
+            ),
+            (
+                "Why and who",
+                {"fields": ["rationale", "params_display", "proposer", "approver", "decided_reason"]},
+            ),
+            (
+                "State and rollback",
+                {
+                    "fields": [
+                        "state_table",
+                        "rollback_deadline",
+                        "rollback_display",
+                        "rollback_requester",
+                        "rollback_reason",
+                        "rollback_override_drift",
+                    ]
+                },
+            ),
+            ("Execution", {"fields": ["job", "attempts", "idempotency_key"]}),
+            (
+                "Timing",
+                {"fields": ["created_at", "approved_at", "queued_at", "started_at", "finished_at", "rolled_back_at"]},
+            ),
+        ]
+        if obj is not None and obj.error_code:
+            fieldsets.insert(1, ("Error", {"fields": ["error_code", "error_message", "error_retryable", "error_hint"]}))
+        return fieldsets
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related(*ACTION_RELATED, "recommendation", "rollback_requested_by")
+
+    # Actions change only through services.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Action | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Action | None = None) -> bool:
+        return False
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("actions.approve_action")
+
+    def has_reject_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("actions.reject_action")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("actions.cancel_action")
+
+    # Columns and read-only fields ---------------------------------------------------------
+
+    @admin.display(description="#", ordering="id")
+    def number(self, action: Action) -> str:
+        return f"#{action.pk}"
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, action: Action):
+        return status_badge(action)
+
+    @admin.display(description="Entity", ordering="entity__name")
+    def entity_display(self, action: Action):
+        entity = action.entity
+        return format_html('{}<div class="help">{} {}</div>', entity.name, entity.entity_type, entity.external_id)
+
+    @admin.display(description="Entity")
+    def entity_link(self, action: Action):
+        entity = action.entity
+        return format_html("{} ({} {})", admin_link(entity, entity.name), entity.entity_type, entity.external_id)
+
+    @admin.display(description="Change")
+    def change_summary(self, action: Action) -> str:
+        return action_change(action)
+
+    @admin.display(description="Params")
+    def params_display(self, action: Action):
+        return pretty_json(action.params)
+
+    @admin.display(description="Rationale")
+    def rationale(self, action: Action) -> str:
+        return action.recommendation.rationale if action.recommendation and action.recommendation.rationale else EMPTY
+
+    # People are shown by name: links would lead tenant members to the user admin they may not see.
+    @admin.display(description="Proposed by")
+    def proposer(self, action: Action) -> str:
+        return str(action.proposed_by or "an optimizer")
+
+    @admin.display(description="Approved by")
+    def approver(self, action: Action) -> str:
+        return str(action.approved_by or EMPTY)
+
+    @admin.display(description="Rollback requested by")
+    def rollback_requester(self, action: Action) -> str:
+        return str(action.rollback_requested_by or EMPTY)
+
+    @admin.display(description="Rollback instructions")
+    def rollback_display(self, action: Action):
+        return pretty_json(action.rollback_params)
+
+    @admin.display(description="Values")
+    def state_table(self, action: Action):
+        """Approval baseline, before, after (read back) and target of each field, side by side."""
+        currency = action.connection.currency
+        targets = _targets(action.action_type, action.params)
+        states = [action.baseline_state or {}, action.before_state or {}, action.after_state or {}]
+        fields = [f for f in Field if f in targets or any(f.value in state for state in states)]
+        if not fields:
+            return EMPTY
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    FIELD_LABELS[f],
+                    *(_show(f, state.get(f.value), currency) for state in states),
+                    _show(f, targets.get(f), currency),
+                )
+                for f in fields
+            ),
+        )
+        return format_html(
+            '<table class="br-state"><thead><tr><th>Field</th><th>Seen at approval</th><th>Before</th>'
+            "<th>After (read back)</th><th>Target</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    # Object buttons -----------------------------------------------------------------------
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        action = self.get_object(request, object_id)
+        buttons = [
+            {"name": op.name, "label": op.label, "url": self._url(op.name, action.pk)}
+            for op in OPERATIONS.values()
+            if op.possible(action) and request.user.has_perm(op.perm)
+        ]
+        extra_context = {**(extra_context or {}), "operation_buttons": buttons}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        name = self._url_name
+        return [
+            *(
+                path(f"<path:object_id>/{op}/", view(self.operation_view), {"operation": op}, name=name(op))
+                for op in OPERATIONS
+            ),
+            path("confirm/<str:token>/", view(self.confirm_view), name=name("confirm")),
+            path("confirm/<str:token>/result/", view(self.result_view), name=name("result")),
+            *super().get_urls(),
+        ]
+
+    @staticmethod
+    def _url_name(suffix: str) -> str:
+        return f"actions_action_{suffix}"
+
+    def _url(self, suffix: str, *args: Any) -> str:
+        return reverse(f"admin:{self._url_name(suffix)}", args=args)
+
+    # Bulk actions -------------------------------------------------------------------------
+
+    @admin.action(description="Approve selected actions", permissions=["approve"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        return self._start(request, "approve", list(queryset.values_list("pk", flat=True)), bulk=True)
+
+    @admin.action(description="Reject selected actions", permissions=["reject"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        return self._start(request, "reject", list(queryset.values_list("pk", flat=True)), bulk=True)
+
+    @admin.action(description="Cancel selected actions", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        return self._start(request, "cancel", list(queryset.values_list("pk", flat=True)), bulk=True)
+
+    # Confirmation flow ----------------------------------------------------------------------
+
+    def operation_view(self, request: HttpRequest, object_id: str, operation: str) -> HttpResponseRedirect:
+        """The object button: open a confirmation for this one action."""
+        action = self.get_object(request, object_id)
+        return self._start(request, operation, [action.pk], bulk=False)
+
+    def _start(self, request: HttpRequest, operation: str, ids: list[int], *, bulk: bool) -> HttpResponseRedirect:
+        op = self._operation_for(request, operation)
+        token = confirmation_open(request, {"operation": op.name, "ids": ids, "bulk": bulk})
+        return HttpResponseRedirect(self._url("confirm", token))
+
+    def _operation_for(self, request: HttpRequest, name: str) -> Operation:
+        op = OPERATIONS[name]
+        if not request.user.has_perm(op.perm):
+            raise PermissionDenied
+        return op
+
+    def confirm_view(self, request: HttpRequest, token: str) -> HttpResponse:
+        """GET: what will happen to each action. POST: do it, once, then redirect."""
+        pending = confirmation_get(request, token)
+        if pending is None:
+            messages.warning(request, "That confirmation has expired. Select the actions again.")
+            return HttpResponseRedirect(self._url("changelist"))
+        op = self._operation_for(request, pending["operation"])
+        if pending["result"] is not None:
+            return self._after(request, token, pending)  # a second submit shows the first outcome
+        actions = list(self.get_queryset(request).filter(pk__in=pending["ids"]).order_by("pk"))
+        form = ReasonForm(request.POST or None, operation=op)
+        if request.method == "POST" and form.is_valid():
+            results = actions_apply_bulk(
+                actions=actions, actor=request.user, operation=op.service, reason=form.cleaned_data["reason"]
+            )
+            outcome = [{"id": r.action.pk, "done": r.done, "reason": r.reason} for r in results]
+            confirmation_close(request, token, outcome)
+            return self._after(request, token, {**pending, "result": outcome}, report=True)
+        return self._render_confirmation(request, op, actions, form, bulk=pending["bulk"])
+
+    def _render_confirmation(
+        self, request: HttpRequest, op: Operation, actions: list[Action], form: ReasonForm, *, bulk: bool
+    ) -> TemplateResponse:
+        outcomes = preview(op, [a.pk for a in actions], request.user)
+        rows = [action_row(a, will_apply=outcomes[a.pk].done, reason=outcomes[a.pk].reason) for a in actions]
+        single = None if bulk or not actions else actions[0]
+        count = sum(row["will_apply"] for row in rows)
+        subject = f"action #{single.pk}" if single else f"{len(actions)} action{'s' if len(actions) != 1 else ''}"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{op.label} {subject}?",
+            "operation": op,
+            "rows": rows,
+            "will_apply": count,
+            "notes": approval_notes({a.tenant for a in actions}) if op.name == "approve" else [],
+            "form": form,
+            "single": single,
+            "back_url": self._url("change", single.pk) if single else self._url("changelist"),
+        }
+        return TemplateResponse(request, "admin/actions/action/confirm_operation.html", context)
+
+    def _after(self, request: HttpRequest, token: str, pending: dict, *, report: bool = False) -> HttpResponseRedirect:
+        """Where a submitted confirmation leads: the action page with a message for one
+        action, the result page for a bulk run."""
+        if pending["bulk"]:
+            return HttpResponseRedirect(self._url("result", token))
+        if not pending["result"]:
+            messages.warning(request, "That action is no longer visible to you; nothing was done.")
+            return HttpResponseRedirect(self._url("changelist"))
+        [outcome] = pending["result"]
+        op = OPERATIONS[pending["operation"]]
+        if report and outcome["done"]:
+            messages.success(request, f"Action #{outcome['id']} was {op.past}.")
+        elif report:
+            messages.error(request, f"Action #{outcome['id']} was not {op.past}: {outcome['reason']}")
+        return HttpResponseRedirect(self._url("change", outcome["id"]))
+
+    def result_view(self, request: HttpRequest, token: str) -> HttpResponse:
+        """What a bulk run did: each action done or skipped, with the reason."""
+        pending = confirmation_get(request, token)
+        if pending is None or pending["result"] is None:
+            return HttpResponseRedirect(self._url("changelist"))
+        op = OPERATIONS[pending["operation"]]
+        actions = self.get_queryset(request).in_bulk([r["id"] for r in pending["result"]])
+        rows = [
+            action_row(actions[r["id"]], done=r["done"], reason=r["reason"])
+            for r in pending["result"]
+            if r["id"] in actions
+        ]
+        done = sum(r["done"] for r in rows)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{op.label}: {done} {op.past}, {len(rows) - done} skipped",
+            "operation": op,
+            "rows": rows,
+            "done": done,
+            "skipped": len(rows) - done,
+        }
+        return TemplateResponse(request, "admin/actions/action/operation_result.html", context)
+
+
+# Jobs and the execution log -------------------------------------------------------------------
+
+
+@admin.register(ActionJob)
+class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """Batches of actions run by the workers, with progress and heartbeat."""
+
+    list_display = [
+        "number",
+        "kind",
+        "connection",
+        "status_badge",
+        "total",
+        "succeeded",
+        "failed",
+        "round_trips",
+        "claimed_by",
+        "heartbeat_at",
+        "created_at",
+        "finished_at",
+    ]
+    list_display_links = ["number"]
+    list_select_related = ["connection"]
+    list_filter = ["kind", "status", "connection"]
+    search_fields = ["=id", "claimed_by", "connection__name"]
+    date_hierarchy = "created_at"
+    inlines = [JobActionsInline]
+
+    @admin.display(description="#", ordering="id")
+    def number(self, job: ActionJob) -> str:
+        return f"#{job.pk}"
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, job: ActionJob):
+        return badge(job.get_status_display(), JOB_TONES.get(job.status, GREY))
+
+
+@admin.register(ActionExecutionLog)
+class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """The append-only evidence of every event and platform call. Nobody can add,
+    change or delete a row here, superusers included."""
+
+    list_display = ["created_at", "event_badge", "action_link", "job", "actor", "summary", "platform_request_id"]
+    list_select_related = ["action__entity", "job__connection"]
+    list_filter = ["event", "action__platform"]
+    search_fields = ["=action__id", "message", "actor", "platform_request_id"]
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    show_full_result_count = False  # the log grows without bound; skip the extra COUNT(*)
+    fields = [
+        "created_at",
+        "event_badge",
+        "action_link",
+        "job",
+        "actor",
+        "message",
+        "platform_request_id",
+        "request_display",
+        "response_display",
+        "snapshot_display",
+        "error_display",
+    ]
+
+    @admin.display(description="Event", ordering="event")
+    def event_badge(self, entry: ActionExecutionLog):
+        return badge(entry.get_event_display(), EVENT_TONES.get(entry.event, BLUE))
+
+    @admin.display(description="Action", ordering="action")
+    def action_link(self, entry: ActionExecutionLog):
+        action = entry.action
+        return admin_link(action, f"#{action.pk} on {action.entity.name}") if action else EMPTY
+
+    @admin.display(description="Message")
+    def summary(self, entry: ActionExecutionLog) -> str:
+        return Truncator(entry.message).chars(100) or EMPTY
+
+    @admin.display(description="Request")
+    def request_display(self, entry: ActionExecutionLog):
+        return pretty_json(entry.request)
+
+    @admin.display(description="Response")
+    def response_display(self, entry: ActionExecutionLog):
+        return pretty_json(entry.response)
+
+    @admin.display(description="State snapshot")
+    def snapshot_display(self, entry: ActionExecutionLog):
+        return pretty_json(entry.state_snapshot)
+
+    @admin.display(description="Error")
+    def error_display(self, entry: ActionExecutionLog):
+        return pretty_json(entry.error)

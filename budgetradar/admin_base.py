@@ -1,0 +1,362 @@
+"""Building blocks every BudgetRadar admin class shares.
+
+- ``scope_for_user`` is the admin's one tenant filter (built on ``budgetradar.tenancy``):
+  lists, object pages, foreign-key choices, autocomplete and list filters all go through
+  it, and another tenant's object is a 404, never a redirect that confirms it exists.
+- ``TenantScopedAdmin`` and ``TenantScopedHistoryAdmin`` are the base classes; the latter
+  adds django-simple-history with change reasons, a tenant-safe history page and a
+  read-only view of past versions (revert is disabled, so nothing there ever saves).
+- Small display helpers: coloured badges, money with its currency, readable JSON.
+- One-time confirmation tokens that make confirmation pages safe to double-submit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_field, get_fields_from_path, unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from simple_history.admin import SimpleHistoryAdmin
+
+from budgetradar.errors import DomainError
+from budgetradar.models import Plan, Tenant
+from budgetradar.tenancy import is_platform_staff, scope_to_user, tenant_of
+from platforms.money import MoneyError, currency_exponent
+
+EMPTY = "—"
+
+# Tones of the status badges; every model's statuses map onto these few colours so that
+# green/amber/red mean the same thing on every page.
+GREEN, AMBER, RED, BLUE, GREY = "green", "amber", "red", "blue", "grey"
+
+
+def badge(label: str, tone: str) -> SafeString:
+    """A coloured pill (styles in templates/admin/base_site.html)."""
+    return format_html('<span class="br-badge br-badge-{}">{}</span>', tone, label)
+
+
+def format_money(amount: Decimal | str | None, currency: str) -> str:
+    """``1,234.50 EUR``: grouped, with the currency's own number of decimals."""
+    if amount is None or amount == "":
+        return EMPTY
+    try:
+        value = Decimal(str(amount))
+        places = currency_exponent(currency)
+    except (ArithmeticError, MoneyError, ValueError):
+        return f"{amount} {currency}"
+    return f"{value:,.{places}f} {currency}"
+
+
+def pretty_json(value: Any) -> SafeString | str:
+    """JSON as an indented, escaped ``<pre>`` block (or a dash when empty)."""
+    if value in (None, "", {}, []):
+        return EMPTY
+    return format_html('<pre class="br-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def admin_link(obj: Model | None, label: str | None = None) -> SafeString | str:
+    """A link to ``obj``'s admin page, or a dash."""
+    if obj is None:
+        return EMPTY
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label if label is not None else str(obj))
+
+
+# Tenant scoping ---------------------------------------------------------------------------
+
+
+def has_tenant_field(model: type[Model]) -> bool:
+    try:
+        return model._meta.get_field("tenant").related_model is Tenant
+    except FieldDoesNotExist:
+        return False
+
+
+def scope_for_user(queryset: QuerySet, user) -> QuerySet:
+    """The rows of ``queryset`` the admin may show ``user``, for any model it touches.
+
+    Tenant-owned rows go through ``scope_to_user``; tenants, plans and users are scoped
+    through their link to the user's tenant; any other model is platform-staff only, so
+    a new relation can never leak rows by default.
+    """
+    model = queryset.model
+    if has_tenant_field(model):
+        return scope_to_user(queryset, user)
+    if is_platform_staff(user):
+        return queryset
+    tenant = tenant_of(user)
+    if tenant is None:
+        return queryset.none()
+    if model is Tenant:
+        return queryset.filter(pk=tenant.pk)
+    if model is Plan:
+        return queryset.filter(tenants=tenant)
+    if model is get_user_model():
+        return queryset.filter(membership__tenant=tenant)
+    return queryset.none()
+
+
+class TenantOwnedForm(forms.ModelForm):
+    """A model form whose new rows belong to ``owner_tenant`` before validation runs.
+
+    Setting the tenant on the instance up front (rather than in ``save_model``) lets the
+    model's tenant-scoped unique constraints be validated as form errors.
+    """
+
+    owner_tenant: Tenant | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("instance") is None and self.owner_tenant is not None:
+            kwargs["instance"] = self._meta.model(tenant=self.owner_tenant)
+        super().__init__(*args, **kwargs)
+
+
+class TenantScopedAdmin(admin.ModelAdmin):
+    """Base admin: every query scoped to the user's tenant, other tenants' rows are 404.
+
+    Tenant members never choose a tenant: the field is shown disabled and new rows get
+    the member's tenant. Platform staff (superusers without a membership) see every
+    tenant, with a tenant column and filter added to lists.
+    """
+
+    form = TenantOwnedForm
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return scope_for_user(super().get_queryset(request), request.user)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as exc:
+            # A service refused the save and its transaction rolled back: say why, not 500.
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Model:
+        """The object, or 404 — Django's default redirect would confirm that the id exists."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.model._meta.verbose_name} with id {object_id}.")
+        return obj
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: Any):
+        if "queryset" not in kwargs:
+            base = self.get_field_queryset(kwargs.get("using"), db_field, request)
+            if base is None:
+                base = db_field.remote_field.model._default_manager.using(kwargs.get("using"))
+            kwargs["queryset"] = scope_for_user(base.all(), request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: Any):
+        if db_field.name == "tenant" and db_field.related_model is Tenant and not is_platform_staff(request.user):
+            # Shown for context, never chosen: disabled (the posted value is ignored) and
+            # without the add/change links Django puts next to relation fields.
+            field = self.formfield_for_foreignkey(db_field, request, **kwargs)
+            field.disabled = True
+            return field
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_form(self, request: HttpRequest, obj: Model | None = None, **kwargs: Any):
+        form = super().get_form(request, obj, **kwargs)
+        owner = tenant_of(request.user)
+        if obj is None and owner is not None and has_tenant_field(self.model) and issubclass(form, TenantOwnedForm):
+            form = type(form.__name__, (form,), {"owner_tenant": owner})
+        return form
+
+    def get_list_display(self, request: HttpRequest) -> list:
+        columns = list(super().get_list_display(request))
+        if is_platform_staff(request.user) and has_tenant_field(self.model) and "tenant" not in columns:
+            columns.insert(1, "tenant")
+        return columns
+
+    def get_list_filter(self, request: HttpRequest) -> list:
+        filters = [self._scoped_filter(entry) for entry in super().get_list_filter(request)]
+        if is_platform_staff(request.user) and has_tenant_field(self.model):
+            filters.append(("tenant", admin.RelatedOnlyFieldListFilter))
+        return filters
+
+    def get_list_select_related(self, request: HttpRequest):
+        related = super().get_list_select_related(request)
+        if is_platform_staff(request.user) and has_tenant_field(self.model) and isinstance(related, list | tuple):
+            return [*related, "tenant"]
+        return related
+
+    def _scoped_filter(self, entry):
+        """Relation filters list only related rows the user can see.
+
+        Django's default relation filter lists every row of the related table, which
+        would show one tenant the names of another tenant's connections.
+        """
+        if isinstance(entry, str) and get_fields_from_path(self.model, entry)[-1].is_relation:
+            return (entry, admin.RelatedOnlyFieldListFilter)
+        return entry
+
+
+class ReadOnlyAdminMixin:
+    """No adding, changing or deleting through the admin (mirrors, logs, worker rows)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+# History ----------------------------------------------------------------------------------
+
+
+class AuditedForm(TenantOwnedForm):
+    """A tenant-owned form that asks why; the answer goes into the object's history."""
+
+    change_reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Reason for this change",
+        help_text="Recorded in the history next to your name. Leave empty to record the changed fields.",
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
+
+
+def change_reason_for(form: forms.ModelForm, *, change: bool) -> str:
+    """The reason the user gave, or one that names the fields changed in the admin."""
+    given = (form.cleaned_data.get("change_reason") or "").strip()
+    if given:
+        return given
+    if not change:
+        return "created in the admin"
+    labels = [str(form.fields[name].label or name) for name in form.changed_data if name != "change_reason"]
+    return f"changed in the admin: {', '.join(labels)}" if labels else "saved in the admin without changes"
+
+
+class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
+    """A tenant-scoped admin for models with django-simple-history.
+
+    History is one click away (a column in the list and the History button), every
+    admin save records a change reason (the user is recorded by
+    ``HistoryRequestMiddleware``), and past versions are shown read-only: with revert
+    disabled there is no path from history back to a save.
+    """
+
+    form = AuditedForm
+
+    def get_list_display(self, request: HttpRequest) -> list:
+        return [*super().get_list_display(request), "history_link"]
+
+    @admin.display(description="History")
+    def history_link(self, obj: Model) -> SafeString:
+        opts = obj._meta
+        return format_html(
+            '<a href="{}">History</a>', reverse(f"admin:{opts.app_label}_{opts.model_name}_history", args=[obj.pk])
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None):
+        """Ask for a change reason on editable pages; omit it on view-only pages."""
+        fieldsets = [
+            (name, {**options, "fields": list(options["fields"])})
+            for name, options in super().get_fieldsets(request, obj)
+        ]
+        for _name, options in fieldsets:
+            options["fields"] = [field for field in options["fields"] if field != "change_reason"]
+        editable = self.has_change_permission(request, obj) if obj is not None else self.has_add_permission(request)
+        if editable and issubclass(self.form, AuditedForm):
+            fieldsets.append(("Audit", {"fields": ["change_reason"]}))
+        return fieldsets
+
+    def save_model(self, request: HttpRequest, obj: Model, form: forms.ModelForm, change: bool) -> None:
+        obj._change_reason = change_reason_for(form, change=change)
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        obj._change_reason = "deleted in the admin"
+        super().delete_model(request, obj)
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        # simple-history falls back to the newest historical row when the object is not in
+        # get_queryset(), which would show another tenant's history; 404 first.
+        self.get_object(request, unquote(object_id))
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(
+        self, request: HttpRequest, object_id: str, version_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        """One past version, read-only.
+
+        Replaces simple-history's form view, which saves a POST even with revert
+        disabled and does not scope the object to the tenant.
+        """
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        obj = self.get_object(request, unquote(object_id))
+        history = getattr(obj, self.model._meta.simple_history_manager_attribute)
+        record = get_object_or_404(history.all().select_related("history_user"), history_id=version_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{obj} as of {record.history_date:%Y-%m-%d %H:%M:%S %Z}",
+            "opts": self.model._meta,
+            "object": obj,
+            "record": record,
+            "rows": _version_rows(self.model, record),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/history_version.html", context)
+
+
+def _version_rows(model: type[Model], record: Model) -> list[tuple[str, str]]:
+    """(label, value) for every field the history tracks; excluded fields (secrets) are
+    not on the historical row at all, so they cannot appear here."""
+    rows = []
+    for field in model._meta.concrete_fields:
+        if not hasattr(record, field.attname):
+            continue
+        try:
+            value = getattr(record, field.name)
+        except ObjectDoesNotExist:
+            value = f"#{getattr(record, field.attname)} (deleted)"
+        rows.append((str(field.verbose_name).capitalize(), display_for_field(value, field, EMPTY)))
+    return rows
+
+
+# One-time confirmations --------------------------------------------------------------------
+
+_CONFIRMATIONS = "budgetradar_admin_confirmations"
+_CONFIRMATIONS_KEPT = 20
+
+
+def confirmation_open(request: HttpRequest, payload: dict) -> str:
+    """Remember what a confirmation page is about to confirm; return its one-time token."""
+    token = secrets.token_urlsafe(16)
+    store = request.session.get(_CONFIRMATIONS, {})
+    store[token] = {**payload, "result": None}
+    request.session[_CONFIRMATIONS] = dict(list(store.items())[-_CONFIRMATIONS_KEPT:])
+    return token
+
+
+def confirmation_get(request: HttpRequest, token: str) -> dict | None:
+    return request.session.get(_CONFIRMATIONS, {}).get(token)
+
+
+def confirmation_close(request: HttpRequest, token: str, result: Any) -> None:
+    """Record the outcome; a second submit of the same token then shows it instead of
+    running again."""
+    store = request.session.get(_CONFIRMATIONS, {})
+    store[token] = {**store.get(token, {}), "result": result}
+    request.session[_CONFIRMATIONS] = store

@@ -1,0 +1,365 @@
+"""Admin for platform connections, the entity mirror and daily performance.
+
+Credentials are write-only here: the change form has an always-empty field that replaces
+them, and pages show only the names of the stored keys. The entity mirror and daily
+performance are read-only because sync, not people, keeps them true to the platform.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from actions.admin import RelatedActionsInline
+from budgetradar.admin_base import (
+    AMBER,
+    EMPTY,
+    GREEN,
+    GREY,
+    RED,
+    AuditedForm,
+    ReadOnlyAdminMixin,
+    TenantScopedAdmin,
+    TenantScopedHistoryAdmin,
+    badge,
+    format_money,
+)
+from budgetradar.errors import DomainError
+from budgetradar.tenancy import is_platform_staff
+from platforms.models import CircuitState, EntityPerformanceDaily, PlatformConnection, PlatformEntity
+
+CIRCUIT_TONES = {CircuitState.CLOSED: GREEN, CircuitState.HALF_OPEN: AMBER, CircuitState.OPEN: RED}
+ENTITY_STATUS_TONES = {"active": GREEN, "paused": AMBER, "removed": GREY}
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value, not even the one just submitted."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+class PlatformConnectionForm(AuditedForm):
+    """Connection settings plus a write-only field that replaces the credentials."""
+
+    new_credentials = forms.CharField(
+        required=False,
+        label="Replace credentials",
+        widget=WriteOnlyTextarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off", "spellcheck": "false"}),
+        help_text=(
+            'A JSON object such as {"access_token": "…"}. It replaces all stored credentials; '
+            "leave empty to keep them. Stored encrypted and never shown again."
+        ),
+    )
+
+    class Meta:
+        model = PlatformConnection
+        fields = "__all__"
+
+    def clean_new_credentials(self) -> dict | None:
+        raw = self.cleaned_data["new_credentials"].strip()
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            # The message names the position only: never echo what was typed.
+            raise forms.ValidationError(
+                f"Credentials must be a JSON object; the text is not valid JSON (line {exc.lineno}, "
+                f"column {exc.colno}). Nothing was stored; enter them again."
+            ) from None
+        if not isinstance(value, dict) or not value:
+            raise forms.ValidationError(
+                'Credentials must be a non-empty JSON object of names and values, such as {"access_token": "…"}.'
+            )
+        return value
+
+
+@admin.register(PlatformConnection)
+class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
+    """Ad accounts: settings, health (circuit breaker, last test, last sync), and the
+    Test connection / Sync now buttons."""
+
+    form = PlatformConnectionForm
+    list_display = [
+        "name",
+        "platform",
+        "account_id",
+        "currency",
+        "is_active",
+        "circuit",
+        "last_test",
+        "last_synced_at",
+    ]
+    list_select_related = []
+    list_filter = ["platform", "is_active", "circuit_state", "last_test_ok"]
+    search_fields = ["name", "account_id"]
+    date_hierarchy = "created_at"
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "platform", "account_id", "currency", "time_zone", "is_active"]}),
+        ("Credentials", {"fields": ["stored_credentials", "new_credentials", "api_base_url"]}),
+        (
+            "Health",
+            {
+                "fields": [
+                    "circuit",
+                    "consecutive_failures",
+                    "circuit_opened_at",
+                    "circuit_reason",
+                    "last_test",
+                    "last_tested_at",
+                    "last_synced_at",
+                    "created_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "stored_credentials",
+        "circuit",
+        "consecutive_failures",
+        "circuit_opened_at",
+        "circuit_reason",
+        "last_test",
+        "last_tested_at",
+        "last_synced_at",
+        "created_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest):
+        # Lists never decrypt credentials; pages that show the key names load them once.
+        return super().get_queryset(request).defer("credentials")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PlatformConnection | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            readonly += ["platform", "account_id"]  # the mirror belongs to this account
+        if not is_platform_staff(request.user):
+            readonly.append("api_base_url")  # an endpoint override would send credentials elsewhere
+        return readonly
+
+    def get_fieldsets(self, request: HttpRequest, obj: PlatformConnection | None = None):
+        """No health facts on the add page; no credentials field for those who cannot change."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            fieldsets = [(name, options) for name, options in fieldsets if name != "Health"]
+        hidden = {"stored_credentials"} if obj is None else set()
+        if obj is not None and not self.has_change_permission(request, obj):
+            hidden.add("new_credentials")
+        for _name, options in fieldsets:
+            options["fields"] = [field for field in options["fields"] if field not in hidden]
+        return fieldsets
+
+    @method_decorator(sensitive_post_parameters("new_credentials"))
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return super().changeform_view(request, *args, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: PlatformConnection, form: forms.ModelForm, change: bool) -> None:
+        """New connections go through ``connection_create`` (plan limit, audit); changes are
+        saved with a change reason, and credentials are replaced only when given."""
+        credentials = form.cleaned_data.get("new_credentials")
+        if change:
+            if credentials:
+                obj.credentials = credentials
+            super().save_model(request, obj, form, change)
+            return
+        from platforms.services import connection_create  # on use, like the buttons below
+
+        created = connection_create(
+            tenant=obj.tenant,
+            actor=request.user,
+            name=obj.name,
+            platform=obj.platform,
+            account_id=obj.account_id,
+            currency=obj.currency,
+            time_zone=obj.time_zone,
+            credentials=credentials or {},
+            api_base_url=obj.api_base_url,
+        )
+        obj.pk = created.pk  # the admin logs and redirects to the row the service created
+
+    @admin.display(description="Credentials")
+    def stored_credentials(self, connection: PlatformConnection) -> str:
+        keys = connection.credential_keys
+        return f"{', '.join(keys)} set" if keys else "No credentials stored"
+
+    @admin.display(description="Circuit breaker", ordering="circuit_state")
+    def circuit(self, connection: PlatformConnection):
+        return badge(connection.get_circuit_state_display(), CIRCUIT_TONES.get(connection.circuit_state, GREY))
+
+    @admin.display(description="Last test", ordering="last_test_ok")
+    def last_test(self, connection: PlatformConnection):
+        if connection.last_test_ok is None:
+            return badge("Not tested", GREY)
+        tone, label = (GREEN, "OK") if connection.last_test_ok else (RED, "Failed")
+        pill = badge(label, tone)
+        return pill if not connection.last_test_message else pill + " " + connection.last_test_message
+
+    # Test connection / Sync now ---------------------------------------------------------
+
+    def get_urls(self):
+        opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}"
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/test/", view(self.test_view), name=f"{name}_test"),
+            path("<path:object_id>/sync/", view(self.sync_view), name=f"{name}_sync"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "connection_tools": self._tools(request, object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _tools(self, request: HttpRequest, object_id: str) -> list[dict[str, str]]:
+        """The buttons this user may press on the connection page."""
+        opts = self.model._meta
+        tools = [
+            ("test", "Test connection", "platforms.test_platformconnection"),
+            ("sync", "Sync now", "platforms.sync_platformconnection"),
+        ]
+        return [
+            {
+                "name": name,
+                "label": label,
+                "url": reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[object_id]),
+            }
+            for name, label, perm in tools
+            if request.user.has_perm(perm)
+        ]
+
+    @method_decorator(require_POST)
+    def test_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """Test the credentials against the platform and report the answer."""
+        # Imported on use, so a problem in the platform services (and the SDKs behind them)
+        # can break these buttons but never the whole admin.
+        from platforms.services import connection_test
+
+        connection = self._connection_for(request, object_id, "platforms.test_platformconnection")
+        try:
+            result = connection_test(connection=connection, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, f"Could not test {connection.name}: {exc.message}")
+        else:
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            outcome = "works" if result.ok else "failed"
+            messages.add_message(request, level, f"Connection {connection.name} {outcome}: {result.message}")
+        return self._back_to(connection)
+
+    @method_decorator(require_POST)
+    def sync_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """Refresh the entity mirror and performance from the platform."""
+        from platforms.services import connection_sync  # on use, as in test_view
+
+        connection = self._connection_for(request, object_id, "platforms.sync_platformconnection")
+        try:
+            result = connection_sync(connection=connection, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, f"Could not sync {connection.name}: {exc.message}")
+        else:
+            messages.success(request, f"Synced {connection.name}: {result.message}")
+        return self._back_to(connection)
+
+    def _connection_for(self, request: HttpRequest, object_id: str, perm: str) -> PlatformConnection:
+        connection = self.get_object(request, object_id)
+        if not request.user.has_perm(perm):
+            raise PermissionDenied
+        return connection
+
+    def _back_to(self, connection: PlatformConnection) -> HttpResponseRedirect:
+        opts = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[connection.pk]))
+
+
+class EntityActionsInline(RelatedActionsInline):
+    fk_name = "entity"
+    verbose_name_plural = "Actions on this entity"
+
+
+@admin.register(PlatformEntity)
+class PlatformEntityAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """The mirror of campaigns, ad sets, ads and creatives, as of the last sync."""
+
+    list_display = [
+        "name",
+        "entity_type",
+        "external_id",
+        "connection",
+        "parent",
+        "status_badge",
+        "daily",
+        "lifetime",
+        "bid_amount",
+        "budget_shared",
+        "synced_at",
+    ]
+    list_select_related = ["connection", "parent"]
+    list_filter = ["entity_type", "status", "connection__platform", "connection", "budget_shared"]
+    search_fields = ["name", "external_id", "=id"]
+    search_help_text = "Search by name, platform id or BudgetRadar id."
+    inlines = [EntityActionsInline]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, entity: PlatformEntity):
+        return badge(entity.status, ENTITY_STATUS_TONES.get(entity.status, GREY))
+
+    @admin.display(description="Daily budget", ordering="daily_budget")
+    def daily(self, entity: PlatformEntity) -> str:
+        return format_money(entity.daily_budget, entity.connection.currency)
+
+    @admin.display(description="Lifetime budget", ordering="lifetime_budget")
+    def lifetime(self, entity: PlatformEntity) -> str:
+        return format_money(entity.lifetime_budget, entity.connection.currency)
+
+    @admin.display(description="Bid", ordering="bid")
+    def bid_amount(self, entity: PlatformEntity) -> str:
+        return format_money(entity.bid, entity.connection.currency)
+
+
+@admin.register(EntityPerformanceDaily)
+class EntityPerformanceDailyAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """Daily delivery per entity, in the account's currency."""
+
+    list_display = [
+        "date",
+        "entity",
+        "spend_amount",
+        "impressions",
+        "clicks",
+        "ctr",
+        "conversions",
+        "revenue_amount",
+        "roas",
+    ]
+    list_select_related = ["entity__connection"]
+    list_filter = ["entity__connection", "entity__entity_type"]
+    search_fields = ["entity__name", "entity__external_id"]
+    date_hierarchy = "date"
+    list_per_page = 100
+
+    @admin.display(description="Spend", ordering="spend")
+    def spend_amount(self, row: EntityPerformanceDaily) -> str:
+        return format_money(row.spend, row.entity.connection.currency)
+
+    @admin.display(description="Revenue", ordering="revenue")
+    def revenue_amount(self, row: EntityPerformanceDaily) -> str:
+        return format_money(row.revenue, row.entity.connection.currency)
+
+    @admin.display(description="CTR")
+    def ctr(self, row: EntityPerformanceDaily) -> str:
+        return f"{row.clicks / row.impressions:.2%}" if row.impressions else EMPTY
+
+    @admin.display(description="ROAS")
+    def roas(self, row: EntityPerformanceDaily) -> str:
+        return f"{row.revenue / row.spend:.2f}" if row.spend else EMPTY
