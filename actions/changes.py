@@ -35,9 +35,21 @@ SPECS: dict[str, ActionSpec] = {
     ),
     ActionType.UPDATE_TARGETING: ActionSpec(frozenset({EntityType.AD_SET}), ("targeting",), "replace targeting"),
     ActionType.UPDATE_SCHEDULE: ActionSpec(frozenset({EntityType.AD_SET}), ("schedule",), "replace the ad schedule"),
+    ActionType.SET_VALUES: ActionSpec(
+        frozenset({EntityType.CAMPAIGN, EntityType.AD_SET}),
+        (),
+        'set several values at once ({"daily_budget": "120.00", "status": "paused", "bid": "1.10"})',
+    ),
+}
+SET_VALUE_FIELDS = {
+    "daily_budget": Field.DAILY_BUDGET,
+    "lifetime_budget": Field.LIFETIME_BUDGET,
+    "status": Field.STATUS,
+    "bid": Field.BID,
 }
 
 BUDGET_TYPES = {"daily": Field.DAILY_BUDGET, "lifetime": Field.LIFETIME_BUDGET}
+OPTIONAL_PARAMS = {ActionType.ADJUST_BUDGET: {"budget_type"}, ActionType.SET_VALUES: set(SET_VALUE_FIELDS)}
 
 
 class ParamsError(ValueError):
@@ -83,7 +95,7 @@ def normalize_params(action_type: str, params: Any, *, entity_type: str, currenc
         params = {}
     if not isinstance(params, dict):
         raise ParamsError("params", "params must be an object.")
-    allowed_keys = set(spec.required_params) | ({"budget_type"} if action_type == ActionType.ADJUST_BUDGET else set())
+    allowed_keys = set(spec.required_params) | OPTIONAL_PARAMS.get(action_type, set())
     unknown = sorted(set(params) - allowed_keys)
     if unknown:
         raise ParamsError(f"params.{unknown[0]}", f"Unknown param {unknown[0]!r} for {action_type}.")
@@ -94,6 +106,8 @@ def normalize_params(action_type: str, params: Any, *, entity_type: str, currenc
 
 
 def _normalise_values(action_type: str, params: dict[str, Any], currency: str) -> dict[str, Any]:
+    if action_type == ActionType.SET_VALUES:
+        return _normalise_set_values(params, currency)
     if action_type == ActionType.ADJUST_BUDGET:
         budget_type = params.get("budget_type", "daily")
         if budget_type not in BUDGET_TYPES:
@@ -108,6 +122,20 @@ def _normalise_values(action_type: str, params: dict[str, Any], currency: str) -
         if name in params and not isinstance(params[name], dict):
             raise ParamsError(f"params.{name}", f"params.{name} must be an object.")
     return dict(params)
+
+
+def _normalise_set_values(params: dict[str, Any], currency: str) -> dict[str, Any]:
+    if not params:
+        raise ParamsError("params", "set_values needs at least one of daily_budget, lifetime_budget, status, bid.")
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == "status":
+            if value not in (EntityStatus.ACTIVE, EntityStatus.PAUSED):
+                raise ParamsError("params.status", f"params.status must be active or paused; got {value!r}.")
+            out[name] = str(value)
+        else:
+            out[name] = str(parse_money(value, field=f"params.{name}", currency=currency))
+    return out
 
 
 def target_values(action_type: str, params: dict[str, Any]) -> dict[Field, Any]:
@@ -125,6 +153,11 @@ def target_values(action_type: str, params: dict[str, Any]) -> dict[Field, Any]:
             return {Field.TARGETING: params["targeting"]}
         case ActionType.UPDATE_SCHEDULE:
             return {Field.SCHEDULE: params["schedule"]}
+        case ActionType.SET_VALUES:
+            return {
+                SET_VALUE_FIELDS[name]: EntityStatus(value) if name == "status" else Decimal(value)
+                for name, value in params.items()
+            }
     raise ValueError(f"Unknown action type {action_type!r}")
 
 

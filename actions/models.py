@@ -19,6 +19,7 @@ class ActionType(models.TextChoices):
     ADJUST_BID = "adjust_bid", "Adjust bid"
     UPDATE_TARGETING = "update_targeting", "Update targeting"
     UPDATE_SCHEDULE = "update_schedule", "Update schedule"
+    SET_VALUES = "set_values", "Apply scenario values"
 
 
 class ActionStatus(models.TextChoices):
@@ -107,6 +108,9 @@ class Action(ConcurrentTransitionMixin, models.Model):
     )
     decided_reason = models.TextField(blank=True, help_text="Why it was rejected or cancelled.")
     job = models.ForeignKey("ActionJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    deployment = models.ForeignKey(
+        "scenarios.Deployment", null=True, blank=True, on_delete=models.PROTECT, related_name="actions"
+    )
     rollback_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -1,0 +1,1 @@
+"""Services for scenarios: import, preflight, guardrails, forecasts, deployment."""
