@@ -27,6 +27,8 @@ class Command(BaseCommand):
         self.stdout.write("Database migrated.")
         call_command("seed_demo")
         worker = None if no_worker else self._start_worker()
+        # SIGTERM (a supervisor, CI) unwinds like Ctrl-C, so the worker is stopped too.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self.stdout.write(self.style.SUCCESS(f"Admin: http://{addrport}/admin/  (Ctrl-C stops server and worker)"))
             call_command("runserver", addrport, use_reloader=False)
@@ -46,3 +48,7 @@ class Command(BaseCommand):
                 worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
