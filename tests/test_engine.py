@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobStatus, LogEvent
+from platforms.models import RateLimitBucket
 from platforms.sandbox.models import SandboxEntity
 from tests.engine_helpers import approved, run_worker, sandbox_world
 
@@ -73,6 +74,8 @@ def test_rate_limit_is_retried_after_the_platforms_retry_after(world, approver):
     assert action.status == ActionStatus.SUCCEEDED
     assert len(sleeps) == 2 and all(s >= 3 for s in sleeps)
     assert world.applied_count("sandbox-cmp-1") == 1
+    # Every other worker on the connection was told to hold back too (shared bucket below zero).
+    assert RateLimitBucket.objects.get(connection=world.connection).tokens < 0
 
 
 def test_a_rate_limit_longer_than_the_policy_allows_fails_with_a_retryable_code(world, approver):

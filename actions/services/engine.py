@@ -41,6 +41,8 @@ from actions.services.runner import PlatformRunner
 from actions.services.transitions import bulk_transition
 from actions.services.verification import describe, drifted_fields, same_value
 from budgetradar.bulk import bulk_set
+from platforms.base import Throttle
+from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import RetryPolicy
 from platforms.types import (
@@ -116,11 +118,13 @@ def job_process(
     worker: str | None = None,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    throttle: Throttle | None = None,
 ) -> JobReport | None:
     """Claim and run one job. Idempotent: a job already claimed or finished is a no-op.
 
     Must not run inside a transaction: platform calls happen between short commits so
-    the platform and the database never wait on each other.
+    the platform and the database never wait on each other. ``throttle`` replaces the
+    connection's shared rate limiter (tests and benchmarks).
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_process must not run inside transaction.atomic")
@@ -129,7 +133,11 @@ def job_process(
     if job is None:
         return None
     runner = PlatformRunner(
-        get_executor(job.connection), policy=policy, sleep=sleep, on_wait=lambda: _heartbeat(job.pk)
+        get_executor(job.connection, throttle=throttle),
+        policy=policy,
+        sleep=sleep,
+        on_wait=lambda: _heartbeat(job.pk),
+        on_rate_limited=lambda seconds: rate_limit_backoff(connection=job.connection, seconds=seconds),
     )
     if job.kind == JobKind.ROLLBACK:
         from actions.services.rollback import run_rollback_job
@@ -369,6 +377,11 @@ def write_settlements(settlements: list[Settlement], *, worker: str, job: Action
                 ],
             )
             log_events(_settlement_log(facts[a.pk], worker, job) for a in moved)
+        deployment_ids = {s.action.deployment_id for s in settlements if s.action.deployment_id}
+        if deployment_ids:
+            from scenarios.services.deploy import deployments_refresh
+
+            deployments_refresh(deployment_ids)
 
 
 def _apply_facts(action: Action, settlement: Settlement, now, deadline) -> None:

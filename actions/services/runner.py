@@ -50,8 +50,11 @@ class PlatformRunner:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         on_wait: Callable[[], None] | None = None,
+        on_rate_limited: Callable[[float], None] | None = None,
     ) -> None:
         self.executor = executor
+        # Tells every worker on the connection to hold back (the shared token bucket).
+        self.on_rate_limited = on_rate_limited or (lambda _seconds: None)
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
         self.on_wait = on_wait or (lambda: None)
@@ -126,6 +129,8 @@ class PlatformRunner:
         if not retry:
             return []
         retry_after = max((o.error.retry_after or 0.0 for o in retry.values() if o.error), default=0.0)
+        if any(o.error and o.error.code == ErrorCode.RATE_LIMITED for o in retry.values()) and retry_after:
+            self.on_rate_limited(retry_after)
         if self.policy.gives_up(attempt, retry_after):
             for index, outcome in retry.items():
                 final[index] = _give_up(outcome, attempt)
