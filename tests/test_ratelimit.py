@@ -120,7 +120,7 @@ def test_a_nonsense_setting_fails_loudly(settings, override):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_workers_never_take_more_tokens_than_the_bucket_holds():
     connection = ConnectionFactory()
     limit = RateLimit(capacity=10, refill_per_second=0.001)
