@@ -84,6 +84,19 @@ def run_idempotent(
         return _replay(existing, scope=scope, digest=digest)
 
 
+def idempotent_lookup(*, tenant: Tenant, key: str, scope: str, request: Any) -> IdempotentResult | None:
+    """The stored answer for this key (``Conflict`` if it was a different request), or None.
+
+    For operations that must do slow work (platform calls) before their short write:
+    look up first, do the work outside any transaction, then ``run_idempotent`` the write;
+    a concurrent duplicate that finished first is then replayed instead.
+    """
+    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+    if record is None or record.response is None:
+        return None
+    return _replay(record, scope=scope, digest=fingerprint(scope, request))
+
+
 def _replay(record: IdempotencyRecord, *, scope: str, digest: str) -> IdempotentResult:
     if record.scope != scope or record.fingerprint != digest:
         raise Conflict(

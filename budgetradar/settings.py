@@ -261,6 +261,9 @@ CIRCUIT_BREAKER_THRESHOLD = env_int("CIRCUIT_BREAKER_THRESHOLD", 3, minimum=1)
 CIRCUIT_BREAKER_COOLDOWN_SECONDS = env_int("CIRCUIT_BREAKER_COOLDOWN_SECONDS", 900, minimum=1)
 PREFLIGHT_MAX_AGE_MINUTES = env_int("PREFLIGHT_MAX_AGE_MINUTES", 30, minimum=1)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Request bodies may carry a whole import (a JSON bundle), plus room for the envelope.
+DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
+AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # documents kept in state/ad_push_diffs.json
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",

@@ -19,4 +19,5 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/", include("platforms.api.urls")),
     path("api/", include("actions.api.urls")),
+    path("api/", include("scenarios.api.urls")),
 ]

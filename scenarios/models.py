@@ -81,13 +81,17 @@ class GuardrailPolicy(models.Model):
     """Limits a change must respect; one per tenant, optionally one per connection overriding it.
 
     An empty threshold switches its rule off. ``severities`` maps a rule code to
-    ``warning`` or ``critical`` (defaults in ``scenarios.guardrails.DEFAULT_SEVERITIES``).
+    ``warning`` or ``critical`` (defaults in ``scenarios.services.guardrails.DEFAULT_SEVERITIES``).
     Times and dates are in the connection's time zone.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="guardrail_policies")
     connection = models.ForeignKey(
-        PlatformConnection, null=True, blank=True, on_delete=models.CASCADE, related_name="guardrail_policies",
+        PlatformConnection,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="guardrail_policies",
         help_text="Empty: the tenant's default policy.",
     )
     name = models.CharField(max_length=120, default="Default guardrails")

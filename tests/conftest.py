@@ -31,6 +31,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(autouse=True)
+def _state_dir_in_tmp(settings, tmp_path):
+    """Preflight exports (state/ad_push_diffs.json) go to a per-test folder, never the repo."""
+    settings.STATE_DIR = tmp_path / "state"
+
+
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"

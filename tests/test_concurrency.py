@@ -88,3 +88,27 @@ def test_concurrent_dispatchers_create_one_job_per_connection(tenant, approver):
     race(8, lambda _i: actions_dispatch())
     assert ActionJob.objects.count() == 1
     assert Action.objects.filter(status=ActionStatus.QUEUED).count() == 2
+
+
+def test_fifty_concurrent_identical_deploys_make_one_deployment_and_one_set_of_mutations(tenant, approver):
+    from decimal import Decimal
+
+    from scenarios.models import Deployment, Scenario, ScenarioItem
+    from scenarios.services.deploy import deployment_create
+    from scenarios.services.preflight import preflight_for_scenario
+
+    world = sandbox_world(tenant)
+    scenario = Scenario.objects.create(tenant=tenant, name="Race")
+    ScenarioItem.objects.create(scenario=scenario, entity=world.entity("sandbox-cmp-1"), daily_budget=Decimal("150"))
+    preflight_for_scenario(scenario=scenario, actor=approver)
+    scenario = Scenario.objects.get(pk=scenario.pk)
+
+    def deploy(_i: int):
+        result = deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key="same-click")
+        return result.response["id"]
+
+    ids = race(50, deploy)
+    assert len(set(ids)) == 1 and all(isinstance(i, int) for i in ids), ids
+    assert Deployment.objects.count() == 1 and Action.objects.count() == 1
+    run_worker()
+    assert world.applied_count("sandbox-cmp-1") == 1

@@ -56,7 +56,7 @@ def bulk_transition(
         for start in range(0, len(candidates), BATCH):
             moved.extend(_move_batch(candidates[start : start + BATCH], sources, target, update_fields, prepare))
         if moved:
-            _write_history(moved, actor=actor, reason=reason)
+            write_history(moved, actor=actor, reason=reason)
     return moved
 
 
@@ -110,8 +110,9 @@ def _set_status(action: Action, target: str) -> None:
     action._update_initial_state()
 
 
-def _write_history(actions: list[Action], *, actor, reason: str) -> None:
-    """One history row per moved action, as django-simple-history would write it."""
+def write_history(actions: list[Action], *, actor, reason: str, history_type: str = "~") -> None:
+    """One history row per action, as django-simple-history would write it
+    (``history_type`` "+" for rows just created, "~" for changes)."""
     history = Action.history.model
     fields = insert_fields(history)
     tracked = {f.attname for f in history.tracked_fields}
@@ -119,7 +120,7 @@ def _write_history(actions: list[Action], *, actor, reason: str) -> None:
         "history_date": timezone.now(),
         "history_user_id": getattr(_user(actor), "pk", None),
         "history_change_reason": reason[:1000],
-        "history_type": "~",
+        "history_type": history_type,
     }
     names = [f.attname for f in fields]
     unknown = [n for n in names if n not in tracked and n not in extra]

@@ -1,0 +1,428 @@
+"""The scenario, deployment, override and ad-push API: thin views over the services.
+
+Scenario services and the ad-push services live in this app; the preflight and deploy
+services are imported where they are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+import django_filters
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import Prefetch, QuerySet
+from django.http.request import RawPostDataException
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action as route
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from budgetradar.api import TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.errors import NotFound, ValidationFailed
+from budgetradar.idempotency import run_idempotent
+from budgetradar.tenancy import get_for_user, scope_to_user
+from scenarios.api.serializers import (
+    DeployRequestSerializer,
+    OverrideSerializer,
+    PreflightRequestSerializer,
+    ReasonSerializer,
+    ScenarioCreateSerializer,
+    ScenarioImportSerializer,
+    ScenarioPatchSerializer,
+    ScenarioSerializer,
+)
+from scenarios.models import Deployment, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
+from scenarios.services.adpush import (
+    ad_push_dry_run,
+    ad_push_get,
+    ad_push_latest,
+    run_document,
+    scenario_preflight,
+    tenant_for_ref,
+)
+from scenarios.services.imports import (
+    check_size,
+    parse_item_list,
+    scenario_create,
+    scenario_import,
+    scenario_update,
+)
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Repeat a request safely: the same key and request return the first answer.",
+)
+DOING = {
+    "scenarios.view_scenario": "see scenarios",
+    "scenarios.view_deployment": "see deployments",
+    "scenarios.add_scenario": "create scenarios",
+    "scenarios.change_scenario": "change scenarios",
+    "scenarios.run_preflight": "run preflights",
+    "scenarios.deploy_dry_run": "deploy scenarios",
+    "scenarios.deploy_live": "deploy live",
+    "scenarios.rollback_deployment": "roll back deployments",
+    "scenarios.view_preflightrun": "see preflights",
+    "scenarios.override_guardrail": "override guardrails",
+}
+
+
+class RolePermission(permissions.BasePermission):
+    """The role permission a view action needs (``view.required_perms[action]``).
+
+    Services check again; this answers 403 before a body is even read.
+    """
+
+    def has_permission(self, request: Request, view) -> bool:
+        name = getattr(view, "action", None) or request.method.lower()
+        perm = view.required_perms.get(name)
+        if perm is None or request.user.has_perm(perm):
+            return True
+        self.message = f"Your role does not allow you to {DOING.get(perm, perm)}."
+        return False
+
+
+class RoleGuarded:
+    permission_classes = [permissions.IsAuthenticated, RolePermission]
+    required_perms: dict[str, str] = {}
+
+
+def _body(request: Request) -> bytes:
+    """The raw request body (exact decimals for bundles), size-checked."""
+    try:
+        return request.body
+    except RequestDataTooBig:
+        check_size(int(request.META.get("CONTENT_LENGTH") or 0), what="The request body")
+        raise
+    except RawPostDataException:
+        raise ValidationFailed("Send the bundle as the JSON request body.") from None
+
+
+def _is_json(request: Request) -> bool:
+    return (request.content_type or "").split(";")[0].strip() in ("application/json", "")
+
+
+# Scenarios ----------------------------------------------------------------------------------
+
+
+class ScenarioViewSet(
+    RoleGuarded, TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Scenarios of the tenant: list, read, create, change, import, preflight, deploy."""
+
+    queryset = Scenario.objects.select_related("created_by").prefetch_related(
+        Prefetch("items", queryset=ScenarioItem.objects.select_related("entity__connection").order_by("id"))
+    )
+    serializer_class = ScenarioSerializer
+    filterset_fields = ["status", "source_plan_id"]
+    lookup_value_regex = r"\d+"
+    required_perms = {
+        "list": "scenarios.view_scenario",
+        "retrieve": "scenarios.view_scenario",
+        "create": "scenarios.add_scenario",
+        "partial_update": "scenarios.change_scenario",
+        "import_file": "scenarios.add_scenario",
+        "preflight": "scenarios.run_preflight",
+        "deploy": "scenarios.deploy_dry_run",
+    }
+
+    def get_queryset(self) -> QuerySet:
+        queryset = super().get_queryset()
+        if self.action in ("preflight", "deploy"):
+            return queryset.select_related("tenant").prefetch_related(None)
+        return queryset
+
+    @extend_schema(request=ScenarioCreateSerializer, responses={201: ScenarioSerializer})
+    def create(self, request: Request) -> Response:
+        body = ScenarioCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        tenant = tenant_for_request(request)
+        data = body.validated_data
+        scenario = scenario_create(
+            tenant=tenant,
+            actor=request.user,
+            name=data["name"],
+            notes=data["notes"],
+            source_plan_id=data["source_plan_id"],
+            items=parse_item_list(tenant=tenant, items=data["items"]),
+            reason="created via API",
+        )
+        return Response(self._representation(scenario), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ScenarioPatchSerializer, responses={200: ScenarioSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        scenario = self.get_object()
+        body = ScenarioPatchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        items = data.get("items")
+        scenario_update(
+            scenario=scenario,
+            actor=request.user,
+            name=data.get("name"),
+            notes=data.get("notes"),
+            items=None if items is None else parse_item_list(tenant=scenario.tenant, items=items),
+            reason="changed via API",
+        )
+        return Response(self._representation(scenario))
+
+    @extend_schema(
+        request={"multipart/form-data": ScenarioImportSerializer, "application/json": OpenApiTypes.OBJECT},
+        responses={201: ScenarioSerializer},
+        description="Upload a bundle or CSV as `file` (multipart, with `format` and `name`), or send a proposed "
+        "push bundle as the JSON body (`?name=` optional). Refused whole, with row errors, if any value is bad.",
+    )
+    @route(
+        detail=False,
+        methods=["post"],
+        url_path="import",
+        parser_classes=[MultiPartParser, FormParser, JSONParser],
+    )
+    def import_file(self, request: Request) -> Response:
+        tenant = tenant_for_request(request)
+        if _is_json(request):
+            data, fmt = _body(request), "bundle"
+            name, notes = request.query_params.get("name", ""), ""
+        else:
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise ValidationFailed(
+                    "Upload the file as the multipart field 'file' or send a bundle as the JSON body.",
+                    details=[{"field": "file", "code": "required", "message": "No file was uploaded."}],
+                )
+            check_size(upload.size, what=f"The file {upload.name}")
+            data = upload.read()
+            fmt = request.data.get("format") or ("csv" if PurePath(upload.name).suffix.lower() == ".csv" else "bundle")
+            name, notes = request.data.get("name", ""), request.data.get("notes", "")
+        scenario = scenario_import(tenant=tenant, actor=request.user, name=name, notes=notes, data=data, format=fmt)
+        return Response(self._representation(scenario), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PreflightRequestSerializer, responses={200: OpenApiTypes.OBJECT})
+    @route(detail=True, methods=["post"])
+    def preflight(self, request: Request, pk: str) -> Response:
+        """Read the live state of the scenario's entities and answer the diff document."""
+        scenario = self.get_object()
+        body = PreflightRequestSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        run = scenario_preflight(scenario=scenario, actor=request.user, mode=body.validated_data["mode"])
+        return Response(run_document(run))
+
+    @extend_schema(
+        request=DeployRequestSerializer,
+        responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @route(detail=True, methods=["post"])
+    def deploy(self, request: Request, pk: str) -> Response:
+        """Dry run (200, validate-only) or live deploy (202); an idempotency key is required."""
+        from scenarios.services.deploy import deployment_create
+
+        scenario = self.get_object()
+        body = DeployRequestSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        key = idempotency_key_from(request)
+        if key is None:
+            message = "An idempotency key is required: send idempotency_key in the body or an Idempotency-Key header."
+            raise ValidationFailed(
+                message, details=[{"field": "idempotency_key", "code": "required", "message": message}]
+            )
+        result = deployment_create(
+            scenario=scenario,
+            actor=request.user,
+            mode=body.validated_data["mode"],
+            idempotency_key=key,
+            override_id=body.validated_data["override_id"],
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(result.response, status=result.status_code, headers=headers)
+
+    def _representation(self, scenario: Scenario) -> dict:
+        return ScenarioSerializer(self.get_queryset().get(pk=scenario.pk)).data
+
+
+# Deployments -----------------------------------------------------------------------------------
+
+
+def _tenant_scenarios(request) -> QuerySet:
+    return scope_to_user(Scenario.objects.all(), request.user if request else None)
+
+
+class DeploymentFilter(django_filters.FilterSet):
+    # Scoped choices: another tenant's scenario id is "not a valid choice", like a missing one.
+    scenario = django_filters.ModelChoiceFilter(queryset=_tenant_scenarios)
+
+    class Meta:
+        model = Deployment
+        fields = ["mode", "status", "scenario"]
+
+
+class DeploymentViewSet(
+    RoleGuarded, TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Deployments of the tenant (``?mode=&status=&scenario=``); one with its per-entity results."""
+
+    queryset = Deployment.objects.select_related("preflight", "requested_by")
+    filterset_class = DeploymentFilter
+    lookup_value_regex = r"\d+"
+    required_perms = {
+        "list": "scenarios.view_deployment",
+        "retrieve": "scenarios.view_deployment",
+        "retry_failed": "scenarios.deploy_live",
+        "rollback": "scenarios.rollback_deployment",
+    }
+
+    @extend_schema(
+        operation_id="deployments_list",
+        responses={200: OpenApiTypes.OBJECT},
+        description="Paginated (count, next, previous, results); each result is a deployment without its results.",
+    )
+    def list(self, request: Request) -> Response:
+        from scenarios.services.deploy import deployment_serialize
+
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response([deployment_serialize(d, include_results=False) for d in page])
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        from scenarios.services.deploy import deployment_serialize
+
+        return Response(deployment_serialize(self.get_object()))
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT}, parameters=[IDEMPOTENCY_HEADER])
+    @route(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request: Request, pk: str) -> Response:
+        """A new live deployment of the entities that failed or were stale (fresh preflight)."""
+        from scenarios.services.deploy import deployment_retry_failed, deployment_serialize
+
+        deployment = self.get_object()
+
+        def run() -> tuple[dict, int]:
+            return deployment_serialize(deployment_retry_failed(deployment=deployment, actor=request.user)), 202
+
+        return _idempotent(request, "deployment.retry_failed", {"deployment": deployment.pk}, run)
+
+    @extend_schema(request=ReasonSerializer, responses={202: OpenApiTypes.OBJECT}, parameters=[IDEMPOTENCY_HEADER])
+    @route(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str) -> Response:
+        """Roll back the deployment's succeeded actions (drift is checked per entity)."""
+        from scenarios.services.deploy import deployment_rollback, deployment_serialize
+
+        deployment = self.get_object()
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data["reason"]
+
+        def run() -> tuple[dict, int]:
+            result = deployment_rollback(deployment=deployment, actor=request.user, reason=reason)
+            return deployment_serialize(Deployment.objects.get(pk=result.pk)), 202
+
+        return _idempotent(request, "deployment.rollback", {"deployment": deployment.pk}, run)
+
+
+def _idempotent(request: Request, scope: str, fingerprint: dict, run) -> Response:
+    key = idempotency_key_from(request)
+    if key is None:
+        data, code = run()
+        return Response(data, status=code)
+    result = run_idempotent(
+        tenant=tenant_for_request(request), key=key, scope=scope, request=fingerprint, actor=request.user, operation=run
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    return Response(result.response, status=result.status_code, headers=headers)
+
+
+# Guardrail overrides -------------------------------------------------------------------------------
+
+
+class PreflightOverrideView(RoleGuarded, APIView):
+    """Ask to deploy a preflight despite its critical breaches (a second person approves)."""
+
+    required_perms = {"post": "scenarios.override_guardrail"}
+
+    @extend_schema(request=ReasonSerializer, responses={201: OverrideSerializer})
+    def post(self, request: Request, run_id: str) -> Response:
+        from scenarios.services.deploy import override_request
+
+        preflight = scope_to_user(PreflightRun.objects.select_related("tenant"), request.user).filter(run_id=run_id)
+        preflight = preflight.first()
+        if preflight is None:
+            raise NotFound(f"No preflight run {run_id}.")
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        override = override_request(preflight=preflight, actor=request.user, reason=body.validated_data["reason"])
+        return Response(OverrideSerializer(_override(override.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class OverrideApproveView(RoleGuarded, APIView):
+    """The second pair of eyes on an override request."""
+
+    required_perms = {"post": "scenarios.override_guardrail"}
+
+    @extend_schema(request=None, responses={200: OverrideSerializer})
+    def post(self, request: Request, override_id: int) -> Response:
+        from scenarios.services.deploy import override_approve
+
+        override = get_for_user(GuardrailOverride.objects.select_related("tenant"), request.user, override_id)
+        override_approve(override=override, actor=request.user)
+        return Response(OverrideSerializer(_override(override.pk)).data)
+
+
+def _override(pk: int) -> GuardrailOverride:
+    return GuardrailOverride.objects.select_related("preflight", "requested_by", "approved_by").get(pk=pk)
+
+
+# Ad pushes ---------------------------------------------------------------------------------------
+
+
+class AdPushLatestView(RoleGuarded, APIView):
+    """The tenant's newest finished preflight document (``tenant_id``: id or slug)."""
+
+    required_perms = {"get": "scenarios.view_preflightrun"}
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, tenant_id: str) -> Response:
+        tenant = tenant_for_ref(user=request.user, ref=tenant_id)
+        return Response(run_document(ad_push_latest(tenant=tenant)))
+
+
+class AdPushRunView(RoleGuarded, APIView):
+    """One preflight run: its document when finished, else its status (and error)."""
+
+    required_perms = {"get": "scenarios.view_preflightrun"}
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, tenant_id: str, run_id: str) -> Response:
+        tenant = tenant_for_ref(user=request.user, ref=tenant_id)
+        return Response(run_document(ad_push_get(tenant=tenant, run_id=run_id)))
+
+
+class AdPushDryRunView(RoleGuarded, APIView):
+    """Queue a preflight of a proposed push bundle (the JSON body, with optional
+    ``mode`` and ``plan_id``); answers 202 with the run id to poll."""
+
+    required_perms = {"post": "scenarios.run_preflight"}
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={202: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("mode", str, enum=PreflightRun.Mode.values, required=False),
+            OpenApiParameter("plan_id", str, required=False),
+        ],
+    )
+    def post(self, request: Request, tenant_id: str) -> Response:
+        tenant = tenant_for_ref(user=request.user, ref=tenant_id)
+        run = ad_push_dry_run(
+            tenant=tenant,
+            actor=request.user,
+            data=_body(request),
+            mode=request.query_params.get("mode"),
+            plan_id=request.query_params.get("plan_id"),
+        )
+        return Response({"run_id": run.run_id, "status": run.status}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,607 @@
+"""Deploying a scenario: a dry run (validate-only on the platforms) or a live push.
+
+Dry run: a fresh preflight plus the platforms' own validate-only calls; nothing changes
+anywhere; per-entity results are ``validated``, ``failed``, ``skipped`` (no change) or
+``blocked`` (entity missing). The platform calls happen before the short write, outside
+any transaction.
+
+Live: refused unless the plan includes live deploy (402), the latest preflight is
+younger than ``PREFLIGHT_MAX_AGE_MINUTES`` and newer than the scenario's last change,
+no connection's circuit is open, and there are no critical breaches — or a second person
+approved an override of them. Otherwise one ``Deployment`` owns one approved
+``set_values`` action per changed entity, with the preflight's live values as the
+baseline (so a change made on the platform since is ``stale``, not overwritten), and
+the engine runs them after commit. Answer 202.
+
+Both take an idempotency key: the same key and request return the first answer and run
+nothing again; the same key for another request is a 409; concurrent duplicates make
+one deployment and one set of platform mutations (the key row is unique).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from actions.models import Action, ActionStatus, ActionType, LogEvent
+from actions.services.circuit import circuit_check
+from actions.services.logs import log_events
+from actions.services.runner import PlatformRunner
+from actions.services.transitions import bulk_transition, write_history
+from budgetradar.audit import audited_save
+from budgetradar.bulk import bulk_set
+from budgetradar.entitlements import Feature, entitlement_check_action_approvals, entitlement_check_feature
+from budgetradar.errors import DomainError, InvalidState, PermissionDenied, ValidationFailed
+from budgetradar.idempotency import IdempotentResult, clean_key, idempotent_lookup, run_idempotent
+from budgetradar.tenancy import require_perm, require_same_tenant
+from platforms.models import PlatformConnection, PlatformEntity
+from platforms.registry import get_executor
+from platforms.types import Change, EntityStatus, Field, OutcomeStatus
+from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
+from scenarios.services.items import items_of_scenario
+
+R = DeploymentResult.Status
+FIELDS = {
+    "daily_budget": Field.DAILY_BUDGET,
+    "lifetime_budget": Field.LIFETIME_BUDGET,
+    "status": Field.STATUS,
+    "bid": Field.BID,
+}
+
+
+class CriticalBreaches(DomainError):
+    """Critical guardrail breaches stand and no approved override covers them (HTTP 409)."""
+
+    code = "critical_breaches"
+    http_status = 409
+
+
+# Entry point -------------------------------------------------------------------------
+
+
+def deployment_create(
+    *, scenario: Scenario, actor, mode: str, idempotency_key: str, override_id: int | None = None
+) -> IdempotentResult:
+    """Dry-run or deploy ``scenario``; see the module docstring for every guarantee."""
+    require_same_tenant(actor, scenario.tenant, what="scenario")
+    if mode not in Deployment.Mode.values:
+        raise ValidationFailed("mode must be dry_run or live.", details={"mode": f"unknown mode {mode!r}"})
+    key = clean_key(idempotency_key)
+    request = {"scenario": scenario.pk, "mode": mode, "override": override_id}
+    if mode == Deployment.Mode.DRY_RUN:
+        require_perm(actor, "scenarios.deploy_dry_run", doing="dry-run deployments")
+        return _dry_run(scenario=scenario, actor=actor, key=key, request=request)
+    require_perm(actor, "scenarios.deploy_live", doing="deploy live")
+    return run_idempotent(
+        tenant=scenario.tenant,
+        key=key,
+        scope="scenario.deploy",
+        request=request,
+        actor=actor,
+        operation=lambda: (_live(scenario=scenario, actor=actor, key=key, override_id=override_id), 202),
+    )
+
+
+# Dry run -----------------------------------------------------------------------------
+
+
+def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> IdempotentResult:
+    from scenarios.services.adpush import scenario_preflight
+
+    replay = idempotent_lookup(tenant=scenario.tenant, key=key, scope="scenario.deploy", request=request)
+    if replay is not None:
+        return replay
+    preflight = scenario_preflight(scenario=scenario, actor=actor)  # also exported, like every preflight
+    entities = _entities_of(preflight)
+    outcomes = _validate_on_platforms(preflight, entities)
+
+    def persist() -> tuple[dict, int]:
+        deployment = Deployment.objects.create(
+            tenant=scenario.tenant,
+            scenario=scenario,
+            preflight=preflight,
+            mode=Deployment.Mode.DRY_RUN,
+            idempotency_key=key,
+            requested_by=_user(actor),
+            started_at=timezone.now(),
+        )
+        results = [_dry_result(deployment, doc, entities, outcomes) for doc in preflight.payload["entities"]]
+        DeploymentResult.objects.bulk_create(results, batch_size=1000)
+        _recount(deployment, finished=True)
+        return deployment_serialize(deployment), 200
+
+    return run_idempotent(
+        tenant=scenario.tenant, key=key, scope="scenario.deploy", request=request, actor=actor, operation=persist
+    )
+
+
+def _validate_on_platforms(preflight: PreflightRun, entities: dict[int, PlatformEntity]) -> dict[int, list]:
+    """Validate-only calls, batched per connection; entity id -> outcomes of its changes."""
+    by_connection: dict[int, list[Change]] = defaultdict(list)
+    for doc in preflight.payload["entities"]:
+        if doc["change_type"] == "update" and doc["entity_id"] in entities:
+            by_connection[doc["connection_id"]] += _changes(doc, entities[doc["entity_id"]])
+    outcomes: dict[int, list] = defaultdict(list)
+    connections = PlatformConnection.objects.in_bulk(list(by_connection))
+    for connection_id, changes in by_connection.items():
+        runner = PlatformRunner(get_executor(connections[connection_id]))
+        for outcome in runner.apply(changes, validate_only=True):
+            outcomes[int(outcome.change.key)].append(outcome)
+    return outcomes
+
+
+def _dry_result(deployment, doc, entities, outcomes) -> DeploymentResult:
+    result = _result(deployment, doc)
+    if doc["entity_id"] not in entities or _missing(doc):
+        result.status = R.BLOCKED
+        _set_error(
+            result,
+            "entity_missing",
+            "The entity was not found on the platform during the preflight.",
+            False,
+            "Sync the connection and remove the entity from the scenario.",
+        )
+    elif doc["change_type"] == "noop":
+        result.status = R.SKIPPED
+    else:
+        failed = [o for o in outcomes.get(doc["entity_id"], []) if o.status != OutcomeStatus.VALIDATED]
+        result.status = R.FAILED if failed else R.VALIDATED
+        if failed and failed[0].error:
+            error = failed[0].error
+            _set_error(result, str(error.code), error.message, error.retryable, error.hint)
+    return result
+
+
+# Live --------------------------------------------------------------------------------
+
+
+def _live(
+    *,
+    scenario: Scenario,
+    actor,
+    key: str,
+    override_id: int | None,
+    preflight: PreflightRun | None = None,
+    retry_of: Deployment | None = None,
+) -> dict:
+    """Create the live deployment; ``preflight`` pins one (retries use their own fresh run)."""
+    tenant = scenario.tenant
+    entitlement_check_feature(tenant=tenant, feature=Feature.LIVE_DEPLOY)
+    preflight = preflight or _fresh_preflight(scenario)
+    override = _override_for(preflight, override_id)
+    docs = preflight.payload["entities"]
+    entities = _entities_of(preflight)
+    changed = [d for d in docs if d["change_type"] == "update" and d["entity_id"] in entities and not _missing(d)]
+    for connection in PlatformConnection.objects.filter(pk__in={d["connection_id"] for d in changed}):
+        circuit_check(connection)
+    if changed:
+        entitlement_check_action_approvals(tenant=tenant, count=len(changed))
+    now = timezone.now()
+    deployment = Deployment.objects.create(
+        tenant=tenant,
+        scenario=scenario,
+        preflight=preflight,
+        mode=Deployment.Mode.LIVE,
+        idempotency_key=key,
+        override=override,
+        requested_by=_user(actor),
+        retry_of=retry_of,
+    )
+    actions = _create_actions(deployment, changed, entities, actor, now)
+    action_of = {a.entity_id: a for a in actions}
+    results = []
+    for doc in docs:
+        result = _result(deployment, doc)
+        if doc["entity_id"] in action_of:
+            result.action, result.action_type, result.status = (
+                action_of[doc["entity_id"]],
+                ActionType.SET_VALUES,
+                R.PENDING,
+            )
+        elif doc["entity_id"] not in entities or _missing(doc):
+            result.status = R.BLOCKED
+            _set_error(
+                result,
+                "entity_missing",
+                "The entity was not found on the platform during the preflight.",
+                False,
+                "Sync the connection and remove the entity from the scenario.",
+            )
+        else:
+            result.status = R.SKIPPED
+        results.append(result)
+    DeploymentResult.objects.bulk_create(results, batch_size=1000)
+    _recount(deployment, finished=not actions)
+    scenario.status = Scenario.Status.DEPLOYED
+    audited_save(scenario, actor=actor, reason=f"deployed live as deployment #{deployment.pk}")
+    ids = [a.pk for a in actions]
+    transaction.on_commit(lambda: _dispatch(ids))
+    return deployment_serialize(deployment)
+
+
+def _fresh_preflight(scenario: Scenario) -> PreflightRun:
+    preflight = scenario.preflights.filter(status=PreflightRun.Status.SUCCEEDED).order_by("-created_at", "-id").first()
+    if preflight is None:
+        raise InvalidState(
+            f"Scenario {scenario.name} has no preflight yet; run a preflight before deploying.",
+            code="preflight_required",
+        )
+    max_age = timedelta(minutes=settings.PREFLIGHT_MAX_AGE_MINUTES)
+    if timezone.now() - preflight.created_at > max_age:
+        raise InvalidState(
+            f"The latest preflight ({preflight.run_id}) is older than {settings.PREFLIGHT_MAX_AGE_MINUTES} minutes; "
+            "run a new preflight so the deploy is checked against the platform as it is now.",
+            code="preflight_stale",
+        )
+    if scenario.updated_at > preflight.created_at:
+        raise InvalidState(
+            f"Scenario {scenario.name} changed after its latest preflight ({preflight.run_id}); run a new preflight.",
+            code="preflight_stale",
+        )
+    return preflight
+
+
+def _override_for(preflight: PreflightRun, override_id: int | None) -> GuardrailOverride | None:
+    if not preflight.has_critical:
+        return None
+    critical = [b for b in preflight.payload.get("breaches", []) if b["severity"] == "critical"]
+    override = preflight.overrides.filter(pk=override_id).first() if override_id else None
+    if override is None or not override.approved:
+        state = "is not approved yet" if override else "was given"
+        raise CriticalBreaches(
+            f"{len(critical)} critical guardrail breach{'es' if len(critical) != 1 else ''} stand and no approved "
+            f"override {state}. Request an override with a reason; a second person with the override permission "
+            "must approve it.",
+            details={"breaches": critical},
+        )
+    return override
+
+
+def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
+    actions = [
+        Action(
+            tenant_id=deployment.tenant_id,
+            connection_id=doc["connection_id"],
+            entity=entities[doc["entity_id"]],
+            platform=doc["platform"],
+            action_type=ActionType.SET_VALUES,
+            params=_targets(doc),
+            status=ActionStatus.APPROVED,
+            baseline_state=_baseline(doc),
+            proposed_by=_user(actor),
+            approved_by=_user(actor),
+            approved_at=now,
+            deployment=deployment,
+        )
+        for doc in docs
+    ]
+    actions = Action.objects.bulk_create(actions, batch_size=1000)
+    reason = f"approved by deploying scenario live (deployment #{deployment.pk})"
+    write_history(actions, actor=actor, reason=reason, history_type="+")
+    log_events({"action": a, "event": LogEvent.APPROVED, "actor": actor, "message": reason} for a in actions)
+    return actions
+
+
+def _dispatch(action_ids: list[int]) -> None:
+    from actions.services.dispatch import actions_dispatch
+
+    actions_dispatch(action_ids=action_ids)
+
+
+# Results follow the actions ------------------------------------------------------------------
+
+ACTION_TO_RESULT = {
+    ActionStatus.APPROVED: R.PENDING,
+    ActionStatus.QUEUED: R.PENDING,
+    ActionStatus.EXECUTING: R.PENDING,
+    ActionStatus.SUCCEEDED: R.SUCCEEDED,
+    ActionStatus.FAILED: R.FAILED,
+    ActionStatus.PARTIALLY_EXECUTED: R.FAILED,
+    ActionStatus.ROLLING_BACK: R.SUCCEEDED,
+    ActionStatus.ROLLBACK_FAILED: R.SUCCEEDED,
+    ActionStatus.ROLLED_BACK: R.ROLLED_BACK,
+    ActionStatus.CANCELLED: R.SKIPPED,
+    ActionStatus.REJECTED: R.SKIPPED,
+    ActionStatus.PENDING_APPROVAL: R.PENDING,
+}
+
+
+def deployments_refresh(deployment_ids: set[int]) -> None:
+    """Copy the state of each deployment's actions into its results and counts.
+
+    Called by the engine whenever it settles actions that belong to deployments; a
+    bounded number of queries per deployment, whatever its size.
+    """
+    for deployment in Deployment.objects.filter(pk__in=deployment_ids):
+        results = list(deployment.results.filter(action__isnull=False).select_related("action"))
+        for result in results:
+            _from_action(result, result.action)
+        bulk_set(results, ["status", "after", "before", "error_code", "error_message", "retryable", "hint"])
+        _recount(deployment, finished=False)
+
+
+def _from_action(result: DeploymentResult, action: Action) -> None:
+    result.status = ACTION_TO_RESULT[action.status]
+    if action.status == ActionStatus.FAILED and action.error_code == "stale":
+        result.status = R.STALE
+    if action.before_state:
+        result.before = _fields(action.before_state)
+    if action.after_state:
+        result.after = _fields(action.after_state)
+    result.error_code, result.error_message = action.error_code, action.error_message
+    result.retryable, result.hint = action.error_retryable, action.error_hint
+
+
+def _recount(deployment: Deployment, *, finished: bool) -> None:
+    counts = defaultdict(int)
+    for status in deployment.results.values_list("status", flat=True):
+        counts[status] += 1
+    for name in ("succeeded", "failed", "skipped", "stale", "validated", "blocked", "pending"):
+        setattr(deployment, name, counts[name])
+    deployment.succeeded += counts[R.ROLLED_BACK]
+    deployment.total = sum(counts.values())
+    deployment.status = _status(deployment, counts)
+    now = timezone.now()
+    if deployment.status != Deployment.Status.QUEUED and deployment.started_at is None:
+        deployment.started_at = now
+    if deployment.status not in (Deployment.Status.QUEUED, Deployment.Status.RUNNING):
+        deployment.finished_at = deployment.finished_at or now
+    deployment.save()
+
+
+def _status(deployment: Deployment, counts) -> str:
+    if counts[R.PENDING]:
+        # Running once a worker has picked up any of its actions (skipped rows do not count).
+        started = (
+            deployment.started_at
+            or deployment.actions.exclude(status__in=[ActionStatus.APPROVED, ActionStatus.QUEUED]).exists()
+        )
+        return Deployment.Status.RUNNING if started else Deployment.Status.QUEUED
+    bad = counts[R.FAILED] + counts[R.STALE] + counts[R.BLOCKED]
+    good = counts[R.SUCCEEDED] + counts[R.VALIDATED] + counts[R.ROLLED_BACK]
+    if not bad:
+        return Deployment.Status.SUCCEEDED
+    return Deployment.Status.PARTIALLY_SUCCEEDED if good else Deployment.Status.FAILED
+
+
+# Retry, rollback, overrides --------------------------------------------------------------------
+
+
+def deployment_retry_failed(*, deployment: Deployment, actor) -> Deployment:
+    """A new live deployment of just the entities that failed or were stale (fresh preflight, new key)."""
+    from scenarios.services.preflight import preflight_run
+
+    require_same_tenant(actor, deployment.tenant, what="deployment")
+    require_perm(actor, "scenarios.deploy_live", doing="deploy live")
+    failed = set(deployment.results.filter(status__in=[R.FAILED, R.STALE]).values_list("entity_id", flat=True))
+    if not failed:
+        raise InvalidState(f"Deployment #{deployment.pk} has no failed entities to retry.", code="nothing_to_retry")
+    if deployment.scenario is None:
+        raise InvalidState(f"Deployment #{deployment.pk} has no scenario any more.")
+    items = [i for i in items_of_scenario(deployment.scenario) if i.entity.pk in failed]
+    preflight = preflight_run(
+        tenant=deployment.tenant,
+        items=items,
+        actor=actor,
+        plan_id=deployment.preflight.plan_id,
+        notes=f"Retry of the failed entities of deployment #{deployment.pk}",
+        scenario=deployment.scenario,
+    )
+    key = f"retry-{deployment.pk}-{uuid.uuid4().hex[:12]}"
+    result = run_idempotent(
+        tenant=deployment.tenant,
+        key=key,
+        scope="scenario.deploy",
+        request={"retry_of": deployment.pk},
+        actor=actor,
+        operation=lambda: (
+            _live(
+                scenario=deployment.scenario,
+                actor=actor,
+                key=key,
+                override_id=None,
+                preflight=preflight,
+                retry_of=deployment,
+            ),
+            202,
+        ),
+    )
+    return Deployment.objects.get(pk=result.response["id"])
+
+
+def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> Deployment:
+    """Roll back every succeeded action of a live deployment (in one batch per connection)."""
+    require_same_tenant(actor, deployment.tenant, what="deployment")
+    require_perm(actor, "scenarios.rollback_deployment", doing="roll back deployments")
+    now = timezone.now()
+    actions = list(
+        deployment.actions.filter(
+            status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=now
+        ).exclude(rollback_params=None)
+    )
+    if not actions:
+        raise InvalidState(
+            f"Deployment #{deployment.pk} has nothing to roll back: no succeeded action with valid rollback "
+            "instructions (they are valid for 24 hours after execution).",
+            code="nothing_to_roll_back",
+        )
+    for connection in PlatformConnection.objects.filter(pk__in={a.connection_id for a in actions}):
+        circuit_check(connection)
+
+    def prepare(action: Action) -> None:
+        action.rollback_requested_by, action.rollback_reason = _user(actor), reason
+        action.rollback_override_drift, action.job = False, None
+        action.clear_error()
+
+    with transaction.atomic():
+        moved = bulk_transition(
+            actions,
+            "start_rollback",
+            reason=f"rollback of deployment #{deployment.pk}: {reason}".strip(": "),
+            actor=actor,
+            prepare=prepare,
+            fields=[
+                "rollback_requested_by",
+                "rollback_reason",
+                "rollback_override_drift",
+                "job",
+                "error_code",
+                "error_message",
+                "error_retryable",
+                "error_hint",
+            ],
+        )
+        log_events(
+            {
+                "action": a,
+                "event": LogEvent.ROLLBACK_STARTED,
+                "actor": actor,
+                "message": reason or f"Rollback of deployment #{deployment.pk}.",
+                "request": a.rollback_params,
+            }
+            for a in moved
+        )
+        ids = [a.pk for a in moved]
+        transaction.on_commit(lambda: _dispatch(ids))
+    return deployment
+
+
+def override_request(*, preflight: PreflightRun, actor, reason: str) -> GuardrailOverride:
+    """Ask to deploy despite the preflight's critical breaches (needs a second approver)."""
+    require_same_tenant(actor, preflight.tenant, what="preflight")
+    require_perm(actor, "scenarios.override_guardrail", doing="override guardrails")
+    if not reason or not reason.strip():
+        raise ValidationFailed("An override needs a reason.", details={"reason": "required"})
+    if not preflight.has_critical:
+        raise InvalidState(f"Preflight {preflight.run_id} has no critical breaches; nothing to override.")
+    override = GuardrailOverride(
+        tenant=preflight.tenant, preflight=preflight, reason=reason.strip(), requested_by=actor
+    )
+    audited_save(override, actor=actor, reason=f"override requested: {reason.strip()}")
+    return override
+
+
+def override_approve(*, override: GuardrailOverride, actor) -> GuardrailOverride:
+    """The second pair of eyes: someone else with the override permission approves it."""
+    require_same_tenant(actor, override.tenant, what="override")
+    require_perm(actor, "scenarios.override_guardrail", doing="approve guardrail overrides")
+    if override.requested_by_id == actor.pk:
+        raise PermissionDenied("An override needs a second approver: you requested this one.")
+    if override.approved:
+        return override
+    override.approved_by, override.approved_at = actor, timezone.now()
+    audited_save(override, actor=actor, reason="override approved")
+    return override
+
+
+# Serialisation and helpers -------------------------------------------------------------------
+
+
+def deployment_serialize(deployment: Deployment, *, include_results: bool = True) -> dict[str, Any]:
+    data = {
+        "id": deployment.pk,
+        "mode": deployment.mode,
+        "status": deployment.status,
+        "scenario": deployment.scenario_id,
+        "preflight": deployment.preflight.run_id,
+        "idempotency_key": deployment.idempotency_key,
+        "override": deployment.override_id,
+        "retry_of": deployment.retry_of_id,
+        "requested_by": deployment.requested_by.username if deployment.requested_by_id else None,
+        "counts": {
+            name: getattr(deployment, name)
+            for name in ("total", "succeeded", "failed", "skipped", "stale", "validated", "blocked", "pending")
+        },
+        "created_at": deployment.created_at.isoformat(),
+        "started_at": deployment.started_at.isoformat() if deployment.started_at else None,
+        "finished_at": deployment.finished_at.isoformat() if deployment.finished_at else None,
+    }
+    if include_results:
+        rows = deployment.results.select_related("entity__connection").order_by("id")
+        data["results"] = [_result_json(r) for r in rows]
+    return data
+
+
+def _result_json(result: DeploymentResult) -> dict[str, Any]:
+    entity = result.entity
+    return {
+        "entity": {
+            "id": entity.pk,
+            "platform": entity.connection.platform,
+            "entity_type": entity.entity_type,
+            "external_id": entity.external_id,
+            "name": entity.name,
+        },
+        "action": result.action_id,
+        "action_type": result.action_type,
+        "status": result.status,
+        "before": result.before,
+        "after": result.after,
+        "error_code": result.error_code,
+        "error_message": result.error_message,
+        "retryable": result.retryable,
+        "hint": result.hint,
+    }
+
+
+def _entities_of(preflight: PreflightRun) -> dict[int, PlatformEntity]:
+    ids = [doc["entity_id"] for doc in preflight.payload["entities"]]
+    return (
+        PlatformEntity.objects.filter(tenant=preflight.tenant, pk__in=ids)
+        .select_related("connection", "parent")
+        .in_bulk()
+    )
+
+
+def _missing(doc: dict) -> bool:
+    return any(b["code"] == "entity_missing" for b in doc.get("breaches", []))
+
+
+def _targets(doc: dict) -> dict[str, str]:
+    return {field: doc["after"][field] for field in FIELDS if _changes_field(doc, field)}
+
+
+def _changes_field(doc: dict, field: str) -> bool:
+    return any(c["field"] == field and c["changed"] for section in doc["sections"].values() for c in section)
+
+
+def _baseline(doc: dict) -> dict[str, Any]:
+    return {field: doc["before"].get(field) for field in FIELDS}
+
+
+def _fields(state: dict) -> dict[str, Any]:
+    return {field: state.get(field) for field in FIELDS}
+
+
+def _changes(doc: dict, entity: PlatformEntity) -> list[Change]:
+    ref = entity.to_ref()
+    changes = []
+    for field, value in _targets(doc).items():
+        typed = EntityStatus(value) if field == "status" else Decimal(value)
+        changes.append(Change(ref=ref, field=FIELDS[field], value=typed, key=str(entity.pk)))
+    return changes
+
+
+def _result(deployment: Deployment, doc: dict) -> DeploymentResult:
+    return DeploymentResult(
+        deployment=deployment,
+        entity_id=doc["entity_id"],
+        action_type=ActionType.SET_VALUES,
+        before=_fields(doc["before"]),
+        after=_fields(doc["after"]),
+    )
+
+
+def _set_error(result: DeploymentResult, code: str, message: str, retryable: bool | None, hint: str) -> None:
+    result.error_code, result.error_message, result.retryable, result.hint = code, message, retryable, hint
+
+
+def _user(actor):
+    return actor if getattr(actor, "is_authenticated", False) else None
