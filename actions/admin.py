@@ -1,9 +1,9 @@
 """Admin for recommendations, actions, jobs and the execution log.
 
-Approve, reject and cancel are offered as object buttons and bulk actions. Each goes to
-a confirmation page that lists exactly what will happen to every selected action —
-approved or skipped, and why — and only its POST calls the lifecycle services (never
-the FSM transition: django-fsm-2's admin buttons do not re-check permissions). The
+Approve, reject, cancel, execute and roll back are offered as object buttons and bulk
+actions. Each goes to a confirmation page that lists exactly what will happen to every
+selected action — done or skipped, and why — and only its POST calls the services
+(never the FSM transition: django-fsm-2's admin buttons do not re-check permissions). The
 confirmation is single-use and answered with a redirect, so a double click or a reload
 cannot apply anything twice. Nothing here is editable directly: actions change only
 through services, and the execution log is evidence.
@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django_fsm import can_proceed
@@ -37,8 +38,11 @@ from actions.models import (
     LogEvent,
     Recommendation,
 )
+from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
+from actions.services.rollback import action_rollback_request
+from actions.services.verification import same_value
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
@@ -59,6 +63,7 @@ from budgetradar.admin_base import (
     pretty_json,
 )
 from budgetradar.entitlements import month_start
+from budgetradar.errors import InvalidState
 from budgetradar.models import Tenant
 from platforms.models import PlatformEntity
 from platforms.types import MONEY_FIELDS, Field
@@ -153,6 +158,64 @@ def describe_change(
 def action_change(action: Action) -> str:
     seen = action.before_state or action.baseline_state
     return describe_change(action.action_type, action.params, action.entity, action.connection.currency, seen)
+
+
+def _rollback_fields(action: Action) -> list[tuple[Field, Any]]:
+    """(field, before-value) pairs of the action's rollback instructions."""
+    pairs = []
+    for change in (action.rollback_params or {}).get("changes", []):
+        try:
+            pairs.append((Field(change["field"]), change.get("value")))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return pairs
+
+
+def rollback_change(action: Action) -> str:
+    """``Daily budget: 150.00 EUR → 100.00 EUR``: the last known live value (read back after
+    execution) back to the value before execution."""
+    currency = action.connection.currency
+    parts = []
+    for field, before in _rollback_fields(action):
+        current = (action.after_state or {}).get(field.value, getattr(action.entity, field.value, None))
+        parts.append(f"{FIELD_LABELS[field]}: {_show(field, current, currency)} → {_show(field, before, currency)}")
+    return "; ".join(parts) or "No rollback instructions: nothing was applied."
+
+
+def rollback_drift_warning(action: Action) -> str:
+    """Why a rollback may be refused for drift, judged from the mirror when it was synced
+    after the execution; empty when it still shows what BudgetRadar set (or predates it)."""
+    currency = action.connection.currency
+    entity = action.entity
+    if entity.synced_at is None or action.finished_at is None or entity.synced_at <= action.finished_at:
+        return ""
+    drift = [
+        f"{FIELD_LABELS[field].lower()} is {_show(field, getattr(entity, field.value, None), currency)} "
+        f"but BudgetRadar set {_show(field, (action.after_state or {}).get(field.value), currency)}"
+        for field, _before in _rollback_fields(action)
+        if field.value in (action.after_state or {})
+        and not same_value(field, getattr(entity, field.value, None), action.after_state[field.value])
+    ]
+    if not drift:
+        return ""
+    synced = f"{entity.synced_at:%Y-%m-%d %H:%M} UTC"
+    return (
+        f"Drift: the mirror of {entity.name} (synced {synced}) shows that {'; '.join(drift)}. Someone may have "
+        "changed it since; the rollback will be refused rather than overwrite that change, unless drift is overridden."
+    )
+
+
+def rollback_deadline_text(action: Action) -> str:
+    """``until 2026-05-02 14:00 UTC (in 23 hours)`` or ``expired at …``."""
+    deadline = action.rollback_deadline
+    if deadline is None:
+        return "No rollback instructions (nothing was applied)."
+    left = deadline - timezone.now()
+    if left.total_seconds() <= 0:
+        return f"Expired at {deadline:%Y-%m-%d %H:%M} UTC: this action can no longer be rolled back."
+    hours = int(left.total_seconds() // 3600)
+    remaining = f"{hours} hour{'s' if hours != 1 else ''}" if hours else f"{int(left.total_seconds() // 60)} minutes"
+    return f"Until {deadline:%Y-%m-%d %H:%M} UTC (in {remaining})."
 
 
 # Read-only inlines ----------------------------------------------------------------------------
@@ -314,12 +377,25 @@ class RecommendationAdmin(TenantScopedAdmin):
         return format_html_join(" ", "{}", ((admin_link(a, status_badge(a)),) for a in actions)) or EMPTY
 
 
-# Approve / reject / cancel ------------------------------------------------------------------
+# Approve / reject / cancel / execute / roll back -------------------------------------------
+
+
+def _execute(*, action: Action, actor) -> Action:
+    """The execute button. The service quietly returns an action that is already underway
+    (right for API retries); a person pressing the button is told instead."""
+    if action.status in ALREADY_UNDERWAY:
+        raise InvalidState(
+            f"Action #{action.pk} is {action.get_status_display().lower()}; it was already sent to the engine."
+        )
+    return action_execute_request(action=action, actor=actor)
 
 
 @dataclass(frozen=True)
 class Operation:
-    """One lifecycle operation as the admin offers it."""
+    """One lifecycle operation as the admin offers it.
+
+    ``options`` are the service's keyword arguments the confirmation form asks for.
+    """
 
     name: str
     label: str
@@ -329,6 +405,7 @@ class Operation:
     service: Callable[..., Action]
     reason_required: bool
     consequence: str
+    options: tuple[str, ...] = ("reason",)
 
     def possible(self, action: Action) -> bool:
         return can_proceed(getattr(action, self.transition))
@@ -370,19 +447,76 @@ OPERATIONS = {
             consequence="Cancelled actions are closed and never executed, including approved or queued ones "
             "that no worker has started yet.",
         ),
+        Operation(
+            name="execute",
+            label="Execute now",
+            past="queued for execution",
+            perm="actions.execute_action",
+            transition="enqueue",
+            service=_execute,
+            reason_required=False,
+            options=(),
+            consequence="Each action is queued now and a worker changes the live ad account. The worker first "
+            "reads the entity: if its live value differs from the value seen at approval (shown below as "
+            "the value before the arrow), the action is marked stale and nothing is sent. Otherwise the new "
+            "value is applied and confirmed by reading the platform back; rollback instructions are kept for "
+            "24 hours.",
+        ),
+        Operation(
+            name="rollback",
+            label="Roll back",
+            past="queued for rollback",
+            perm="actions.rollback_action",
+            transition="start_rollback",
+            service=action_rollback_request,
+            reason_required=False,
+            options=("reason", "override_drift"),
+            consequence="Each action is rolled back by a worker to the value the entity had before execution "
+            "(the last known live value → the value it goes back to, below). The worker reads the entity "
+            "first: if it changed since execution, the rollback is refused rather than overwrite that "
+            "change, unless the drift check is overridden with a reason. Removed entities cannot be rolled "
+            "back.",
+        ),
     ]
 }
 
 
-class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=1000)
+class OperationForm(forms.Form):
+    """What a confirmation asks: a reason or note, and for rollbacks the drift override
+    (offered only to those whose role allows it)."""
 
-    def __init__(self, *args: Any, operation: Operation, **kwargs: Any) -> None:
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=1000)
+    override_drift = forms.BooleanField(
+        required=False,
+        label="Override the drift check",
+        help_text="Roll back even if the entity changed since execution, overwriting that change. Needs a reason.",
+    )
+
+    def __init__(self, *args: Any, operation: Operation, user, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        field = self.fields["reason"]
-        field.required = operation.reason_required
-        field.label = "Reason" if operation.reason_required else "Note (optional)"
-        field.help_text = "Recorded in each action's history and execution log."
+        self.operation = operation
+        if "reason" not in operation.options:
+            del self.fields["reason"]
+        else:
+            field = self.fields["reason"]
+            field.required = operation.reason_required
+            field.label = "Reason" if operation.reason_required else "Note (optional)"
+            if "override_drift" in operation.options:
+                field.label = "Reason (required to override the drift check)"
+            field.help_text = "Recorded in each action's history and execution log."
+        if "override_drift" not in operation.options or not user.has_perm("actions.override_rollback_drift"):
+            del self.fields["override_drift"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("override_drift") and not (cleaned.get("reason") or "").strip():
+            self.add_error("reason", "A reason is required to override the drift check.")
+        return cleaned
+
+    def options(self) -> dict[str, Any]:
+        """The service's keyword arguments."""
+        defaults = {"reason": "", "override_drift": False}
+        return {name: self.cleaned_data.get(name, defaults[name]) for name in self.operation.options}
 
 
 def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult]:
@@ -390,14 +524,19 @@ def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult
 
     Runs the real service in a transaction that is then rolled back, so the preview
     applies exactly the service's rules (role, state, four-eyes, the plan's remaining
-    monthly quota as earlier rows use it up) and cannot drift from them. Services keep
-    side effects in ``transaction.on_commit`` hooks (DESIGN §3), which the rollback
-    discards.
+    monthly quota as earlier rows use it up, an open circuit, an expired rollback) and
+    cannot drift from them. Services keep side effects in ``transaction.on_commit`` hooks
+    (DESIGN §3), which the rollback discards.
     """
+    options = {"reason": "(preview)" if operation.reason_required else "", "override_drift": False}
     with transaction.atomic():
         actions = list(Action.objects.filter(pk__in=ids).select_related(*ACTION_RELATED).order_by("pk"))
-        reason = "(preview)" if operation.reason_required else ""
-        results = actions_apply_bulk(actions=actions, actor=actor, operation=operation.service, reason=reason)
+        results = actions_apply_bulk(
+            actions=actions,
+            actor=actor,
+            operation=operation.service,
+            **{name: options[name] for name in operation.options},
+        )
         transaction.set_rollback(True)
     return {result.action.pk: result for result in results}
 
@@ -420,8 +559,18 @@ def approval_notes(tenants: set[Tenant]) -> list[str]:
     return notes
 
 
-def action_row(action: Action, **extra: Any) -> dict[str, Any]:
-    """One action as the confirmation and result pages list it."""
+def action_row(action: Action, operation: Operation | None = None, **extra: Any) -> dict[str, Any]:
+    """One action as the confirmation and result pages list it; a rollback shows its own
+    change (live value back to the before-value), its deadline and any drift seen."""
+    if operation is not None and operation.name == "rollback":
+        return {
+            "action": action,
+            "change": rollback_change(action),
+            "deadline": rollback_deadline_text(action),
+            "warning": rollback_drift_warning(action),
+            "status": status_badge(action),
+            **extra,
+        }
     return {"action": action, "change": action_change(action), "status": status_badge(action), **extra}
 
 
@@ -447,7 +596,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     search_fields = ["=id", "entity__name", "entity__external_id"]
     search_help_text = "Search by action id, entity name or platform id."
     date_hierarchy = "created_at"
-    actions = ["approve_selected", "reject_selected", "cancel_selected"]
+    actions = ["approve_selected", "reject_selected", "cancel_selected", "execute_selected", "rollback_selected"]
     inlines = [ExecutionLogInline]
     readonly_fields = [
         "status_badge",
@@ -462,7 +611,8 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "approver",
         "decided_reason",
         "state_table",
-        "rollback_deadline",
+        "before_after",
+        "rollback_deadline_display",
         "rollback_display",
         "rollback_requester",
         "rollback_reason",
@@ -472,6 +622,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "error_retryable",
         "error_hint",
         "job",
+        "deployment_link",
         "attempts",
         "idempotency_key",
         "created_at",
@@ -496,8 +647,9 @@ class ActionAdmin(TenantScopedHistoryAdmin):
                 "State and rollback",
                 {
                     "fields": [
+                        "before_after",
                         "state_table",
-                        "rollback_deadline",
+                        "rollback_deadline_display",
                         "rollback_display",
                         "rollback_requester",
                         "rollback_reason",
@@ -505,7 +657,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
                     ]
                 },
             ),
-            ("Execution", {"fields": ["job", "attempts", "idempotency_key"]}),
+            ("Execution", {"fields": ["job", "deployment_link", "attempts", "idempotency_key"]}),
             (
                 "Timing",
                 {"fields": ["created_at", "approved_at", "queued_at", "started_at", "finished_at", "rolled_back_at"]},
@@ -536,6 +688,12 @@ class ActionAdmin(TenantScopedHistoryAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("actions.cancel_action")
+
+    def has_execute_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("actions.execute_action")
+
+    def has_rollback_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("actions.rollback_action")
 
     # Columns and read-only fields ---------------------------------------------------------
 
@@ -585,6 +743,46 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     @admin.display(description="Rollback instructions")
     def rollback_display(self, action: Action):
         return pretty_json(action.rollback_params)
+
+    @admin.display(description="Before → after")
+    def before_after(self, action: Action):
+        """``Daily budget: 100.00 EUR → 150.00 EUR`` per field, once the action ran: the value
+        captured just before the change and the value read back after it."""
+        before, after = action.before_state or {}, action.after_state or {}
+        if not before and not after:
+            return "Not executed yet."
+        currency = action.connection.currency
+        fields = [f for f in Field if f.value in before or f.value in after]
+        lines = [
+            (
+                FIELD_LABELS[f],
+                _show(f, before.get(f.value), currency),
+                _show(f, after.get(f.value), currency),
+                "" if same_value(f, before.get(f.value), after.get(f.value)) else " br-changed",
+            )
+            for f in fields
+            if f in _targets(action.action_type, action.params)
+            or not same_value(f, before.get(f.value), after.get(f.value))
+        ]
+        if not lines:
+            return "No field changed."
+        return format_html_join(
+            "",
+            '<div class="br-before-after{}"><strong>{}:</strong> {} → {}</div>',
+            ((changed, label, old, new) for label, old, new, changed in lines),
+        )
+
+    @admin.display(description="Deployment")
+    def deployment_link(self, action: Action):
+        """The scenario deployment this action belongs to, if any."""
+        if action.deployment_id is None:
+            return EMPTY
+        url = reverse("admin:scenarios_deployment_change", args=[action.deployment_id])
+        return format_html('<a href="{}">Deployment #{}</a>', url, action.deployment_id)
+
+    @admin.display(description="Rollback possible")
+    def rollback_deadline_display(self, action: Action) -> str:
+        return rollback_deadline_text(action)
 
     @admin.display(description="Values")
     def state_table(self, action: Action):
@@ -661,6 +859,14 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
         return self._start(request, "cancel", list(queryset.values_list("pk", flat=True)), bulk=True)
 
+    @admin.action(description="Execute selected actions now", permissions=["execute"])
+    def execute_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        return self._start(request, "execute", list(queryset.values_list("pk", flat=True)), bulk=True)
+
+    @admin.action(description="Roll back selected actions", permissions=["rollback"])
+    def rollback_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect:
+        return self._start(request, "rollback", list(queryset.values_list("pk", flat=True)), bulk=True)
+
     # Confirmation flow ----------------------------------------------------------------------
 
     def operation_view(self, request: HttpRequest, object_id: str, operation: str) -> HttpResponseRedirect:
@@ -689,21 +895,19 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         if pending["result"] is not None:
             return self._after(request, token, pending)  # a second submit shows the first outcome
         actions = list(self.get_queryset(request).filter(pk__in=pending["ids"]).order_by("pk"))
-        form = ReasonForm(request.POST or None, operation=op)
+        form = OperationForm(request.POST if request.method == "POST" else None, operation=op, user=request.user)
         if request.method == "POST" and form.is_valid():
-            results = actions_apply_bulk(
-                actions=actions, actor=request.user, operation=op.service, reason=form.cleaned_data["reason"]
-            )
+            results = actions_apply_bulk(actions=actions, actor=request.user, operation=op.service, **form.options())
             outcome = [{"id": r.action.pk, "done": r.done, "reason": r.reason} for r in results]
             confirmation_close(request, token, outcome)
             return self._after(request, token, {**pending, "result": outcome}, report=True)
         return self._render_confirmation(request, op, actions, form, bulk=pending["bulk"])
 
     def _render_confirmation(
-        self, request: HttpRequest, op: Operation, actions: list[Action], form: ReasonForm, *, bulk: bool
+        self, request: HttpRequest, op: Operation, actions: list[Action], form: OperationForm, *, bulk: bool
     ) -> TemplateResponse:
         outcomes = preview(op, [a.pk for a in actions], request.user)
-        rows = [action_row(a, will_apply=outcomes[a.pk].done, reason=outcomes[a.pk].reason) for a in actions]
+        rows = [action_row(a, op, will_apply=outcomes[a.pk].done, reason=outcomes[a.pk].reason) for a in actions]
         single = None if bulk or not actions else actions[0]
         count = sum(row["will_apply"] for row in rows)
         subject = f"action #{single.pk}" if single else f"{len(actions)} action{'s' if len(actions) != 1 else ''}"
@@ -745,7 +949,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         op = OPERATIONS[pending["operation"]]
         actions = self.get_queryset(request).in_bulk([r["id"] for r in pending["result"]])
         rows = [
-            action_row(actions[r["id"]], done=r["done"], reason=r["reason"])
+            action_row(actions[r["id"]], op, done=r["done"], reason=r["reason"])
             for r in pending["result"]
             if r["id"] in actions
         ]

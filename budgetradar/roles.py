@@ -34,6 +34,7 @@ _VIEW = [
     "scenarios.view_deployment",
     "scenarios.view_deploymentresult",
     "scenarios.view_guardrailpolicy",
+    "scenarios.view_guardrailoverride",
     "sandbox.view_sandboxentity",
     "sandbox.view_sandboxfault",
 ]

@@ -11,11 +11,14 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -46,6 +49,14 @@ class WriteOnlyTextarea(forms.Textarea):
 
     def format_value(self, value: Any) -> None:
         return None
+
+
+class CircuitResetForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="What was fixed, or why live work may resume. Recorded in the connection's history.",
+    )
 
 
 class PlatformConnectionForm(AuditedForm):
@@ -194,7 +205,12 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
 
     @admin.display(description="Circuit breaker", ordering="circuit_state")
     def circuit(self, connection: PlatformConnection):
-        return badge(connection.get_circuit_state_display(), CIRCUIT_TONES.get(connection.circuit_state, GREY))
+        """The state as a badge, with the reason it opened and when."""
+        pill = badge(connection.get_circuit_state_display(), CIRCUIT_TONES.get(connection.circuit_state, GREY))
+        if connection.circuit_state == CircuitState.CLOSED:
+            return pill
+        opened = f" (since {connection.circuit_opened_at:%Y-%m-%d %H:%M} UTC)" if connection.circuit_opened_at else ""
+        return format_html("{} {}{}", pill, connection.circuit_reason or "repeated failures", opened)
 
     @admin.display(description="Last test", ordering="last_test_ok")
     def last_test(self, connection: PlatformConnection):
@@ -213,31 +229,36 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
         return [
             path("<path:object_id>/test/", view(self.test_view), name=f"{name}_test"),
             path("<path:object_id>/sync/", view(self.sync_view), name=f"{name}_sync"),
+            path("<path:object_id>/reset-circuit/", view(self.reset_circuit_view), name=f"{name}_reset_circuit"),
             *super().get_urls(),
         ]
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "connection_tools": self._tools(request, object_id)}
+        connection = self.get_object(request, object_id)
+        extra_context = {**(extra_context or {}), "connection_tools": self._tools(request, connection)}
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def _tools(self, request: HttpRequest, object_id: str) -> list[dict[str, str]]:
-        """The buttons this user may press on the connection page."""
-        opts = self.model._meta
+    def _tools(self, request: HttpRequest, connection: PlatformConnection) -> list[dict[str, Any]]:
+        """The buttons this user may press on the connection page. Test and sync are POST
+        buttons; the circuit reset (only when the breaker has counted failures) opens a
+        confirmation page."""
         tools = [
-            ("test", "Test connection", "platforms.test_platformconnection"),
-            ("sync", "Sync now", "platforms.sync_platformconnection"),
+            ("test", "Test connection", "platforms.test_platformconnection", True),
+            ("sync", "Sync now", "platforms.sync_platformconnection", True),
         ]
+        if connection.circuit_state != CircuitState.CLOSED or connection.consecutive_failures:
+            tools.append(("reset_circuit", "Reset circuit breaker", "platforms.reset_circuit", False))
         return [
-            {
-                "name": name,
-                "label": label,
-                "url": reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[object_id]),
-            }
-            for name, label, perm in tools
+            {"name": name, "label": label, "url": self._tool_url(name, connection.pk), "post": post}
+            for name, label, perm, post in tools
             if request.user.has_perm(perm)
         ]
+
+    def _tool_url(self, name: str, pk: int) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[pk])
 
     @method_decorator(require_POST)
     def test_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
@@ -270,6 +291,34 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
         else:
             messages.success(request, f"Synced {connection.name}: {result.message}")
         return self._back_to(connection)
+
+    def reset_circuit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: what a reset does, and a reason field. POST: close the circuit."""
+        from actions.services.circuit import circuit_reset  # on use, as in test_view
+
+        connection = self._connection_for(request, object_id, "platforms.reset_circuit")
+        form = CircuitResetForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                circuit_reset(connection=connection, actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                messages.error(request, f"Could not reset the circuit breaker of {connection.name}: {exc.message}")
+            else:
+                messages.success(
+                    request, f"The circuit breaker of {connection.name} is closed again; live work may resume."
+                )
+            return self._back_to(connection)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Reset the circuit breaker of {connection.name}?",
+            "connection": connection,
+            "circuit": self.circuit(connection),
+            "threshold": settings.CIRCUIT_BREAKER_THRESHOLD,
+            "form": form,
+            "back_url": self._tool_url("change", connection.pk),
+        }
+        return TemplateResponse(request, "admin/platforms/platformconnection/reset_circuit.html", context)
 
     def _connection_for(self, request: HttpRequest, object_id: str, perm: str) -> PlatformConnection:
         connection = self.get_object(request, object_id)
