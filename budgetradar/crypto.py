@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
 
 
 @lru_cache(maxsize=8)
@@ -44,15 +45,37 @@ def rotate_token(token: str) -> str:
     return cipher().rotate(token.encode()).decode()
 
 
+class _DecryptOnAccess(DeferredAttribute):
+    """Keeps the ciphertext loaded from the database and decrypts it on first access.
+
+    Thousands of rows that merely join a connection (entities, actions) must not each pay
+    a Fernet decryption; only code that reads ``credentials`` does. A data descriptor
+    (it defines ``__set__``), so every read passes through here; deferred loading still
+    works through ``DeferredAttribute``.
+    """
+
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = super().__get__(instance, cls)
+        if isinstance(value, str):
+            value = decrypt_json(value) if value else {}
+            instance.__dict__[self.field.attname] = value
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.field.attname] = value
+
+
 class EncryptedJSONField(models.TextField):
     """A dict stored as a Fernet token. The database only ever sees ciphertext."""
 
     description = "Encrypted JSON"
 
-    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> dict[str, Any]:
-        if not value:
-            return {}
-        return decrypt_json(value)
+    descriptor_class = _DecryptOnAccess
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str:
+        return value or ""  # still a token: decrypted by the descriptor when read
 
     def to_python(self, value: Any) -> dict[str, Any]:
         if isinstance(value, dict):
@@ -65,5 +88,5 @@ class EncryptedJSONField(models.TextField):
         if not value:
             return ""
         if isinstance(value, str):
-            return value  # already a token (e.g. rotation)
+            return value  # already a token (loaded and untouched, or rotated)
         return encrypt_json(value)

@@ -47,7 +47,7 @@ def test_a_removed_key_fails_loudly_instead_of_returning_garbage(tenant):
         override_settings(FIELD_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]),
         pytest.raises(ImproperlyConfigured, match="cannot be decrypted"),
     ):
-        PlatformConnection.objects.get(pk=conn.pk)
+        PlatformConnection.objects.get(pk=conn.pk).credentials  # noqa: B018 (decrypted on access)
 
 
 def test_history_rows_never_hold_credentials(tenant):
@@ -66,3 +66,13 @@ def test_config_for_executors_carries_decrypted_credentials_but_repr_hides_them(
     config = conn.to_config()
     assert config.credentials["access_token"] == SECRET
     assert SECRET not in repr(config)
+
+
+def test_rows_that_only_join_a_connection_never_decrypt_its_credentials(tenant, settings):
+    conn = ConnectionFactory(tenant=tenant, credentials={"access_token": SECRET})
+    from tests.factories import EntityFactory
+
+    EntityFactory.create_batch(3, connection=conn)
+    with override_settings(FIELD_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]):
+        names = [e.connection.name for e in conn.entities.select_related("connection")]
+    assert len(names) == 3  # no key could decrypt them, and nothing tried
