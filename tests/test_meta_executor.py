@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import date
@@ -127,8 +128,20 @@ def test_reading_120_entities_takes_three_batch_requests(meta_executor, meta_fak
     states = meta_executor.read_state([campaign(i) for i in ids])
 
     assert len(states) == 120
-    assert [request.batch_size for request in meta_fake.requests] == [50, 50, 20]
+    assert sorted(request.batch_size for request in meta_fake.requests) == [20, 50, 50]  # sent concurrently
     assert meta_executor.round_trips == 3
+
+
+def test_reads_go_out_concurrently_but_one_failed_batch_fails_the_read(meta_executor, meta_fake):
+    ids = [meta_fake.add_campaign(META_ACCOUNT) for _ in range(200)]
+    meta_fake.faults.latency_seconds = 0.2
+    meta_fake.faults.add(FaultKind.AUTH_EXPIRED, scope=FaultScope.READ)
+    started = time.monotonic()
+    with pytest.raises(PlatformCallError) as raised:
+        meta_executor.read_state([campaign(i) for i in ids])
+    assert raised.value.error.code == ErrorCode.AUTH_EXPIRED
+    assert time.monotonic() - started < 0.2 * 4 * 0.9  # four batches did not wait for each other
+    assert len(meta_fake.requests) == 4
 
 
 def test_a_failed_read_raises_the_classified_error(meta_executor, meta_fake, cbo):
