@@ -21,10 +21,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from budgetradar.bulk import bulk_set
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
 from platforms.fakes.faults import FaultKind, FaultScope
 from platforms.money import MoneyError, check_precision, currency_exponent
@@ -421,27 +422,11 @@ class SandboxExecutor(PlatformExecutor):
 
 
 def _save_rows(rows: Sequence[SandboxEntity], fields: Sequence[str], *, updated_at: datetime) -> None:
-    """Write ``fields`` of every row and ``updated_at``: one prepared UPDATE by primary key,
-    run per row.
-
-    ``bulk_update`` builds one ``CASE WHEN id = ... THEN ...`` per field over all rows,
-    and compiling that cost Django ~1 ms per row: 9.6 of 10.9 s when applying 10,000
-    changes (bench/platform_apply.py). Values go through each field's own
-    ``get_db_prep_save``, as in ``QuerySet.update``; the shared timestamp is prepared once.
-    """
-    meta = SandboxEntity._meta
-    model_fields = [meta.get_field(name) for name in fields]
-    stamp = meta.get_field("updated_at")
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in [*model_fields, stamp])
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
-    prepared_stamp = stamp.get_db_prep_save(updated_at, connection)
-    params = [
-        [*(f.get_db_prep_save(getattr(row, f.attname), connection) for f in model_fields), prepared_stamp, row.pk]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    """Write ``fields`` and ``updated_at`` of every row with one prepared statement
+    (``bulk_update``'s per-row CASE expressions cost ~1 ms a row at 10,000 changes)."""
+    for row in rows:
+        row.updated_at = updated_at
+    bulk_set(rows, [*fields, "updated_at"])
 
 
 def _value_problem(change: Change, currency: str) -> str:
