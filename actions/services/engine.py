@@ -182,7 +182,7 @@ def _run_execute_job(*, job: ActionJob, runner: PlatformRunner, worker: str) -> 
         before = runner.read(refs.values())
     except PlatformCallError as exc:
         settlements = [_failed(a, exc.error, "Could not read the live state; nothing was sent.") for a in actions]
-        return _finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
+        return job_finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
     _store_before(actions, refs, before, worker)
     plans, settlements = _plan(actions, refs, before)
     changes = [c for _, cs in plans for c in cs]
@@ -192,7 +192,7 @@ def _run_execute_job(*, job: ActionJob, runner: PlatformRunner, worker: str) -> 
     _log_responses(plans, by_action, worker)
     settlements += _verify_and_settle(plans, by_action, refs, runner, before)
     connection_failed = _connection_failed(outcomes)
-    return _finish(job, runner, worker, settlements, connection_failed=connection_failed)
+    return job_finish(job, runner, worker, settlements, connection_failed=connection_failed)
 
 
 def _mark_started(action: Action, now) -> None:
@@ -414,7 +414,10 @@ def _settlement_log(settlement: Settlement, worker: str, job) -> dict[str, Any]:
     }
 
 
-def _finish(job: ActionJob, runner: PlatformRunner, worker: str, settlements, *, connection_failed: bool) -> JobReport:
+def job_finish(
+    job: ActionJob, runner: PlatformRunner, worker: str, settlements, *, connection_failed: bool
+) -> JobReport:
+    """Write the settlements, close the job with its counts, and tell the circuit breaker."""
     write_settlements(settlements, worker=worker, job=job)
     succeeded = sum(1 for s in settlements if s.transition in ("succeed", "finish_rollback"))
     failed = len(settlements) - succeeded

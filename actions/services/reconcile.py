@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from actions.changes import target_values
 from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobStatus, LogEvent
-from actions.services.engine import Settlement, _finish, worker_id, write_settlements
+from actions.services.engine import Settlement, job_finish, worker_id, write_settlements
 from actions.services.logs import log_events
 from actions.services.rollback import rollback_changes
 from actions.services.runner import PlatformRunner
@@ -274,4 +274,4 @@ def _close_job(job: ActionJob, runner: PlatformRunner, worker: str, settlements:
 
         transaction.on_commit(lambda: enqueue_process_job(job.pk))
         return
-    _finish(job, runner, worker, settlements, connection_failed=False)
+    job_finish(job, runner, worker, settlements, connection_failed=False)

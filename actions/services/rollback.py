@@ -107,7 +107,7 @@ def _after_value(action: Action, field: Field) -> Any:
 
 
 def run_rollback_job(*, job: ActionJob, runner: PlatformRunner, worker: str):
-    from actions.services.engine import Settlement, _finish
+    from actions.services.engine import Settlement, job_finish
 
     actions = list(
         Action.objects.filter(job=job, status=ActionStatus.ROLLING_BACK).select_related("entity__parent", "connection")
@@ -119,7 +119,7 @@ def run_rollback_job(*, job: ActionJob, runner: PlatformRunner, worker: str):
         from actions.services.engine import CONNECTION_LEVEL
 
         settlements = [_refused(a, exc.error.code, f"{exc.error.message} Nothing was sent.") for a in actions]
-        return _finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
+        return job_finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
     settlements, to_send = [], []
     for action in actions:
         decision = _decide(action, plans[action.pk], live.get(action.entity.to_ref().key))
@@ -140,7 +140,7 @@ def run_rollback_job(*, job: ActionJob, runner: PlatformRunner, worker: str):
     changes = [c for a in to_send for c in plans[a.pk]]
     outcomes = runner.apply(changes) if changes else []
     settlements += _verify(to_send, plans, changes, outcomes, runner)
-    return _finish(job, runner, worker, settlements, connection_failed=False)
+    return job_finish(job, runner, worker, settlements, connection_failed=False)
 
 
 def _decide(action: Action, changes: list[Change], state: EntityState | None):
