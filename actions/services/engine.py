@@ -467,6 +467,19 @@ STALE_HINT = (
 )
 
 
+def error_payload(code: str, message: str, *, retryable: bool, hint: str) -> dict[str, Any]:
+    """The stored error of a code outside the platform taxonomy (stale, drifted, ...),
+    shaped like ``PlatformError.as_dict()`` so actions, results and logs read one way."""
+    return {
+        "code": code,
+        "message": message,
+        "retryable": retryable,
+        "hint": hint,
+        "request_id": None,
+        "retry_after": None,
+    }
+
+
 def _failed(action: Action, error: PlatformError, note: str = "") -> Settlement:
     payload = error.as_dict()
     if note:
@@ -486,14 +499,7 @@ def _not_found(action: Action) -> PlatformError:
 def _stale(action: Action, drift) -> Settlement:
     details = "; ".join(f"{f} was {describe(seen)} at approval, is {describe(live)} now" for f, seen, live in drift)
     message = f"Not applied: {action.entity.name} changed on the platform since it was approved ({details})."
-    error = {
-        "code": "stale",
-        "message": message,
-        "retryable": False,
-        "hint": STALE_HINT,
-        "request_id": None,
-        "retry_after": None,
-    }
+    error = error_payload("stale", message, retryable=False, hint=STALE_HINT)
     return Settlement(action, "fail", LogEvent.STALE, error=error, message=message)
 
 

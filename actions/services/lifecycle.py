@@ -32,7 +32,7 @@ def _refuse_transition(action: Action, verb: str) -> InvalidState:
     )
 
 
-def _save_transition(action: Action, *, actor, reason: str) -> None:
+def save_transition(action: Action, *, actor, reason: str) -> None:
     try:
         audited_save(action, actor=actor, reason=reason)
     except ConcurrentTransition:
@@ -81,7 +81,7 @@ def action_approve(*, action: Action, actor, reason: str = "") -> Action:
         action.approve(by=actor, at=now)
         if action.baseline_state is None:
             action.baseline_state = baseline_from_mirror(action)
-        _save_transition(action, actor=actor, reason=reason or "approved")
+        save_transition(action, actor=actor, reason=reason or "approved")
         log_event(
             action=action, event=LogEvent.APPROVED, actor=actor, message=reason or f"Approved by {actor_label(actor)}."
         )
@@ -98,7 +98,7 @@ def action_reject(*, action: Action, actor, reason: str) -> Action:
         raise _refuse_transition(action, "rejected")
     with transaction.atomic():
         action.reject(reason=reason, at=timezone.now())
-        _save_transition(action, actor=actor, reason=f"rejected: {reason}")
+        save_transition(action, actor=actor, reason=f"rejected: {reason}")
         log_event(action=action, event=LogEvent.REJECTED, actor=actor, message=reason)
     return action
 
@@ -111,7 +111,7 @@ def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
         raise _refuse_transition(action, "cancelled")
     with transaction.atomic():
         action.cancel(reason=reason or "cancelled", at=timezone.now())
-        _save_transition(action, actor=actor, reason=f"cancelled: {reason}" if reason else "cancelled")
+        save_transition(action, actor=actor, reason=f"cancelled: {reason}" if reason else "cancelled")
         log_event(action=action, event=LogEvent.CANCELLED, actor=actor, message=reason or "Cancelled.")
     return action
 

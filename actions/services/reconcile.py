@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from actions.changes import target_values
 from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobStatus, LogEvent
-from actions.services.engine import Settlement, job_finish, worker_id, write_settlements
+from actions.services.engine import Settlement, error_payload, job_finish, worker_id, write_settlements
 from actions.services.logs import log_events
 from actions.services.rollback import rollback_changes
 from actions.services.runner import PlatformRunner
@@ -230,14 +230,7 @@ def _error(code: str, message: str, *, retryable: bool) -> dict:
         if code != "partially_applied"
         else "Roll back the applied part or propose the remaining change again."
     )
-    return {
-        "code": code,
-        "message": message,
-        "retryable": retryable,
-        "hint": hint,
-        "request_id": None,
-        "retry_after": None,
-    }
+    return error_payload(code, message, retryable=retryable, hint=hint)
 
 
 def _release(actions: list[Action], worker: str) -> None:
@@ -257,11 +250,13 @@ def _reconciled_log(action: Action, worker: str, message: str) -> dict:
     return {"action": action, "event": LogEvent.RECONCILED, "actor": worker, "message": message}
 
 
+REPORT_FIELD = {"succeed": "succeeded", "partially_execute": "partially_executed", "finish_rollback": "rolled_back"}
+
+
 def _count(report: ReconcileReport, settlements: list[Settlement], release: list[Action]) -> None:
     report.released += len(release)
     for s in settlements:
-        attr = {"succeed": "succeeded", "partially_execute": "partially_executed", "finish_rollback": "rolled_back"}
-        name = attr.get(s.transition, "failed")
+        name = REPORT_FIELD.get(s.transition, "failed")
         setattr(report, name, getattr(report, name) + 1)
 
 

@@ -25,13 +25,22 @@ from django_fsm import can_proceed
 
 from actions.models import Action, ActionJob, ActionStatus, LogEvent
 from actions.services.circuit import circuit_check
-from actions.services.lifecycle import _save_transition
+from actions.services.lifecycle import save_transition
 from actions.services.logs import log_event, log_events
 from actions.services.runner import PlatformRunner
 from actions.services.verification import describe, same_value
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.tenancy import require_perm, require_same_tenant
-from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus, PlatformCallError
+from platforms.types import (
+    MONEY_FIELDS,
+    Change,
+    EntityState,
+    ErrorCode,
+    Field,
+    OutcomeStatus,
+    PlatformCallError,
+    PlatformError,
+)
 
 
 def action_rollback_request(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
@@ -53,9 +62,7 @@ def action_rollback_request(*, action: Action, actor, reason: str = "", override
     circuit_check(action.connection)
     with transaction.atomic():
         action.start_rollback(by=actor, reason=reason, override_drift=override_drift)
-        _save_transition(
-            action, actor=actor, reason=f"rollback requested: {reason}" if reason else "rollback requested"
-        )
+        save_transition(action, actor=actor, reason=f"rollback requested: {reason}" if reason else "rollback requested")
         log_event(
             action=action,
             event=LogEvent.ROLLBACK_STARTED,
@@ -210,19 +217,13 @@ def _verify(actions, plans, changes, outcomes, runner: PlatformRunner):
 
 
 def _refused(action: Action, code, message: str, after: EntityState | None = None):
-    from actions.services.engine import Settlement
-    from platforms.types import HINTS
+    """A failed rollback: taxonomy codes carry their own retryable and hint."""
+    from actions.services.engine import Settlement, error_payload
 
-    code = str(code)
-    hint = HINTS.get(ErrorCode(code)) if code in ErrorCode._value2member_map_ else DRIFT_HINT
-    error = {
-        "code": code,
-        "message": message,
-        "retryable": code in ("rate_limited", "transient"),
-        "hint": hint,
-        "request_id": None,
-        "retry_after": None,
-    }
+    if str(code) in ErrorCode._value2member_map_:
+        error = PlatformError(code=ErrorCode(str(code)), message=message).as_dict()
+    else:
+        error = error_payload(str(code), message, retryable=False, hint=DRIFT_HINT)
     return Settlement(action, "fail_rollback", LogEvent.ROLLBACK_FAILED, error=error, after=after, message=message)
 
 

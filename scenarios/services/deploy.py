@@ -140,14 +140,7 @@ def _validate_on_platforms(preflight: PreflightRun, entities: dict[int, Platform
 def _dry_result(deployment, doc, entities, outcomes) -> DeploymentResult:
     result = _result(deployment, doc)
     if doc["entity_id"] not in entities or _missing(doc):
-        result.status = R.BLOCKED
-        _set_error(
-            result,
-            "entity_missing",
-            "The entity was not found on the platform during the preflight.",
-            False,
-            "Sync the connection and remove the entity from the scenario.",
-        )
+        _block_missing(result)
     elif doc["change_type"] == "noop":
         result.status = R.SKIPPED
     else:
@@ -206,14 +199,7 @@ def _live(
                 R.PENDING,
             )
         elif doc["entity_id"] not in entities or _missing(doc):
-            result.status = R.BLOCKED
-            _set_error(
-                result,
-                "entity_missing",
-                "The entity was not found on the platform during the preflight.",
-                False,
-                "Sync the connection and remove the entity from the scenario.",
-            )
+            _block_missing(result)
         else:
             result.status = R.SKIPPED
         results.append(result)
@@ -596,6 +582,18 @@ def _result(deployment: Deployment, doc: dict) -> DeploymentResult:
         action_type=ActionType.SET_VALUES,
         before=_fields(doc["before"]),
         after=_fields(doc["after"]),
+    )
+
+
+def _block_missing(result: DeploymentResult) -> None:
+    """The preflight found no such entity on the platform: nothing can be sent for it."""
+    result.status = R.BLOCKED
+    _set_error(
+        result,
+        "entity_missing",
+        "The entity was not found on the platform during the preflight.",
+        False,
+        "Sync the connection and remove the entity from the scenario.",
     )
 
 
