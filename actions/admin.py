@@ -971,7 +971,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
 
 @admin.register(ActionJob)
 class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    """Batches of actions run by the workers, with progress and heartbeat."""
+    """Batches of actions run by the workers, with progress and the lease of the worker running it."""
 
     list_display = [
         "number",
@@ -981,9 +981,10 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "total",
         "succeeded",
         "failed",
+        "parked",
         "round_trips",
         "claimed_by",
-        "heartbeat_at",
+        "lease_expires_at",
         "created_at",
         "finished_at",
     ]

@@ -94,7 +94,25 @@ class Action(ConcurrentTransitionMixin, models.Model):
     rollback_deadline = models.DateTimeField(null=True, blank=True)
 
     idempotency_key = models.CharField(max_length=120, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Times a worker took it up (execution and rollback attempts together)."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Approved: when BudgetRadar runs it (empty: it waits for someone to press Execute). "
+        "Executing or rolling back: when the reconciler tries again to read the platform.",
+    )
+    wait_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why it waits: a change window, a rate limit, an unreadable platform."
+    )
+    lease_owner = models.CharField(
+        max_length=120, blank=True, help_text="The worker, rollback or reconciler that holds the lease."
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    reconcile_attempts = models.PositiveIntegerField(
+        default=0, help_text="Reads of the platform the reconciler has tried for the current attempt."
+    )
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     error_retryable = models.BooleanField(null=True, blank=True)
@@ -127,11 +145,17 @@ class Action(ConcurrentTransitionMixin, models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
 
-    history = HistoricalRecords()
+    # Lease renewals are bookkeeping, not changes a person reviews.
+    history = HistoricalRecords(excluded_fields=["lease_expires_at", "updated_at"])
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="executing") | ~Q(lease_owner=""),
+                name="executing_action_has_lease_owner",
+                violation_error_message="An executing action must be held by a lease.",
+            ),
             models.UniqueConstraint(
                 fields=["tenant", "platform", "entity"],
                 condition=Q(status__in=IN_FLIGHT),
@@ -147,6 +171,12 @@ class Action(ConcurrentTransitionMixin, models.Model):
             models.Index(fields=["tenant", "status"]),
             models.Index(fields=["status", "connection"]),
             models.Index(fields=["tenant", "approved_at"]),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="action_unsettled_lease_idx",
+                condition=Q(status__in=["executing", "rolling_back"]),
+            ),
+            models.Index(fields=["next_attempt_at"], name="action_approved_due_idx", condition=Q(status="approved")),
         ]
         permissions = [
             ("approve_action", "Can approve actions"),
@@ -268,8 +298,10 @@ class ActionJob(models.Model):
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     round_trips = models.PositiveIntegerField(default=0, help_text="Platform requests this job sent.")
-    claimed_by = models.CharField(max_length=120, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    parked = models.PositiveIntegerField(default=0, help_text="Actions sent back to wait for a later attempt.")
+    claimed_by = models.CharField(max_length=120, blank=True, help_text="The worker that last ran it.")
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     error_summary = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -336,6 +368,9 @@ class ActionExecutionLog(models.Model):
     error = models.JSONField(null=True, blank=True)
     actor = models.CharField(max_length=150, blank=True, help_text="User name, or worker:<id> for background work.")
     platform_request_id = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The action's attempt this event belongs to (Action.attempts then)."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     objects = AppendOnlyQuerySet.as_manager()

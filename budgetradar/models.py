@@ -111,3 +111,30 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key}"
+
+
+class OutboxEvent(models.Model):
+    """A domain event, written in the same transaction as the change it reports.
+
+    Producers (the engine's settlement, the circuit breaker, ...) call
+    ``budgetradar.outbox.publish``; consumers (deployments, the circuit breaker,
+    dispatch, alerts) subscribe by topic and are run by ``outbox_drain``. Because the
+    event commits with its change, a consumer never misses a change nor sees one that
+    rolled back. ``processed_at`` is set in the transaction that ran the consumers.
+    """
+
+    topic = models.CharField(max_length=60)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["id"], name="outbox_unprocessed_idx", condition=models.Q(processed_at__isnull=True)),
+            models.Index(fields=["topic", "-id"], name="outbox_topic_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} #{self.pk}"

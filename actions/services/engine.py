@@ -105,7 +105,7 @@ def job_claim(*, job_id: int, worker: str) -> ActionJob | None:
         return None
     now = timezone.now()
     claimed = ActionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, claimed_by=worker, started_at=now, heartbeat_at=now
+        status=JobStatus.RUNNING, claimed_by=worker, started_at=now, lease_expires_at=now
     )
     if claimed != 1:
         return None
@@ -150,7 +150,7 @@ def job_process(
 
 
 def _heartbeat(job_id: int) -> None:
-    ActionJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+    ActionJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(lease_expires_at=timezone.now())
 
 
 def _after_job(job: ActionJob) -> None:
@@ -174,8 +174,8 @@ def _run_execute_job(*, job: ActionJob, runner: PlatformRunner, worker: str) -> 
         queued,
         "start",
         reason=f"{worker} started job #{job.pk}",
-        prepare=lambda a: _mark_started(a, now),
-        fields=["started_at", "attempts", *ERROR_FIELDS],
+        prepare=lambda a: _mark_started(a, now, worker),
+        fields=["started_at", "attempts", "lease_owner", *ERROR_FIELDS],
     )
     refs = {a.pk: a.entity.to_ref() for a in actions}
     try:
@@ -195,8 +195,9 @@ def _run_execute_job(*, job: ActionJob, runner: PlatformRunner, worker: str) -> 
     return job_finish(job, runner, worker, settlements, connection_failed=connection_failed)
 
 
-def _mark_started(action: Action, now) -> None:
+def _mark_started(action: Action, now, worker: str) -> None:
     action.started_at = now
+    action.lease_owner = worker
     action.attempts += 1
     action.clear_error()
 
@@ -431,7 +432,7 @@ def job_finish(
         total=succeeded + failed + unresolved,
         round_trips=runner.round_trips,
         finished_at=timezone.now(),
-        heartbeat_at=timezone.now(),
+        lease_expires_at=timezone.now(),
         error_summary=summary,
     )
     if connection_failed:

@@ -60,7 +60,7 @@ def actions_reconcile(*, stale_after: timedelta | None = None, limit: int | None
     """Settle every abandoned job (at most ``limit``). Safe to run from several workers."""
     cutoff = timezone.now() - (stale_after if stale_after is not None else default_stale_after())
     report = ReconcileReport()
-    abandoned = ActionJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).order_by("id")
+    abandoned = ActionJob.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=cutoff).order_by("id")
     for job in abandoned[:limit] if limit else abandoned:
         if _take_over(job, cutoff):
             report.jobs += 1
@@ -71,8 +71,8 @@ def actions_reconcile(*, stale_after: timedelta | None = None, limit: int | None
 def _take_over(job: ActionJob, cutoff) -> bool:
     """Compare-and-set on the heartbeat so two reconcilers never handle one job."""
     return (
-        ActionJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            heartbeat_at=timezone.now(), claimed_by=f"reconciler:{worker_id()}"
+        ActionJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_expires_at__lt=cutoff).update(
+            lease_expires_at=timezone.now(), claimed_by=f"reconciler:{worker_id()}"
         )
         == 1
     )
@@ -101,7 +101,7 @@ def _reconcile_job(job: ActionJob, report: ReconcileReport) -> None:
             }
             for a in actions
         )
-        ActionJob.objects.filter(pk=job.pk).update(heartbeat_at=None)  # eligible again next round
+        ActionJob.objects.filter(pk=job.pk).update(lease_expires_at=None)  # eligible again next round
         return
     settlements, release, redispatch = [], [], []
     for action in actions:
@@ -264,7 +264,7 @@ def _close_job(job: ActionJob, runner: PlatformRunner, worker: str, settlements:
     """Finish the job, or hand its never-started actions to a fresh run of it."""
     if Action.objects.filter(job=job, status=ActionStatus.QUEUED).exists():
         write_settlements(settlements, worker=worker, job=job)
-        ActionJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, claimed_by="", heartbeat_at=None)
+        ActionJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, claimed_by="", lease_expires_at=None)
         from actions.tasks import enqueue_process_job
 
         transaction.on_commit(lambda: enqueue_process_job(job.pk))
