@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -38,6 +39,7 @@ from actions.models import (
     LogEvent,
     Recommendation,
 )
+from actions.selectors import action_wait_state, actions_needing_attention
 from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
@@ -574,6 +576,23 @@ def action_row(action: Action, operation: Operation | None = None, **extra: Any)
     return {"action": action, "change": action_change(action), "status": status_badge(action), **extra}
 
 
+class AttentionFilter(admin.SimpleListFilter):
+    """Actions a person may want to look at: parked, being reconciled, or stuck."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin):
+        return [
+            ("parked", "Waiting for a later attempt"),
+            ("reconciling", "Awaiting reconciliation"),
+            ("stuck", f"Blocking its entity over {settings.ENGINE_STUCK_AFTER_MINUTES} minutes"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return actions_needing_attention(queryset, self.value()) if self.value() else queryset
+
+
 @admin.register(Action)
 class ActionAdmin(TenantScopedHistoryAdmin):
     """Every change to every entity, with its lifecycle, state, errors and timeline."""
@@ -592,7 +611,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     ]
     list_display_links = ["number"]
     list_select_related = ["entity", "connection", "proposed_by", "approved_by"]
-    list_filter = ["status", "platform", "action_type", "connection"]
+    list_filter = ["status", AttentionFilter, "platform", "action_type", "connection"]
     search_fields = ["=id", "entity__name", "entity__external_id"]
     search_help_text = "Search by action id, entity name or platform id."
     date_hierarchy = "created_at"
@@ -621,6 +640,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "error_message",
         "error_retryable",
         "error_hint",
+        "waiting_display",
         "job",
         "deployment_link",
         "attempts",
@@ -657,7 +677,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
                     ]
                 },
             ),
-            ("Execution", {"fields": ["job", "deployment_link", "attempts", "idempotency_key"]}),
+            ("Execution", {"fields": ["waiting_display", "job", "deployment_link", "attempts", "idempotency_key"]}),
             (
                 "Timing",
                 {"fields": ["created_at", "approved_at", "queued_at", "started_at", "finished_at", "rolled_back_at"]},
@@ -696,6 +716,10 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         return request.user.has_perm("actions.rollback_action")
 
     # Columns and read-only fields ---------------------------------------------------------
+
+    @admin.display(description="Waiting for")
+    def waiting_display(self, action: Action) -> str:
+        return action_wait_state(action) or "—"
 
     @admin.display(description="#", ordering="id")
     def number(self, action: Action) -> str:

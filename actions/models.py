@@ -113,6 +113,11 @@ class Action(ConcurrentTransitionMixin, models.Model):
     reconcile_attempts = models.PositiveIntegerField(
         default=0, help_text="Reads of the platform the reconciler has tried for the current attempt."
     )
+    ambiguous_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Attempts whose request may have reached the platform although its effect was not found; "
+        "after one, the next such attempt fails for a person to look at.",
+    )
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     error_retryable = models.BooleanField(null=True, blank=True)
@@ -177,6 +182,7 @@ class Action(ConcurrentTransitionMixin, models.Model):
                 condition=Q(status__in=["executing", "rolling_back"]),
             ),
             models.Index(fields=["next_attempt_at"], name="action_approved_due_idx", condition=Q(status="approved")),
+            models.Index(fields=["lease_owner"], name="action_lease_owner_idx", condition=~Q(lease_owner="")),
         ]
         permissions = [
             ("approve_action", "Can approve actions"),
@@ -191,12 +197,20 @@ class Action(ConcurrentTransitionMixin, models.Model):
         return f"#{self.pk} {self.get_action_type_display()} on {self.entity.name}"
 
     # Transitions: state changes and facts only. -----------------------------------------
+    # Only actions.services.settlement calls these (it also writes history, the execution
+    # log and outbox events in the same transaction); see that module.
 
     @transition(field=status, source=[S.PENDING_APPROVAL, S.FAILED], target=S.APPROVED)
-    def approve(self, *, by, at) -> None:
+    def approve(self, *, by, at, next_attempt_at=None, wait_reason: str = "", baseline_state=None) -> None:
+        """``next_attempt_at`` None: it waits for someone to press Execute. ``baseline_state``:
+        the live values the approver saw (kept for the drift check at execution)."""
+        if baseline_state is not None:
+            self.baseline_state = baseline_state
         self.approved_by = by
         self.approved_at = at
         self.decided_reason = ""
+        self.next_attempt_at = next_attempt_at
+        self.wait_reason = wait_reason
 
     @transition(field=status, source=S.PENDING_APPROVAL, target=S.REJECTED)
     def reject(self, *, reason: str, at) -> None:
@@ -207,63 +221,110 @@ class Action(ConcurrentTransitionMixin, models.Model):
     def cancel(self, *, reason: str, at) -> None:
         self.decided_reason = reason
         self.finished_at = at
+        self.next_attempt_at = None
 
     @transition(field=status, source=S.APPROVED, target=S.QUEUED)
     def enqueue(self, *, job, at) -> None:
         self.job = job
         self.queued_at = at
+        self.wait_reason = ""
+
+    @transition(field=status, source=S.QUEUED, target=S.APPROVED)
+    def unqueue(self, *, reason: str, next_attempt_at) -> None:
+        """Taken out of its job before anything started (a long rate-limit block)."""
+        self.job = None
+        self.next_attempt_at = next_attempt_at
+        self.wait_reason = reason
 
     @transition(field=status, source=S.QUEUED, target=S.EXECUTING)
-    def start(self, *, at) -> None:
+    def start(self, *, at, lease_owner: str, lease_expires_at) -> None:
         self.started_at = at
         self.attempts += 1
+        self.lease_owner, self.lease_expires_at = lease_owner, lease_expires_at
+        self.next_attempt_at, self.wait_reason, self.reconcile_attempts = None, "", 0
         self.clear_error()
 
     @transition(field=status, source=S.EXECUTING, target=S.SUCCEEDED)
-    def succeed(self, *, at) -> None:
+    def succeed(self, *, at, after_state, rollback_params=None, rollback_deadline=None) -> None:
         self.finished_at = at
+        self.after_state = after_state
+        self._keep_rollback(rollback_params, rollback_deadline)
         self.clear_error()
+        self._release_lease()
 
     @transition(field=status, source=S.EXECUTING, target=S.FAILED)
-    def fail(self, *, code: str, message: str, retryable: bool, hint: str, at) -> None:
-        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+    def fail(self, *, error: dict, at, after_state=None) -> None:
+        self.set_error(**_error_fields(error))
         self.finished_at = at
+        if after_state is not None:
+            self.after_state = after_state
+        self._release_lease()
 
     @transition(field=status, source=S.EXECUTING, target=S.PARTIALLY_EXECUTED)
-    def partially_execute(self, *, code: str, message: str, retryable: bool, hint: str, at) -> None:
-        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+    def partially_execute(self, *, error: dict, at, after_state, rollback_params, rollback_deadline) -> None:
+        self.set_error(**_error_fields(error))
         self.finished_at = at
+        self.after_state = after_state
+        self._keep_rollback(rollback_params, rollback_deadline)
+        self._release_lease()
 
     @transition(field=status, source=S.EXECUTING, target=S.APPROVED)
-    def release(self, *, reason: str) -> None:
-        """A dead worker left it executing and the platform shows nothing applied."""
+    def release(self, *, reason: str, next_attempt_at, ambiguous: bool = False) -> None:
+        """This attempt applied nothing (a dead worker, a rate-limit block, an unreadable
+        platform before sending): it runs again at ``next_attempt_at``. ``ambiguous``: its
+        request may have reached the platform although the platform shows no effect."""
         self.job = None
-        self.decided_reason = reason
+        if ambiguous:
+            self.ambiguous_attempts += 1
+        self.wait_reason = reason
+        self.next_attempt_at = next_attempt_at
+        self._release_lease()
 
     @transition(field=status, source=[*ROLLBACKABLE, S.ROLLBACK_FAILED], target=S.ROLLING_BACK)
-    def start_rollback(self, *, by, reason: str, override_drift: bool) -> None:
+    def start_rollback(self, *, by, reason: str, override_drift: bool, at) -> None:
         """Also from rollback_failed: an admin may retry, e.g. overriding a drift refusal."""
         self.rollback_requested_by = by
         self.rollback_reason = reason
         self.rollback_override_drift = override_drift
         self.job = None
+        self.next_attempt_at, self.wait_reason, self.reconcile_attempts = at, "", 0
         self.clear_error()
+        self._release_lease()
 
     @transition(field=status, source=S.ROLLING_BACK, target=S.ROLLED_BACK)
-    def finish_rollback(self, *, at) -> None:
+    def finish_rollback(self, *, at, after_state=None) -> None:
         self.rolled_back_at = at
+        self.clear_error()
+        self._release_lease()
 
     @transition(field=status, source=S.ROLLING_BACK, target=S.ROLLBACK_FAILED)
-    def fail_rollback(self, *, code: str, message: str, retryable: bool, hint: str) -> None:
-        self.set_error(code=code, message=message, retryable=retryable, hint=hint)
+    def fail_rollback(self, *, error: dict, at=None) -> None:
+        self.set_error(**_error_fields(error))
+        self._release_lease()
 
-    # Helpers --------------------------------------------------------------------------
+        # Helpers --------------------------------------------------------------------------
 
     def set_error(self, *, code: str, message: str, retryable: bool, hint: str) -> None:
         self.error_code, self.error_message, self.error_retryable, self.error_hint = code, message, retryable, hint
 
     def clear_error(self) -> None:
         self.set_error(code="", message="", retryable=None, hint="")
+
+    def _release_lease(self) -> None:
+        self.lease_owner, self.lease_expires_at = "", None
+
+    def _keep_rollback(self, rollback_params, rollback_deadline) -> None:
+        if rollback_params:
+            self.rollback_params, self.rollback_deadline = rollback_params, rollback_deadline
+
+
+def _error_fields(error: dict) -> dict:
+    """The four stored error fields from an error payload (PlatformError.as_dict() shape)."""
+    return {key: error.get(key) for key in ("code", "message", "retryable", "hint")} | {
+        "message": error.get("message") or "",
+        "hint": error.get("hint") or "",
+        "code": error.get("code") or "",
+    }
 
 
 class JobStatus(models.TextChoices):
@@ -329,6 +390,10 @@ class LogEvent(models.TextChoices):
     FAILED = "failed", "Failed"
     STALE = "stale", "Stale (drift detected)"
     RECONCILED = "reconciled", "Reconciled from platform"
+    RETRYING = "retrying", "Waiting to retry"
+    OUTCOME_CHECKED = "outcome_checked", "Outcome checked by reading the platform"
+    PARKED = "parked", "Waiting for a later attempt"
+    AWAITING_RECONCILIATION = "awaiting_reconciliation", "Awaiting reconciliation"
     ROLLBACK_STARTED = "rollback_started", "Rollback started"
     ROLLBACK_SUCCEEDED = "rollback_succeeded", "Rollback succeeded"
     ROLLBACK_FAILED = "rollback_failed", "Rollback failed"

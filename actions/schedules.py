@@ -6,14 +6,18 @@ from django_q.models import Schedule
 
 SCHEDULES = [
     # name, function, args, minutes
-    ("actions: process pending work", "actions.tasks.process_pending_task", "'execute'", 5),
-    ("actions: process rollbacks", "actions.tasks.process_pending_task", "'rollback'", 10),
-    ("actions: reconcile stuck actions", "actions.tasks.reconcile_task", "", 5),
+    ("actions: dispatch due work", "actions.tasks.sweep_task", "", 1),
+    ("actions: reconcile unsettled actions", "actions.tasks.reconcile_task", "", 1),
+    ("outbox: run consumers", "budgetradar.tasks.outbox_drain_task", "", 1),
+    ("outbox: prune processed events", "budgetradar.tasks.outbox_prune_task", "", 24 * 60),
 ]
+RETIRED = ["actions: process pending work", "actions: process rollbacks", "actions: reconcile stuck actions"]
 
 
 def schedules_sync() -> list[str]:
-    """Create or update every declared schedule by name; running it twice changes nothing."""
+    """Create or update every declared schedule by name, and remove retired ones;
+    running it twice changes nothing."""
+    Schedule.objects.filter(name__in=RETIRED).delete()
     names = []
     for name, func, args, minutes in SCHEDULES:
         Schedule.objects.update_or_create(

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from django_q.tasks import async_task
-
+from actions.models import ActionJob, JobStatus
 from actions.services.dispatch import actions_dispatch
 from actions.services.engine import job_process
 from actions.services.reconcile import actions_reconcile
-
-
-def enqueue_process_job(job_id: int) -> None:
-    async_task("actions.tasks.process_job_task", job_id, task_name=f"process-job-{job_id}", group="actions")
-
-
-def enqueue_dispatch() -> None:
-    async_task("actions.tasks.dispatch_task", group="actions")
+from budgetradar.queue import enqueue
 
 
 def process_job_task(job_id: int) -> str:
@@ -22,20 +14,18 @@ def process_job_task(job_id: int) -> str:
     return f"job {job_id}: {report.status if report else 'already claimed or not runnable'}"
 
 
-def dispatch_task() -> str:
-    return f"dispatched into jobs {actions_dispatch()}"
+def dispatch_task(action_ids: list[int] | None = None) -> str:
+    return f"dispatched into jobs {actions_dispatch(action_ids=action_ids)}"
 
 
-def process_pending_task(kind: str | None = None) -> str:
-    """The schedule's sweep: dispatch what waits, then run queued jobs whose task was lost."""
-    from actions.models import ActionJob, JobStatus
-
-    actions_dispatch()
-    jobs = ActionJob.objects.filter(status=JobStatus.QUEUED)
-    if kind:
-        jobs = jobs.filter(kind=kind)
-    ran = [job_id for job_id in jobs.values_list("id", flat=True) if job_process(job_id=job_id)]
-    return f"ran jobs {ran}"
+def sweep_task() -> str:
+    """The schedule's sweep: dispatch what is due, and hand every queued job to a worker
+    again in case its task was lost (claiming is a compare-and-set, so extra tasks are no-ops)."""
+    jobs = actions_dispatch()
+    queued = list(ActionJob.objects.filter(status=JobStatus.QUEUED).values_list("id", flat=True))
+    for job_id in queued:
+        enqueue("actions.tasks.process_job_task", job_id, group="actions")
+    return f"dispatched into jobs {jobs}; queued jobs handed out: {queued}"
 
 
 def reconcile_task() -> str:

@@ -272,3 +272,26 @@ AUTHENTICATION_BACKENDS = [
 SIMPLE_HISTORY_REVERT_DISABLED = True
 SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 PLATFORM_REQUEST_TIMEOUT_SECONDS = env_float("PLATFORM_REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+
+# The execution engine (actions/services/engine.py, leases.py, reconcile.py).
+# A lease not renewed for LEASE_TTL_SECONDS expires and the reconciler (every minute)
+# takes the work over; a holder silent for LEASE_STALL_SECONDS stops being renewed.
+LEASE_TTL_SECONDS = env_int("LEASE_TTL_SECONDS", 30, minimum=3)
+LEASE_STALL_SECONDS = env_int(
+    "LEASE_STALL_SECONDS", max(120, int(3 * PLATFORM_REQUEST_TIMEOUT_SECONDS)), minimum=LEASE_TTL_SECONDS
+)
+# A platform wait longer than this parks the actions (next attempt at ...) instead of sleeping.
+ENGINE_PARK_AFTER_SECONDS = env_int("ENGINE_PARK_AFTER_SECONDS", 30, minimum=1)
+# Nothing could be read before sending: the unit is tried again after this long.
+ENGINE_READ_RETRY_SECONDS = env_int("ENGINE_READ_RETRY_SECONDS", 60, minimum=1)
+# A task stops taking new units after this long and hands the rest of its job to a new task.
+ENGINE_TASK_BUDGET_SECONDS = env_int("ENGINE_TASK_BUDGET_SECONDS", Q_TIMEOUT // 2, minimum=5)
+ENGINE_JOB_MAX_ACTIONS = env_int("ENGINE_JOB_MAX_ACTIONS", 1000, minimum=1)
+# Actions a worker takes up at once (one read, a few platform requests, one settlement).
+ENGINE_UNIT_SIZE = {
+    "default": env_int("ENGINE_UNIT_SIZE", 500, minimum=1),
+    "google_ads": env_int("ENGINE_UNIT_SIZE_GOOGLE_ADS", 1000, minimum=1),
+    "meta": env_int("ENGINE_UNIT_SIZE_META", 200, minimum=1),
+}
+# An action blocking its entity longer than this is listed as stuck (admin, alerts).
+ENGINE_STUCK_AFTER_MINUTES = env_int("ENGINE_STUCK_AFTER_MINUTES", 30, minimum=1)

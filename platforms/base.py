@@ -28,6 +28,16 @@ def no_throttle(_operations: int) -> None:
     return None
 
 
+BeforeWrite = Callable[[Sequence[Change]], None]
+"""Called with the exact changes of each write request (not validate-only), after the
+throttle and immediately before the request is sent. It may raise to stop the send
+(the engine's lease fence); the exception propagates out of ``apply``."""
+
+
+def no_before_write(_changes: Sequence[Change]) -> None:
+    return None
+
+
 class PlatformExecutor(abc.ABC):
     """Reads and writes many entities of one account in as few requests as possible.
 
@@ -43,16 +53,20 @@ class PlatformExecutor(abc.ABC):
     - Money crosses the interface as ``Decimal`` in the account currency; values the
       platform cannot represent exactly fail with ``invalid_value`` and are never sent.
     - Requests respect the platform's batch limits, and ``throttle`` is called before
-      each request.
+      each request; ``before_write`` is called with each write request's changes right
+      before it is sent.
     """
 
     platform: str = ""
     max_operations_per_request: int = 1
     supported_fields: frozenset[Field] = frozenset()
 
-    def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
+    def __init__(
+        self, config: ConnectionConfig, *, throttle: Throttle = no_throttle, before_write: BeforeWrite = no_before_write
+    ) -> None:
         self.config = config
         self.throttle = throttle
+        self.before_write = before_write
         self.round_trips = 0  # requests sent, for logs and benchmarks
 
     @abc.abstractmethod

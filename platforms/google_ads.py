@@ -525,6 +525,8 @@ class GoogleAdsExecutor(PlatformExecutor):
             )
         )
         self.throttle(len(request.operations))
+        if not validate_only:
+            self.before_write([w.change for w in request.writes])
         self.round_trips += 1
         try:
             self._refresh_token_if_needed()

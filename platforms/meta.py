@@ -438,8 +438,10 @@ class MetaExecutor(PlatformExecutor):
         except _TRANSPORT_ERRORS as exc:
             raise PlatformCallError(self._request_error(exc, operations)) from None
 
-    def _send(self, operations: int, send: Callable[[], T]) -> T:
+    def _send(self, operations: int, send: Callable[[], T], *, changes: Sequence[Change] | None = None) -> T:
         self.throttle(operations)
+        if changes is not None:
+            self.before_write(changes)
         self.round_trips += 1
         self._last_headers = {}
         return send()
@@ -670,7 +672,9 @@ class MetaExecutor(PlatformExecutor):
                 failure=partial(self._on_failure, results, index, f"Changing {_describe(post.ref)}"),
             )
         try:
-            self._send(len(posts), batch.execute)
+            self._send(
+                len(posts), batch.execute, changes=None if validate_only else [c for p in posts for c in p.changes]
+            )
         except _TRANSPORT_ERRORS as exc:
             error = self._request_error(exc, len(posts))
             # A validate-only request changes nothing, so losing its answer is never ambiguous.

@@ -10,6 +10,7 @@ from actions.services.dispatch import actions_dispatch
 from actions.services.engine import JobReport, job_process
 from actions.services.lifecycle import action_approve
 from actions.services.recommendations import RecommendationInput, recommendations_create
+from budgetradar.outbox import outbox_drain
 from platforms.base import no_throttle
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.registry import get_executor
@@ -87,7 +88,8 @@ def approved(entity: PlatformEntity, approver, action_type: str = "adjust_budget
 
 
 def run_worker(*, policy: RetryPolicy = FAST, sleeps: list | None = None) -> list[JobReport]:
-    """What the workers do: dispatch, then run every queued job (as the enqueued tasks would)."""
+    """What the workers do: dispatch, run every queued job (as the enqueued tasks would),
+    and run the outbox consumers (deployments, circuit breaker) as the drain task would."""
     actions_dispatch()
     reports = []
     for job_id in ActionJob.objects.filter(status=JobStatus.QUEUED).order_by("id").values_list("id", flat=True):
@@ -96,6 +98,7 @@ def run_worker(*, policy: RetryPolicy = FAST, sleeps: list | None = None) -> lis
         report = job_process(job_id=job_id, policy=policy, sleep=sleep, throttle=no_throttle)
         if report:
             reports.append(report)
+    outbox_drain()
     return reports
 
 

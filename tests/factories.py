@@ -146,7 +146,9 @@ class ActionFactory(factory.django.DjangoModelFactory):
         obj = model_class(*args, **kwargs)
         obj.save()
         if status != ActionStatus.PENDING_APPROVAL:
-            model_class.objects.filter(pk=obj.pk).update(status=status)
+            # An executing action is always held by a lease (a check constraint says so).
+            held = {"lease_owner": "worker:test"} if status == ActionStatus.EXECUTING and not obj.lease_owner else {}
+            model_class.objects.filter(pk=obj.pk).update(status=status, **held)
             obj = model_class.objects.get(pk=obj.pk)
         return obj
 

@@ -14,7 +14,7 @@ from tests.factories import ActionFactory
 S = ActionStatus
 NOW = timezone.now()
 ERR = {"code": "x", "message": "m", "retryable": False, "hint": "h"}
-ROLLBACK = {"by": None, "reason": "", "override_drift": False}
+ROLLBACK = {"by": None, "reason": "", "override_drift": False, "at": NOW}
 
 ALLOWED = [
     (S.PENDING_APPROVAL, "approve", {"by": None, "at": NOW}, S.APPROVED),
@@ -22,17 +22,23 @@ ALLOWED = [
     (S.PENDING_APPROVAL, "cancel", {"reason": "", "at": NOW}, S.CANCELLED),
     (S.APPROVED, "enqueue", {"job": None, "at": NOW}, S.QUEUED),
     (S.APPROVED, "cancel", {"reason": "", "at": NOW}, S.CANCELLED),
-    (S.QUEUED, "start", {"at": NOW}, S.EXECUTING),
+    (S.QUEUED, "start", {"at": NOW, "lease_owner": "worker:test", "lease_expires_at": NOW}, S.EXECUTING),
     (S.QUEUED, "cancel", {"reason": "", "at": NOW}, S.CANCELLED),
-    (S.EXECUTING, "succeed", {"at": NOW}, S.SUCCEEDED),
-    (S.EXECUTING, "fail", {**ERR, "at": NOW}, S.FAILED),
-    (S.EXECUTING, "partially_execute", {**ERR, "at": NOW}, S.PARTIALLY_EXECUTED),
-    (S.EXECUTING, "release", {"reason": "worker died"}, S.APPROVED),
+    (S.QUEUED, "unqueue", {"reason": "rate limited", "next_attempt_at": NOW}, S.APPROVED),
+    (S.EXECUTING, "succeed", {"at": NOW, "after_state": {}}, S.SUCCEEDED),
+    (S.EXECUTING, "fail", {"error": ERR, "at": NOW}, S.FAILED),
+    (
+        S.EXECUTING,
+        "partially_execute",
+        {"error": ERR, "at": NOW, "after_state": {}, "rollback_params": None, "rollback_deadline": None},
+        S.PARTIALLY_EXECUTED,
+    ),
+    (S.EXECUTING, "release", {"reason": "worker died", "next_attempt_at": NOW}, S.APPROVED),
     (S.SUCCEEDED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
     (S.PARTIALLY_EXECUTED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
     (S.ROLLBACK_FAILED, "start_rollback", ROLLBACK, S.ROLLING_BACK),
     (S.ROLLING_BACK, "finish_rollback", {"at": NOW}, S.ROLLED_BACK),
-    (S.ROLLING_BACK, "fail_rollback", ERR, S.ROLLBACK_FAILED),
+    (S.ROLLING_BACK, "fail_rollback", {"error": ERR}, S.ROLLBACK_FAILED),
     (S.FAILED, "approve", {"by": None, "at": NOW}, S.APPROVED),
 ]
 TRANSITIONS = {name: kwargs for _, name, kwargs, _ in ALLOWED}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actions.models import Action, ActionExecutionLog, LogEvent
-from actions.services.transitions import write_history
+from actions.services.settlement import write_history
 from budgetradar.bulk import bulk_insert, bulk_set
 from tests.factories import ActionFactory
 

@@ -77,7 +77,7 @@ def test_two_workers_racing_for_one_job_only_one_claims_it(tenant, approver):
     world = sandbox_world(tenant)
     approved(world.entity("sandbox-cmp-1"), approver)
     [job_id] = actions_dispatch()
-    claims = race(2, lambda i: job_claim(job_id=job_id, worker=f"worker-{i}"))
+    claims = race(2, lambda i: job_claim(job_id=job_id, token=f"worker-{i}"))
     assert sum(1 for c in claims if c is not None) == 1, claims
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobStatus, LogEvent
+from actions.services.dispatch import actions_dispatch
 from platforms.models import RateLimitBucket
 from platforms.sandbox.models import SandboxEntity
 from tests.engine_helpers import approved, run_worker, sandbox_world
@@ -78,15 +81,20 @@ def test_rate_limit_is_retried_after_the_platforms_retry_after(world, approver):
     assert RateLimitBucket.objects.get(connection=world.connection).tokens < 0
 
 
-def test_a_rate_limit_longer_than_the_policy_allows_fails_with_a_retryable_code(world, approver):
+def test_a_rate_limit_longer_than_a_worker_should_wait_parks_the_action_until_it_lifts(world, approver):
     action = approved(world.entity("sandbox-cmp-1"), approver)
-    world.fault("rate_limit", remaining=None, retry_after=600)
-    run_worker()
+    world.fault("rate_limit", remaining=None, retry_after=600, scope="write")
+    sleeps: list[float] = []
+    [report] = run_worker(sleeps=sleeps)
     action.refresh_from_db()
-    assert action.status == ActionStatus.FAILED
-    assert action.error_code == "rate_limited" and action.error_retryable is True
-    assert "rate limiting" in action.error_hint
+    assert action.status == ActionStatus.APPROVED and action.job is None
+    assert timedelta(seconds=590) < action.next_attempt_at - timezone.now() <= timedelta(seconds=600)
+    assert "Nothing was applied; BudgetRadar tries again at" in action.wait_reason
+    assert not any(s >= 600 for s in sleeps)  # the worker did not hold on for ten minutes
+    assert report.parked == 1 and ActionJob.objects.get(pk=report.job_id).parked == 1
+    assert list(action.logs.values_list("event", flat=True))[-1] == "parked"
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
+    assert actions_dispatch() == []  # not due yet: the dispatcher leaves it alone
 
 
 def test_server_errors_are_retried_then_fail_as_transient(world, approver):

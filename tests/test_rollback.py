@@ -40,7 +40,7 @@ def test_rollback_restores_the_before_state_and_verifies_it(world, executed, app
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
     assert executed.after_state["daily_budget"] == "150.00"  # the execution's after-state is kept
     events = list(executed.logs.values_list("event", flat=True))
-    assert events[-3:] == ["rollback_started", "request_sent", "rollback_succeeded"]
+    assert events[-4:] == ["rollback_started", "request_sent", "response_received", "rollback_succeeded"]
 
 
 def test_rollback_is_refused_after_24_hours(executed, approver):

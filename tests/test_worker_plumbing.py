@@ -53,9 +53,11 @@ def test_schedules_are_declared_in_code_and_upserted_idempotently():
     schedules_sync()
     schedules_sync()
     assert Schedule.objects.count() == len(SCHEDULES)
-    reconcile = Schedule.objects.get(name="actions: reconcile stuck actions")
-    assert (reconcile.func, reconcile.minutes) == ("actions.tasks.reconcile_task", 5)
-    assert Schedule.objects.get(name="actions: process rollbacks").minutes == 10
+    reconcile = Schedule.objects.get(name="actions: reconcile unsettled actions")
+    # A crashed worker's lease runs out in 30 s; the reconciler runs every minute.
+    assert (reconcile.func, reconcile.minutes) == ("actions.tasks.reconcile_task", 1)
+    assert Schedule.objects.get(name="outbox: run consumers").minutes == 1
+    assert not Schedule.objects.filter(name="actions: process rollbacks").exists()  # retired
 
 
 def test_action_worker_command_runs_the_same_services(world, approver):
@@ -76,4 +78,4 @@ def test_tasks_take_ids_and_running_one_twice_is_harmless(world, approver):
     assert "already claimed" in process_job_task(job.pk)
     assert Action.objects.get(pk=action.pk).status == ActionStatus.SUCCEEDED
     assert world.applied_count("sandbox-cmp-1") == 1
-    assert "jobs=0" in reconcile_task()
+    assert "taken=0" in reconcile_task()

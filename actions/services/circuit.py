@@ -15,9 +15,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from actions.models import ActionJob
+from budgetradar import outbox
 from budgetradar.audit import audited_save
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import require_perm, require_same_tenant
@@ -76,22 +79,57 @@ def circuit_acquire(connection_id: int) -> bool:
 
 
 def circuit_record_success(connection_id: int) -> None:
-    PlatformConnection.objects.filter(pk=connection_id).exclude(
-        circuit_state=CircuitState.CLOSED, consecutive_failures=0
-    ).update(circuit_state=CircuitState.CLOSED, consecutive_failures=0, circuit_opened_at=None, circuit_reason="")
+    """A job that reached the platform: the count resets and an open circuit closes."""
+    with transaction.atomic():
+        was_open = PlatformConnection.objects.filter(pk=connection_id).exclude(circuit_state=CircuitState.CLOSED)
+        tenant_id = was_open.values_list("tenant_id", flat=True).first()
+        PlatformConnection.objects.filter(pk=connection_id).exclude(
+            circuit_state=CircuitState.CLOSED, consecutive_failures=0
+        ).update(circuit_state=CircuitState.CLOSED, consecutive_failures=0, circuit_opened_at=None, circuit_reason="")
+        if tenant_id is not None:
+            outbox.publish(
+                "circuit.closed",
+                tenant_id=tenant_id,
+                payload={"connection_id": connection_id, "reason": "a job succeeded"},
+            )
 
 
 def circuit_record_failure(connection_id: int, *, reason: str) -> bool:
     """Count a failed execution; open the circuit at the threshold. True if it opened."""
     threshold = settings.CIRCUIT_BREAKER_THRESHOLD
-    PlatformConnection.objects.filter(pk=connection_id).update(consecutive_failures=F("consecutive_failures") + 1)
-    opened = (
-        PlatformConnection.objects.filter(pk=connection_id, consecutive_failures__gte=threshold)
-        .exclude(circuit_state=CircuitState.OPEN)
-        .update(circuit_state=CircuitState.OPEN, circuit_opened_at=timezone.now(), circuit_reason=reason[:500])
-    )
-    # A failed half-open probe re-opens (the update above), restarting the cool-down.
+    with transaction.atomic():
+        PlatformConnection.objects.filter(pk=connection_id).update(consecutive_failures=F("consecutive_failures") + 1)
+        opened = (
+            PlatformConnection.objects.filter(pk=connection_id, consecutive_failures__gte=threshold)
+            .exclude(circuit_state=CircuitState.OPEN)
+            .update(circuit_state=CircuitState.OPEN, circuit_opened_at=timezone.now(), circuit_reason=reason[:500])
+        )
+        # A failed half-open probe re-opens (the update above), restarting the cool-down.
+        if opened:
+            tenant_id = PlatformConnection.objects.filter(pk=connection_id).values_list("tenant_id", flat=True).first()
+            outbox.publish(
+                "circuit.opened", tenant_id=tenant_id, payload={"connection_id": connection_id, "reason": reason}
+            )
     return opened == 1
+
+
+def on_jobs_finished(events) -> None:
+    """Outbox consumer of ``job.finished``: count failed executions, close on success.
+
+    Jobs that sent nothing and met no connection-level refusal (all parked or all
+    refused as stale) change nothing.
+    """
+    for event in events:
+        payload = event.payload
+        if payload.get("connection_failed"):
+            circuit_record_failure(payload["connection_id"], reason=_reason(payload))
+        elif payload.get("status") in ("succeeded", "partially_succeeded", "failed"):
+            circuit_record_success(payload["connection_id"])
+
+
+def _reason(payload: dict) -> str:
+    summary = ActionJob.objects.filter(pk=payload["job_id"]).values_list("error_summary", flat=True).first()
+    return summary or "the platform refused the connection"
 
 
 def circuit_reset(*, connection: PlatformConnection, actor, reason: str = "") -> PlatformConnection:

@@ -1,11 +1,15 @@
-"""Dispatch: group runnable actions into one job per connection and hand it to a worker.
+"""Dispatch: group due actions into jobs per connection and hand them to workers.
 
-Runnable means ``approved`` (to execute) or ``rolling_back`` without a job (to roll
-back). Rules the database enforces and this code respects:
-- one queued/running job per connection: new work joins a still-queued job of the same
-  kind, or waits for the running one to finish (it re-dispatches when done);
-- one queued/executing action per entity: of several approved actions on one entity
-  only the oldest goes now, the rest wait their turn;
+Due means ``approved`` with ``next_attempt_at`` reached (execute), or ``rolling_back``
+with no job and no lease, its ``next_attempt_at`` reached (roll back). An approved
+action without ``next_attempt_at`` waits for someone to press Execute. Rules the
+database enforces and this code respects:
+- one queued/running job per connection: new work joins a still-queued job of the
+  same kind while it has room (``ENGINE_JOB_MAX_ACTIONS``), or waits for the running
+  one to finish (its ``job.finished`` event dispatches again);
+- one queued/executing action per entity, in approval order: of several approved
+  actions on one entity only the oldest goes, and if the oldest is not due yet (parked
+  until a rate limit lifts, or waiting for a change window) the younger ones wait too;
 - a connection whose circuit is open gets no new jobs (the reason is logged).
 Jobs are enqueued to django-q2 only after the transaction commits.
 """
@@ -15,35 +19,41 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from actions.models import ACTIVE_JOB_STATUSES, IN_FLIGHT, Action, ActionJob, ActionStatus, JobKind, JobStatus
 from actions.services.circuit import circuit_refusal
-from actions.services.transitions import bulk_transition
+from actions.services.settlement import transition_actions
+from budgetradar.queue import enqueue_on_commit
 from platforms.models import PlatformConnection
 
 logger = logging.getLogger(__name__)
 
 
+def _due(queryset, now):
+    return queryset.filter(
+        Q(status=ActionStatus.APPROVED, next_attempt_at__lte=now)
+        | Q(status=ActionStatus.ROLLING_BACK, job__isnull=True, lease_owner="", next_attempt_at__lte=now)
+    )
+
+
 def dispatch_has_waiting_work(*, connection_id: int) -> bool:
-    return _runnable(Action.objects.filter(connection_id=connection_id)).exists()
-
-
-def _runnable(queryset):
-    return queryset.filter(Q(status=ActionStatus.APPROVED) | Q(status=ActionStatus.ROLLING_BACK, job__isnull=True))
+    return _due(Action.objects.filter(connection_id=connection_id), timezone.now()).exists()
 
 
 def actions_dispatch(
     *, action_ids: list[int] | None = None, connection_ids: list[int] | None = None, limit: int | None = None
 ) -> list[int]:
-    """Put runnable actions into jobs; return the ids of jobs that now have work.
+    """Put due actions into jobs; return the ids of jobs that now have work.
 
     Idempotent: an action already queued is not touched again, so calling this twice
     (or from two workers) dispatches each action once.
     """
-    candidates = _runnable(Action.objects.all()).order_by("approved_at", "id")
+    now = timezone.now()
+    candidates = _due(Action.objects.all(), now).order_by("approved_at", "id")
     if action_ids is not None:
         candidates = candidates.filter(pk__in=action_ids)
     if connection_ids is not None:
@@ -74,13 +84,24 @@ def _dispatch_connection(connection: PlatformConnection, actions: list[Action]) 
     return job_ids
 
 
-def _one_per_entity(actions: list[Action], busy_entities: set[int]) -> list[Action]:
-    chosen, seen = [], set(busy_entities)
-    for action in actions:
-        if action.entity_id not in seen:
-            seen.add(action.entity_id)
-            chosen.append(action)
-    return chosen
+def _first_in_line(connection: PlatformConnection, actions: list[Action]) -> list[Action]:
+    """Per entity, only the oldest approved action, and only if nothing of that entity is
+    in flight (queued, executing or rolling back) and that oldest one is due."""
+    entities = {a.entity_id for a in actions}
+    busy = set(
+        Action.objects.filter(
+            connection=connection, entity_id__in=entities, status__in=[*IN_FLIGHT, ActionStatus.ROLLING_BACK]
+        ).values_list("entity_id", flat=True)
+    )
+    oldest: dict[int, int] = {}
+    rows = (
+        Action.objects.filter(connection=connection, entity_id__in=entities, status=ActionStatus.APPROVED)
+        .order_by("approved_at", "id")
+        .values_list("entity_id", "pk")
+    )
+    for entity_id, pk in rows:
+        oldest.setdefault(entity_id, pk)
+    return [a for a in actions if a.entity_id not in busy and oldest.get(a.entity_id) == a.pk]
 
 
 def _enqueue_into_job(connection: PlatformConnection, kind: str, actions: list[Action]) -> int | None:
@@ -88,16 +109,19 @@ def _enqueue_into_job(connection: PlatformConnection, kind: str, actions: list[A
         with transaction.atomic():
             job = _open_job(connection, kind)
             if job is None:
-                return None  # a job is running on this connection; it re-dispatches when done
+                return None  # a job is running on this connection; it dispatches again when done
+            room = max(settings.ENGINE_JOB_MAX_ACTIONS - Action.objects.filter(job=job).count(), 0)
             if kind == JobKind.EXECUTE:
-                moved = _queue_for_execution(connection, job, actions)
+                moved = _queue_for_execution(job, _first_in_line(connection, actions)[:room])
             else:
-                moved = _attach_rollbacks(job, actions)
-            if not moved and job.total == 0:
+                moved = _attach_rollbacks(job, actions[:room])
+            total = Action.objects.filter(job=job).count()
+            if not total:
                 job.delete()
                 return None
-            ActionJob.objects.filter(pk=job.pk).update(total=Action.objects.filter(job=job).count())
-            transaction.on_commit(lambda: _enqueue_process(job.pk))
+            ActionJob.objects.filter(pk=job.pk).update(total=total)
+            if moved:
+                enqueue_on_commit("actions.tasks.process_job_task", job.pk, group="actions")
             return job.pk
     except IntegrityError:
         # Another dispatcher created the connection's job at the same moment; its
@@ -119,30 +143,21 @@ def _open_job(connection: PlatformConnection, kind: str) -> ActionJob | None:
     return None
 
 
-def _queue_for_execution(connection, job: ActionJob, actions: list[Action]) -> list[Action]:
-    busy = set(Action.objects.filter(connection=connection, status__in=IN_FLIGHT).values_list("entity_id", flat=True))
+def _queue_for_execution(job: ActionJob, actions: list[Action]) -> list[Action]:
     now = timezone.now()
-
-    def prepare(action: Action) -> None:
-        action.job = job
-        action.queued_at = now
-
-    return bulk_transition(
-        _one_per_entity(actions, busy),
+    return transition_actions(
+        actions,
         "enqueue",
+        actor=None,
         reason=f"dispatched to job #{job.pk}",
-        prepare=prepare,
-        fields=["job", "queued_at"],
+        kwargs={"job": job, "at": now},
     )
 
 
 def _attach_rollbacks(job: ActionJob, actions: list[Action]) -> list[Action]:
+    """Rollbacks join the job without a state change (they are ``rolling_back`` already)."""
     ids = [a.pk for a in actions]
-    Action.objects.filter(pk__in=ids, status=ActionStatus.ROLLING_BACK, job__isnull=True).update(job=job)
+    Action.objects.filter(pk__in=ids, status=ActionStatus.ROLLING_BACK, job__isnull=True, lease_owner="").update(
+        job=job
+    )
     return list(Action.objects.filter(pk__in=ids, job=job))
-
-
-def _enqueue_process(job_id: int) -> None:
-    from actions.tasks import enqueue_process_job
-
-    enqueue_process_job(job_id)

@@ -1,46 +1,71 @@
-"""The execution engine: runs a claimed job's actions against the platform exactly once.
+"""The execution engine: runs a job's actions against the platform exactly once.
 
-A job run, step by step (each step's rows are written in bulk, never per action):
-1. claim the job with a compare-and-set (queued -> running); a second worker gets
-   nothing. A connection whose circuit is open is not claimed (its jobs wait).
-2. move the job's queued actions to ``executing``;
-3. read the live state of their entities and persist it as ``before_state`` *before*
-   anything is sent (the reconciler depends on it);
-4. refuse what must not run: entity gone (``not_found``), live value differs from the
-   baseline the approval or preflight saw (``stale``: a new preflight is needed);
-5. log ``request_sent`` (committed) and apply the changes in platform batches through
-   ``PlatformRunner`` (retries, backoff, ambiguity reconciliation);
-6. read the entities back and settle each action: ``succeeded`` only when the read-back
+A job is a queue of at most ``ENGINE_JOB_MAX_ACTIONS`` actions of one connection and
+one kind (execute or roll back). A worker runs it in *units* (up to
+``ENGINE_UNIT_SIZE`` actions, a few platform requests) under a lease:
+
+1. claim the job (compare-and-set queued -> running, with a new lease token; a
+   connection whose circuit is open is not claimed) and keep the lease alive from a
+   ticker thread (``leases.LeaseKeeper``);
+2. per unit: move its queued actions to ``executing`` under the lease; read the live
+   state of their entities and persist it as ``before_state`` (fenced on the lease);
+3. refuse what must not run: entity gone (``not_found``), live value differs from the
+   baseline the approval or preflight saw and from what BudgetRadar itself set since
+   (``stale``: a new preflight is needed); settle what is already at its target;
+4. apply the rest through ``PlatformRunner``; immediately before each platform
+   request, the executor calls back to fence it: every action in that request must
+   still be held, with margin left on the lease, and its ``request_sent`` row is
+   committed then — so an action whose request never left is provably unsent;
+5. read the entities back and settle each action: ``succeeded`` only when the read-back
    shows every target value, ``partially_executed`` when some fields did, else
-   ``failed`` with code, message, retryable and hint. Succeeded fields get rollback
-   instructions valid ``ROLLBACK_VALID_HOURS``.
-If the worker dies anywhere in between, the reconciler settles the actions from
-platform truth (see ``reconcile.py``); nothing is applied twice because every change
-is an absolute value and the reconciler reads before it decides.
+   ``failed`` with code, message, retryable and hint. A long rate-limit block parks the
+   actions it refused (back to ``approved`` with a visible next attempt) instead of
+   holding the worker; an outcome that cannot be read is handed to the reconciler at
+   once ("awaiting reconciliation");
+6. between units, stop when the task's time budget is spent: the job goes back to
+   ``queued`` and a new task resumes it (no job has to fit one task).
+A worker that loses its lease (it was paused past the expiry and the reconciler took
+over) stops without writing; every write it makes is fenced on its token. The engine
+publishes outbox events (``job.started``, ``job.finished``; settlement publishes
+``action.settled`` and ``action.parked``) and knows nothing of deployments.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from actions.changes import changes_for, target_values
-from actions.models import Action, ActionJob, ActionStatus, JobKind, JobStatus, LogEvent
-from actions.services.circuit import circuit_acquire, circuit_record_failure, circuit_record_success
+from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobKind, JobStatus, LogEvent
+from actions.services import outcomes as out
+from actions.services import rollback as rb
+from actions.services.circuit import circuit_acquire
+from actions.services.leases import (
+    Lease,
+    LeaseKeeper,
+    LeaseLost,
+    fence_request,
+    job_lease_take,
+    lease_hand_over,
+    new_token,
+)
 from actions.services.logs import log_events
-from actions.services.runner import PlatformRunner
-from actions.services.transitions import bulk_transition
+from actions.services.runner import PlatformRunner, is_parkable
+from actions.services.settlement import Settlement, settle, transition_actions
 from actions.services.verification import describe, drifted_fields, same_value
+from budgetradar import outbox
 from budgetradar.bulk import bulk_set
+from budgetradar.queue import enqueue_on_commit
 from platforms.base import Throttle
 from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
@@ -48,6 +73,7 @@ from platforms.retry import RetryPolicy
 from platforms.types import (
     Change,
     ChangeOutcome,
+    EntityRef,
     EntityState,
     ErrorCode,
     OutcomeStatus,
@@ -57,32 +83,8 @@ from platforms.types import (
 
 # Codes that say the connection itself is unhealthy (they count for the circuit breaker).
 CONNECTION_LEVEL = frozenset(
-    {
-        ErrorCode.AUTH_EXPIRED,
-        ErrorCode.PERMISSION_DENIED,
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.TRANSIENT,
-        ErrorCode.UNKNOWN,
-    }
+    {ErrorCode.AUTH_EXPIRED, ErrorCode.PERMISSION_DENIED, ErrorCode.TRANSIENT, ErrorCode.UNKNOWN}
 )
-ERROR_FIELDS = ["error_code", "error_message", "error_retryable", "error_hint"]
-
-
-def worker_id() -> str:
-    return f"worker:{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class Settlement:
-    """How one action ends (computed in memory, written in bulk)."""
-
-    action: Action
-    transition: str  # succeed / fail / partially_execute
-    event: LogEvent
-    error: dict[str, Any] | None = None
-    after: EntityState | None = None
-    rollback_changes: list[dict[str, Any]] = field(default_factory=list)
-    message: str = ""
 
 
 @dataclass
@@ -91,25 +93,11 @@ class JobReport:
     status: str
     succeeded: int = 0
     failed: int = 0
+    parked: int = 0
     unresolved: int = 0
     round_trips: int = 0
-
-
-# Claiming ---------------------------------------------------------------------------
-
-
-def job_claim(*, job_id: int, worker: str) -> ActionJob | None:
-    """Compare-and-set queued -> running; None if another worker has it or the circuit refuses."""
-    job = ActionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
-    if job is None or not circuit_acquire(job.connection_id):
-        return None
-    now = timezone.now()
-    claimed = ActionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, claimed_by=worker, started_at=now, lease_expires_at=now
-    )
-    if claimed != 1:
-        return None
-    return ActionJob.objects.select_related("connection", "tenant").get(pk=job_id)
+    units: int = 0
+    lease_lost: bool = False
 
 
 def job_process(
@@ -119,151 +107,675 @@ def job_process(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     throttle: Throttle | None = None,
+    budget_seconds: float | None = None,
 ) -> JobReport | None:
-    """Claim and run one job. Idempotent: a job already claimed or finished is a no-op.
+    """Claim and run one job, unit by unit, until it is done or the time budget is spent.
 
-    Must not run inside a transaction: platform calls happen between short commits so
-    the platform and the database never wait on each other. ``throttle`` replaces the
-    connection's shared rate limiter (tests and benchmarks).
+    Idempotent: a job already claimed or finished is a no-op (None). Must not run
+    inside a transaction: platform calls happen between short commits, so the platform
+    and the database never wait on each other. ``throttle`` replaces the connection's
+    shared rate limiter (tests and benchmarks).
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_process must not run inside transaction.atomic")
-    worker = worker or worker_id()
-    job = job_claim(job_id=job_id, worker=worker)
-    if job is None:
+    lease = job_claim(job_id=job_id, token=worker or new_token("worker"))
+    if lease is None:
         return None
-    runner = PlatformRunner(
-        get_executor(job.connection, throttle=throttle),
-        policy=policy,
-        sleep=sleep,
-        on_wait=lambda: _heartbeat(job.pk),
-        on_rate_limited=lambda seconds: rate_limit_backoff(connection=job.connection, seconds=seconds),
-    )
-    if job.kind == JobKind.ROLLBACK:
-        from actions.services.rollback import run_rollback_job
-
-        report = run_rollback_job(job=job, runner=runner, worker=worker)
-    else:
-        report = _run_execute_job(job=job, runner=runner, worker=worker)
-    _after_job(job)
-    return report
+    job = ActionJob.objects.select_related("connection", "tenant").get(pk=job_id)
+    run = JobRun(job, lease, policy=policy, sleep=sleep, throttle=throttle)
+    budget = budget_seconds if budget_seconds is not None else settings.ENGINE_TASK_BUDGET_SECONDS
+    with LeaseKeeper(lease) as keeper:
+        run.keeper = keeper
+        run.run(deadline=time.monotonic() + budget)
+    return run.close()
 
 
-def _heartbeat(job_id: int) -> None:
-    ActionJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(lease_expires_at=timezone.now())
-
-
-def _after_job(job: ActionJob) -> None:
-    """Work that waited for this job (approved actions on the same connection) runs next."""
-    from actions.services.dispatch import dispatch_has_waiting_work
-    from actions.tasks import enqueue_dispatch
-
-    if dispatch_has_waiting_work(connection_id=job.connection_id):
-        enqueue_dispatch()
-
-
-# Execute ----------------------------------------------------------------------------
-
-
-def _run_execute_job(*, job: ActionJob, runner: PlatformRunner, worker: str) -> JobReport:
-    queued = list(
-        Action.objects.filter(job=job, status=ActionStatus.QUEUED).select_related("entity__parent", "connection")
-    )
-    now = timezone.now()
-    actions = bulk_transition(
-        queued,
-        "start",
-        reason=f"{worker} started job #{job.pk}",
-        prepare=lambda a: _mark_started(a, now, worker),
-        fields=["started_at", "attempts", "lease_owner", *ERROR_FIELDS],
-    )
-    refs = {a.pk: a.entity.to_ref() for a in actions}
-    try:
-        before = runner.read(refs.values())
-    except PlatformCallError as exc:
-        settlements = [_failed(a, exc.error, "Could not read the live state; nothing was sent.") for a in actions]
-        return job_finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
-    _store_before(actions, refs, before, worker)
-    plans, settlements = _plan(actions, refs, before)
-    changes = [c for _, cs in plans for c in cs]
-    _log_requests(plans, worker)
-    outcomes = runner.apply(changes) if changes else []
-    by_action = _group_outcomes(plans, outcomes)
-    _log_responses(plans, by_action, worker)
-    settlements += _verify_and_settle(plans, by_action, refs, runner, before)
-    connection_failed = _connection_failed(outcomes)
-    return job_finish(job, runner, worker, settlements, connection_failed=connection_failed)
-
-
-def _mark_started(action: Action, now, worker: str) -> None:
-    action.started_at = now
-    action.lease_owner = worker
-    action.attempts += 1
-    action.clear_error()
-
-
-def _store_before(actions: list[Action], refs, before, worker: str) -> None:
-    """Persist before-states first: a crash after this point is reconcilable."""
-    for action in actions:
-        state = before.get(refs[action.pk].key)
-        action.before_state = state.as_dict() if state else None
+def job_claim(*, job_id: int, token: str) -> Lease | None:
+    """Compare-and-set queued -> running under a new lease; None if another worker has
+    it or the circuit refuses. Publishes ``job.started``."""
+    job = ActionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).only("connection_id").first()
+    if job is None or not circuit_acquire(job.connection_id):
+        return None
     with transaction.atomic():
-        bulk_set(actions, ["before_state"], only_if={"status": ActionStatus.EXECUTING})
-        log_events(
+        lease = job_lease_take(
+            job_id,
+            token=token,
+            from_status=JobStatus.QUEUED,
+            to_status=JobStatus.RUNNING,
+            claimed_by=token,
+            started_at=timezone.now(),
+        )
+        if lease is not None:
+            outbox.publish(
+                "job.started", tenant_id=None, payload={"job_id": job_id, "connection_id": job.connection_id}
+            )
+    return lease
+
+
+class JobRun:
+    """One task's run of a job: its lease, executor, runner and what it has seen."""
+
+    def __init__(self, job: ActionJob, lease: Lease, *, policy, sleep, throttle) -> None:
+        self.job = job
+        self.lease = lease
+        self.keeper: LeaseKeeper | None = None
+        self.sleep = sleep
+        self.report = JobReport(job.pk, JobStatus.RUNNING)
+        self.pending_logs: list[dict[str, Any]] = []  # waits, retries: written with the next write
+        self.connection_failed = False
+        self.applied_any = False
+        self.actions_by_id: dict[int, Action] = {}
+        executor = get_executor(job.connection, throttle=throttle, before_write=self._before_write)
+        self.runner = PlatformRunner(
+            executor,
+            policy=policy,
+            sleep=self._sleep,
+            on_rate_limited=lambda error: rate_limit_backoff(connection=job.connection, seconds=error.retry_after),
+            observer=self,
+        )
+
+    @property
+    def actor(self) -> str:
+        return self.lease.token
+
+    def _when(self, at: datetime) -> str:
+        return when(at, self.job.connection.time_zone)
+
+    # The loop ----------------------------------------------------------------------------
+
+    def run(self, *, deadline: float) -> None:
+        """Units until the job is done, the lease is lost, or the deadline passed (checked
+        after each unit, so every task makes progress)."""
+        while not self.lease.lost.is_set():
+            units = self._claim_unit()
+            if not units:
+                return
+            self.report.units += 1
+            try:
+                if self.job.kind == JobKind.ROLLBACK:
+                    self._run_rollback_unit(units)
+                else:
+                    self._run_execute_unit(units)
+            except LeaseLost:
+                self.report.lease_lost = True
+                return
+            finally:
+                self.actions_by_id.clear()
+            if time.monotonic() >= deadline:
+                return
+
+    def close(self) -> JobReport:
+        """Finish the job, or hand what is left of it to a fresh task."""
+        self.report.round_trips = self.runner.round_trips
+        if self.report.lease_lost or self.lease.lost.is_set():
+            self.report.lease_lost = True
+            self.report.status = "lease_lost"
+            return self.report
+        remaining = _unclaimed(self.job).exists()
+        with transaction.atomic():
+            if remaining:
+                requeued = ActionJob.objects.filter(pk=self.job.pk, lease_owner=self.lease.token).update(
+                    status=JobStatus.QUEUED, lease_owner="", lease_expires_at=None, round_trips=self._round_trips()
+                )
+                if requeued:
+                    enqueue_on_commit("actions.tasks.process_job_task", self.job.pk, task_name=None, group="actions")
+                self.report.status = JobStatus.QUEUED
+                return self.report
+            self.report.status = job_finish(
+                self.job,
+                lease_token=self.lease.token,
+                round_trips=self._round_trips(),
+                connection_failed=self._failed(),
+            )
+        return self.report
+
+    def _round_trips(self) -> int:
+        return self.job.round_trips + self.runner.round_trips
+
+    def _failed(self) -> bool:
+        """Nothing applied and the platform refused the connection itself."""
+        return self.connection_failed and not self.applied_any
+
+    def _sleep(self, seconds: float) -> None:
+        self.keeper.sleep(seconds, sleep=self.sleep)
+        self.lease.ensure(0)
+
+    # Claiming units ----------------------------------------------------------------------
+
+    def _claim_unit(self) -> list[Action]:
+        size = unit_size(self.job.connection.platform)
+        now = timezone.now()
+        if self.job.kind == JobKind.ROLLBACK:
+            return rb.rollback_claim(self.job, lease=self.lease, limit=size)
+        queued = list(
+            _unclaimed(self.job)
+            .select_related("entity__parent", "entity__connection", "connection")
+            .order_by("id")[:size]
+        )
+        return transition_actions(
+            queued,
+            "start",
+            actor=self.actor,
+            reason=f"{self.actor} started job #{self.job.pk}",
+            kwargs={"at": now, "lease_owner": self.lease.token, "lease_expires_at": self.lease.expires_at},
+        )
+
+    # Execute -----------------------------------------------------------------------------
+
+    def _run_execute_unit(self, actions: list[Action]) -> None:
+        self.actions_by_id = {a.pk: a for a in actions}
+        refs = {a.pk: a.entity.to_ref() for a in actions}
+        try:
+            before = self.runner.read(refs.values())
+        except PlatformCallError as exc:
+            self._settle(self._unreadable_before(actions, exc.error))
+            return
+        previously_sent = _sent_before(actions)
+        self._store_before(actions, refs, before, previously_sent)
+        plans, settlements = self._plan(actions, refs, before, previously_sent)
+        changes = [c for _, cs in plans for c in cs]
+        outcomes = self.runner.apply(changes) if changes else []
+        by_action = _group_outcomes(plans, outcomes)
+        self.applied_any |= any(o.status == OutcomeStatus.APPLIED for o in outcomes)
+        self.connection_failed |= _connection_failed(outcomes)
+        self._log_responses(plans, by_action)
+        settlements += self._verify_and_settle(plans, by_action, refs, before)
+        self._settle(settlements)
+
+    def _unreadable_before(self, actions: list[Action], error: PlatformError) -> list[Settlement]:
+        """Nothing was sent. A long rate-limit block parks them until it lifts; any other
+        failure to read (retries exhausted, auth, permission) fails them with the reason."""
+        now = timezone.now()
+        if error.code in CONNECTION_LEVEL:
+            self.connection_failed = True
+        if is_parkable(error):
+            return [self._parked(a, error, now) for a in actions]
+        payload = error.as_dict() | {"message": f"{error.message} Could not read the live state; nothing was sent."}
+        return [out.failed(a, payload, now=now) for a in actions]
+
+    def _store_before(self, actions, refs, before, previously_sent: set[int]) -> None:
+        """Persist before-states first (fenced): a crash after this point is reconcilable.
+
+        An action whose earlier attempt may have reached the platform keeps the
+        before-state of that attempt: it is what a rollback must restore.
+        """
+        fresh = [a for a in actions if a.pk not in previously_sent or a.before_state is None]
+        for action in fresh:
+            state = before.get(refs[action.pk].key)
+            action.before_state = state.as_dict() if state else None
+        rows = [
             {
                 "action": a,
                 "event": LogEvent.STATE_CAPTURED,
-                "actor": worker,
-                "state_snapshot": a.before_state,
-                "message": "Live state read before applying."
-                if a.before_state
-                else "Entity not found on the platform.",
+                "actor": self.actor,
+                "job": self.job,
+                "state_snapshot": (before.get(refs[a.pk].key).as_dict() if before.get(refs[a.pk].key) else None),
+                "message": "Live state read before applying." if before.get(refs[a.pk].key) else "Entity not found.",
             }
             for a in actions
+        ]
+        with transaction.atomic():
+            bulk_set(fresh, ["before_state"], only_if={"lease_owner": self.lease.token})
+            self._write_logs(rows)
+
+    def _plan(
+        self, actions, refs, before, previously_sent
+    ) -> tuple[list[tuple[Action, list[Change]]], list[Settlement]]:
+        """Split actions into (action, changes to send) and actions settled without sending."""
+        now = timezone.now()
+        own = _own_values_since_baseline([a for a in actions if a.baseline_state])
+        plans: list[tuple[Action, list[Change]]] = []
+        settled: list[Settlement] = []
+        for action in actions:
+            state = before.get(refs[action.pk].key)
+            if state is None or state.status == "removed":
+                settled.append(out.failed(action, out.not_found_error(action).as_dict(), now=now))
+                continue
+            targets = target_values(action.action_type, action.params)
+            pending = {f: v for f, v in targets.items() if not same_value(f, state.value_of(f), v)}
+            if not pending:
+                settled.append(self._already_there(action, state, targets, now, action.pk in previously_sent))
+                continue
+            drift = _drift(action, state, list(targets), own.get(action.entity_id))
+            if drift:
+                settled.append(out.stale(action, drift, now=now))
+                continue
+            plans.append((action, changes_for(action, refs[action.pk], values=pending)))
+        return plans, settled
+
+    def _already_there(self, action, state, targets, now, sent_before: bool) -> Settlement:
+        if sent_before:
+            # An earlier attempt's request landed after all: it is this action's change.
+            return out.succeeded(
+                action,
+                after=state,
+                now=now,
+                rollback_fields=[f for f in targets if not same_value(f, _before_value(action, f), targets[f])],
+                before=action.before_state,
+                message="An earlier attempt's change is on the platform; verified by reading it.",
+            )
+        return out.succeeded(action, after=state, now=now, message="Already at the target value; nothing to send.")
+
+    def _verify_and_settle(self, plans, by_action, refs, before) -> list[Settlement]:
+        """Read back every entity that reported an applied change and settle each action."""
+        now = timezone.now()
+        applied_refs = [refs[a.pk] for a, _ in plans if any(o.status == OutcomeStatus.APPLIED for o in by_action[a.pk])]
+        try:
+            after = self.runner.read(applied_refs)
+        except PlatformCallError as exc:
+            after, read_error = None, exc.error
+        else:
+            read_error = None
+        settlements, unresolved = [], []
+        for action, changes in plans:
+            outcomes = by_action[action.pk]
+            parked = [o for o in outcomes if is_parkable(o.error)]
+            if parked and not any(o.status in (OutcomeStatus.APPLIED, OutcomeStatus.UNKNOWN) for o in outcomes):
+                settlements.append(self._parked(action, parked[0].error, now))
+                continue
+            if any(o.status == OutcomeStatus.UNKNOWN for o in outcomes):
+                unresolved.append((action, "the platform's answer was lost and its state could not be read"))
+                continue
+            if after is None and any(o.status == OutcomeStatus.APPLIED for o in outcomes):
+                unresolved.append((action, f"the read-back after applying failed ({read_error.message})"))
+                continue
+            state_after = after.get(refs[action.pk].key) if after else None
+            settlements.append(self._settle_one(action, changes, outcomes, state_after, before[refs[action.pk].key]))
+        self._hand_over(unresolved)
+        return settlements
+
+    def _settle_one(self, action, changes, outcomes, after: EntityState | None, before: EntityState) -> Settlement:
+        now = timezone.now()
+        verified, errors = [], []
+        for change, outcome in zip(changes, outcomes, strict=True):
+            if outcome.status == OutcomeStatus.APPLIED and after is not None:
+                live = after.value_of(change.field)
+                if same_value(change.field, live, change.value):
+                    verified.append(change.field)
+                    continue
+                errors.append(out.not_applied_error(change, live, outcome.request_id))
+            elif outcome.status == OutcomeStatus.APPLIED:
+                errors.append(out.not_found_error(action))
+            else:
+                errors.append(outcome.error)
+        if not errors:
+            return out.succeeded(
+                action,
+                after=after,
+                now=now,
+                rollback_fields=verified,
+                before=action.before_state or before,
+                message="Verified by reading the platform back.",
+            )
+        error = out.merge_errors(errors)
+        if verified:
+            return out.partially_executed(
+                action, error, now=now, after=after, rollback_fields=verified, before=action.before_state or before
+            )
+        return out.failed(action, error, now=now, after=after)
+
+    def _parked(self, action: Action, error: PlatformError, now: datetime) -> Settlement:
+        at = now + timedelta(seconds=error.retry_after or 0)
+        self.report.parked += 1
+        reason = f"{error.message} Nothing was applied; BudgetRadar tries again at {self._when(at)}."
+        return out.released(action, reason=reason, next_attempt_at=at)
+
+    def _hand_over(self, unresolved: list[tuple[Action, str]]) -> None:
+        """Outcomes nobody can know now: the reconciler takes them at once and keeps trying."""
+        if not unresolved:
+            return
+        self.report.unresolved += len(unresolved)
+        rows = [
+            {
+                "action": a,
+                "event": LogEvent.AWAITING_RECONCILIATION,
+                "actor": self.actor,
+                "job": self.job,
+                "message": f"Awaiting reconciliation: {why}. The reconciler reads the platform and settles it.",
+            }
+            for a, why in unresolved
+        ]
+        with transaction.atomic():
+            self._write_logs(rows)
+            lease_hand_over(self.lease, [a.pk for a, _ in unresolved])
+            outbox.publish_many(
+                (
+                    "action.awaiting_reconciliation",
+                    a.tenant_id,
+                    {
+                        "action_id": a.pk,
+                        "connection_id": a.connection_id,
+                        "since": timezone.now().isoformat(),
+                        "reason": why,
+                    },
+                )
+                for a, why in unresolved
+            )
+
+    # Rollback ----------------------------------------------------------------------------
+
+    def _run_rollback_unit(self, actions: list[Action]) -> None:
+        self.actions_by_id = {a.pk: a for a in actions}
+        plans = {a.pk: rb.rollback_changes(a) for a in actions}
+        now = timezone.now()
+        try:
+            live = self.runner.read(a.entity.to_ref() for a in actions)
+        except PlatformCallError as exc:
+            if exc.error.code in CONNECTION_LEVEL:
+                self.connection_failed = True
+            self._postpone_rollbacks(actions, exc.error)
+            return
+        settlements, to_send = [], []
+        for action in actions:
+            decision = rb.rollback_decide(action, plans[action.pk], live.get(action.entity.to_ref().key), now=now)
+            if decision is None:
+                to_send.append(action)
+            else:
+                settlements.append(decision)
+        changes = [c for a in to_send for c in plans[a.pk]]
+        outcomes = self.runner.apply(changes) if changes else []
+        self.applied_any |= any(o.status == OutcomeStatus.APPLIED for o in outcomes)
+        by_key = {(c.key, c.field): o for c, o in zip(changes, outcomes, strict=True)}
+        results = {a.pk: [by_key[(str(a.pk), c.field)] for c in plans[a.pk]] for a in to_send}
+        self._log_responses([(a, plans[a.pk]) for a in to_send], results)
+        parked = [a for a in to_send if any(is_parkable(o.error) for o in results[a.pk])]
+        if parked:
+            self._postpone_rollbacks(parked, next(o.error for o in results[parked[0].pk] if is_parkable(o.error)))
+        to_verify = [a for a in to_send if a not in parked]
+        try:
+            after = self.runner.read(a.entity.to_ref() for a in to_verify) if to_verify else {}
+        except PlatformCallError as exc:
+            self._hand_over([(a, f"the read-back after the rollback failed ({exc.error.message})") for a in to_verify])
+            to_verify, after = [], {}
+        verified, unresolved = rb.rollback_verify(to_verify, plans, results, after, now=timezone.now())
+        self._hand_over(unresolved)
+        self._settle(settlements + verified)
+
+    def _postpone_rollbacks(self, actions: list[Action], error: PlatformError) -> None:
+        """Nothing was sent: the rollback keeps waiting, dispatched again when due."""
+        wait = max(error.retry_after or 0.0, settings.ENGINE_READ_RETRY_SECONDS)
+        at = timezone.now() + timedelta(seconds=wait)
+        self.report.parked += len(actions)
+        reason = f"{error.message} Nothing was sent; the rollback is tried again at {self._when(at)}."
+        with transaction.atomic():
+            self._write_logs(
+                [
+                    {"action": a, "event": LogEvent.PARKED, "actor": self.actor, "job": self.job, "message": reason}
+                    for a in actions
+                ]
+            )
+            rb.rollback_postpone(actions, lease=self.lease, next_attempt_at=at, reason=reason)
+
+    # Writing -----------------------------------------------------------------------------
+
+    def _settle(self, settlements: list[Settlement]) -> None:
+        if not settlements:
+            return
+        self.keeper.touch()
+        with transaction.atomic():
+            moved = settle(settlements, actor=self.actor, reason=self.actor, lease=self.lease.token, job=self.job)
+            self._flush_logs()
+            parked = sum(1 for a in moved if a.status == ActionStatus.APPROVED)
+            if parked:
+                ActionJob.objects.filter(pk=self.job.pk).update(parked=F("parked") + parked)
+        for action in moved:
+            if action.status in (ActionStatus.SUCCEEDED, ActionStatus.ROLLED_BACK):
+                self.report.succeeded += 1
+            elif action.status != ActionStatus.APPROVED:
+                self.report.failed += 1
+
+    def _write_logs(self, rows: list[dict[str, Any]]) -> None:
+        log_events([*self._take_pending(), *rows])
+
+    def _flush_logs(self) -> None:
+        log_events(self._take_pending())
+
+    def _take_pending(self) -> list[dict[str, Any]]:
+        rows, self.pending_logs = self.pending_logs, []
+        return rows
+
+    def _before_write(self, changes: Sequence[Change]) -> None:
+        """Called by the executor immediately before each write request: fence it, and
+        commit ``request_sent`` for exactly the actions it carries."""
+        self.keeper.touch()
+        by_action: dict[int, list[Change]] = defaultdict(list)
+        for change in changes:
+            by_action[int(change.key)].append(change)
+        try_number = self.runner.try_number
+        with transaction.atomic():
+            fence_request(self.lease, by_action)
+            self._write_logs(
+                [
+                    {
+                        "action": self.actions_by_id[action_id],
+                        "event": LogEvent.REQUEST_SENT,
+                        "actor": self.actor,
+                        "job": self.job,
+                        "request": [out.change_json(c) for c in cs],
+                        "message": _sending(cs, try_number),
+                    }
+                    for action_id, cs in by_action.items()
+                ]
+            )
+
+    def _log_responses(self, plans, by_action: dict[int, list[ChangeOutcome]]) -> None:
+        self.pending_logs += [
+            {
+                "action": action,
+                "event": LogEvent.RESPONSE_RECEIVED,
+                "actor": self.actor,
+                "job": self.job,
+                "response": [_outcome_json(o) for o in by_action[action.pk]],
+                "platform_request_id": next((o.request_id for o in by_action[action.pk] if o.request_id), ""),
+                "created_at": timezone.now(),
+            }
+            for action, _ in plans
+        ]
+
+    # RunnerObserver: waits and ambiguity checks go into each action's timeline ----------------
+
+    def retrying(self, *, subjects, error: PlatformError, delay: float, attempt: int) -> None:
+        self.keeper.touch()
+        actions = self._actions_of(subjects)
+        after = f" (the platform asked for {error.retry_after:g}s)" if error.retry_after else ""
+        message = f"Attempt {attempt} failed: {error.message} Retrying in {delay:.1f}s{after}."
+        now = timezone.now()
+        self.pending_logs += [
+            {
+                "action": a,
+                "event": LogEvent.RETRYING,
+                "actor": self.actor,
+                "job": self.job,
+                "message": message,
+                "error": error.as_dict(),
+                "platform_request_id": error.request_id or "",
+                "created_at": now,
+            }
+            for a in actions
+        ]
+
+    def outcome_checked(self, *, change: Change, applied: bool | None) -> None:
+        action = self.actions_by_id.get(int(change.key)) if change.key.isdigit() else None
+        if action is None:
+            return
+        verdict = {
+            True: "the target value is there, so it was applied",
+            False: "the target value is not there, so it was not applied (sent again once at most)",
+            None: "the platform could not be read, so the outcome is still unknown",
+        }[applied]
+        self.pending_logs.append(
+            {
+                "action": action,
+                "event": LogEvent.OUTCOME_CHECKED,
+                "actor": self.actor,
+                "job": self.job,
+                "message": f"The platform's answer for {change.field} was lost; read it back: {verdict}.",
+                "created_at": timezone.now(),
+            }
         )
 
-
-def _plan(actions, refs, before) -> tuple[list[tuple[Action, list[Change]]], list[Settlement]]:
-    """Split actions into (action, changes to send) and actions settled without sending."""
-    plans: list[tuple[Action, list[Change]]] = []
-    settled: list[Settlement] = []
-    for action in actions:
-        state = before.get(refs[action.pk].key)
-        if state is None or state.status == "removed":
-            settled.append(_failed(action, _not_found(action), "Nothing was sent."))
-            continue
-        targets = target_values(action.action_type, action.params)
-        drift = drifted_fields(action.baseline_state, state, list(targets))
-        if drift:
-            settled.append(_stale(action, drift))
-            continue
-        pending = {f: v for f, v in targets.items() if not same_value(f, state.value_of(f), v)}
-        if not pending:
-            settled.append(
-                Settlement(
-                    action,
-                    "succeed",
-                    LogEvent.SUCCEEDED,
-                    after=state,
-                    message="Already at the target value; nothing to send.",
-                )
-            )
-            continue
-        plans.append((action, changes_for(action, refs[action.pk], values=pending)))
-    return plans, settled
+    def _actions_of(self, subjects) -> list[Action]:
+        found: dict[int, Action] = {}
+        by_ref = {a.entity.to_ref().key: a for a in self.actions_by_id.values()}
+        for subject in subjects:
+            if isinstance(subject, Change) and subject.key.isdigit() and int(subject.key) in self.actions_by_id:
+                found[int(subject.key)] = self.actions_by_id[int(subject.key)]
+            elif isinstance(subject, EntityRef) and subject.key in by_ref:
+                found[by_ref[subject.key].pk] = by_ref[subject.key]
+        return list(found.values())
 
 
-def _log_requests(plans, worker: str) -> None:
-    log_events(
-        {
-            "action": a,
-            "event": LogEvent.REQUEST_SENT,
-            "actor": worker,
-            "request": [_change_json(c) for c in cs],
-            "message": f"Sending {len(cs)} change{'s' if len(cs) != 1 else ''}.",
-        }
-        for a, cs in plans
+# Finishing ------------------------------------------------------------------------------------
+
+
+def job_finish(job: ActionJob, *, lease_token: str | None, round_trips: int, connection_failed: bool) -> str:
+    """Close the job with counts derived from its actions; publish ``job.finished``.
+
+    ``lease_token`` fences the close (None: the reconciler closing an abandoned job).
+    Returns the job's final status.
+    """
+    counts = job_counts(job.pk)
+    status = _job_status(counts)
+    rows = ActionJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+    if lease_token is not None:
+        rows = rows.filter(lease_owner=lease_token)
+    closed = rows.update(
+        status=status,
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        total=counts["total"],
+        round_trips=round_trips,
+        finished_at=timezone.now(),
+        lease_owner="",
+        lease_expires_at=None,
+        error_summary=job_error_summary(job.pk, counts["unresolved"]),
     )
+    if closed:
+        outbox.publish(
+            "job.finished",
+            tenant_id=job.tenant_id,
+            payload={
+                "job_id": job.pk,
+                "connection_id": job.connection_id,
+                "kind": job.kind,
+                "status": status,
+                "connection_failed": connection_failed,
+                "round_trips": round_trips,
+            },
+        )
+    return status
+
+
+def job_counts(job_id: int) -> dict[str, int]:
+    """A job's counts, derived from the actions that ran in it (never kept in step by hand)."""
+    counts = {"succeeded": 0, "failed": 0, "parked": 0, "unresolved": 0, "total": 0}
+    statuses = Action.objects.filter(job_id=job_id).values_list("status", flat=True)
+    for status in statuses:
+        counts["total"] += 1
+        if status in (ActionStatus.SUCCEEDED, ActionStatus.ROLLED_BACK):
+            counts["succeeded"] += 1
+        elif status in (ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK):
+            counts["unresolved"] += 1
+        elif status in (ActionStatus.FAILED, ActionStatus.PARTIALLY_EXECUTED, ActionStatus.ROLLBACK_FAILED):
+            counts["failed"] += 1
+    counts["parked"] = ActionJob.objects.filter(pk=job_id).values_list("parked", flat=True).first() or 0
+    counts["total"] += counts["parked"]
+    return counts
+
+
+def _job_status(counts: dict[str, int]) -> str:
+    good, bad = counts["succeeded"], counts["failed"] + counts["unresolved"]
+    if not good and not bad:
+        return JobStatus.SUCCEEDED if not counts["parked"] else JobStatus.PARTIALLY_SUCCEEDED
+    if not bad and not counts["parked"]:
+        return JobStatus.SUCCEEDED
+    return JobStatus.PARTIALLY_SUCCEEDED if good else JobStatus.FAILED
+
+
+def job_error_summary(job_id: int, unresolved: int) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for code in Action.objects.filter(job_id=job_id).exclude(error_code="").values_list("error_code", flat=True):
+        counts[code] += 1
+    parts = [f"{n} {code}" for code, n in sorted(counts.items())]
+    if unresolved:
+        parts.append(f"{unresolved} awaiting reconciliation (outcome unknown)")
+    return ", ".join(parts)
+
+
+# Helpers ----------------------------------------------------------------------------------------
+
+
+def unit_size(platform: str) -> int:
+    sizes = settings.ENGINE_UNIT_SIZE
+    return int(sizes.get(platform, sizes["default"]))
+
+
+def _unclaimed(job: ActionJob):
+    """The job's actions no worker has taken up yet."""
+    if job.kind == JobKind.ROLLBACK:
+        return Action.objects.filter(job=job, status=ActionStatus.ROLLING_BACK, lease_owner="")
+    return Action.objects.filter(job=job, status=ActionStatus.QUEUED)
+
+
+def _sent_before(actions: list[Action]) -> set[int]:
+    """Actions with a ``request_sent`` in an earlier attempt (one query)."""
+    ids = [a.pk for a in actions if a.attempts > 1]
+    if not ids:
+        return set()
+    rows = ActionExecutionLog.objects.filter(action_id__in=ids, event=LogEvent.REQUEST_SENT).values_list(
+        "action_id", "attempt"
+    )
+    attempts = {a.pk: a.attempts for a in actions}
+    return {action_id for action_id, attempt in rows if attempt is not None and attempt < attempts[action_id]}
+
+
+def _own_values_since_baseline(actions: list[Action]) -> dict[int, dict[str, Any]]:
+    """Per entity, the values BudgetRadar itself set (verified) after these actions'
+    baselines were taken: live values equal to these are BudgetRadar's, not drift."""
+    if not actions:
+        return {}
+    since = min(_baseline_time(a) for a in actions)
+    rows = (
+        Action.objects.filter(
+            entity_id__in={a.entity_id for a in actions},
+            finished_at__gte=since,
+            status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED, ActionStatus.ROLLED_BACK],
+        )
+        .exclude(pk__in=[a.pk for a in actions])
+        .order_by("entity_id", "finished_at", "id")
+        .values_list("entity_id", "status", "after_state", "rollback_params", "finished_at", "rolled_back_at")
+    )
+    own: dict[int, dict[str, Any]] = {}
+    for entity_id, status, after, rollback, _finished, _rolled in rows:
+        values = own.setdefault(entity_id, {})
+        values.update(
+            {k: v for k, v in (after or {}).items() if k in ("status", "daily_budget", "lifetime_budget", "bid")}
+        )
+        if status == ActionStatus.ROLLED_BACK and rollback:
+            values.update({c["field"]: c["value"] for c in rollback.get("changes", [])})
+    return own
+
+
+def _baseline_time(action: Action) -> datetime:
+    seen = (action.baseline_state or {}).get("synced_at") or (action.baseline_state or {}).get("seen_at")
+    if seen:
+        try:
+            return datetime.fromisoformat(seen)
+        except ValueError:
+            pass
+    return action.approved_at or action.created_at
+
+
+def _drift(action: Action, state: EntityState, fields, own: dict[str, Any] | None):
+    """Fields whose live value differs from the baseline and from BudgetRadar's own change."""
+    drift = drifted_fields(action.baseline_state, state, fields)
+    if not own:
+        return drift
+    return [(f, seen, live) for f, seen, live in drift if not same_value(f, own.get(str(f)), live)]
+
+
+def _before_value(action: Action, field) -> Any:
+    return (action.before_state or {}).get(str(field))
 
 
 def _group_outcomes(plans, outcomes: list[ChangeOutcome]) -> dict[int, list[ChangeOutcome]]:
@@ -275,74 +787,6 @@ def _group_outcomes(plans, outcomes: list[ChangeOutcome]) -> dict[int, list[Chan
     return grouped
 
 
-def _log_responses(plans, by_action: dict[int, list[ChangeOutcome]], worker: str) -> None:
-    log_events(
-        {
-            "action": action,
-            "event": LogEvent.RESPONSE_RECEIVED,
-            "actor": worker,
-            "response": [_outcome_json(o) for o in by_action[action.pk]],
-            "platform_request_id": next((o.request_id for o in by_action[action.pk] if o.request_id), ""),
-        }
-        for action, _ in plans
-    )
-
-
-def _verify_and_settle(plans, by_action, refs, runner: PlatformRunner, before) -> list[Settlement]:
-    """Read back every entity that reported an applied change and settle each action."""
-    applied_refs = [refs[a.pk] for a, _ in plans if any(o.status == OutcomeStatus.APPLIED for o in by_action[a.pk])]
-    try:
-        after = runner.read(applied_refs)
-    except PlatformCallError:
-        after = None  # cannot verify now: those actions stay executing for the reconciler
-    settlements = []
-    for action, changes in plans:
-        outcomes = by_action[action.pk]
-        if any(o.status == OutcomeStatus.UNKNOWN for o in outcomes):
-            continue  # unresolvable now; the reconciler reads later
-        if after is None and any(o.status == OutcomeStatus.APPLIED for o in outcomes):
-            continue
-        state_after = after.get(refs[action.pk].key) if after else None
-        settlements.append(_settle_one(action, changes, outcomes, state_after, before[refs[action.pk].key]))
-    return settlements
-
-
-def _settle_one(action, changes, outcomes, after: EntityState | None, before: EntityState) -> Settlement:
-    verified, errors = [], []
-    for change, outcome in zip(changes, outcomes, strict=True):
-        if outcome.status == OutcomeStatus.APPLIED and after is not None:
-            live = after.value_of(change.field)
-            if same_value(change.field, live, change.value):
-                verified.append(change)
-                continue
-            errors.append(_not_applied(change, live, outcome.request_id))
-        elif outcome.status == OutcomeStatus.APPLIED:
-            errors.append(_not_found(action))
-        else:
-            errors.append(outcome.error)
-    rollback = [{"field": str(c.field), "value": _json_value(before.value_of(c.field))} for c in verified]
-    if not errors:
-        return Settlement(
-            action,
-            "succeed",
-            LogEvent.SUCCEEDED,
-            after=after,
-            rollback_changes=rollback,
-            message="Verified by reading the platform back.",
-        )
-    error = _merge_errors(errors)
-    transition = "partially_execute" if verified else "fail"
-    return Settlement(
-        action,
-        transition,
-        LogEvent.FAILED,
-        error=error,
-        after=after,
-        rollback_changes=rollback,
-        message=error["message"],
-    )
-
-
 def _connection_failed(outcomes: list[ChangeOutcome]) -> bool:
     """Nothing applied and the platform refused the connection itself."""
     if not outcomes or any(o.status == OutcomeStatus.APPLIED for o in outcomes):
@@ -350,192 +794,9 @@ def _connection_failed(outcomes: list[ChangeOutcome]) -> bool:
     return any(o.error is not None and o.error.code in CONNECTION_LEVEL for o in outcomes)
 
 
-# Settlement -------------------------------------------------------------------------
-
-
-def write_settlements(settlements: list[Settlement], *, worker: str, job: ActionJob | None) -> None:
-    """Apply each settlement's transition in bulk, with its facts and log rows."""
-    now = timezone.now()
-    deadline = now + timedelta(hours=settings.ROLLBACK_VALID_HOURS)
-    by_transition: dict[str, list[Settlement]] = {}
-    for settlement in settlements:
-        by_transition.setdefault(settlement.transition, []).append(settlement)
-    with transaction.atomic():
-        for transition, group in by_transition.items():
-            facts = {s.action.pk: s for s in group}
-            moved = bulk_transition(
-                [s.action for s in group],
-                transition,
-                reason=f"{worker}: {transition}",
-                prepare=lambda a, facts=facts: _apply_facts(a, facts[a.pk], now, deadline),
-                fields=[
-                    "finished_at",
-                    "after_state",
-                    "rollback_params",
-                    "rollback_deadline",
-                    "rolled_back_at",
-                    *ERROR_FIELDS,
-                ],
-            )
-            log_events(_settlement_log(facts[a.pk], worker, job) for a in moved)
-        deployment_ids = {s.action.deployment_id for s in settlements if s.action.deployment_id}
-        if deployment_ids:
-            from scenarios.services.deploy import deployments_refresh
-
-            deployments_refresh(deployment_ids)
-
-
-def _apply_facts(action: Action, settlement: Settlement, now, deadline) -> None:
-    """Execution settlements record after-state and rollback instructions; rollback
-    settlements keep them (the post-rollback state is in the log) and stamp the time."""
-    if settlement.transition in ("succeed", "fail", "partially_execute"):
-        action.finished_at = now
-        if settlement.after is not None:
-            action.after_state = settlement.after.as_dict()
-        if settlement.rollback_changes:
-            action.rollback_params = {"changes": settlement.rollback_changes}
-            action.rollback_deadline = deadline
-    elif settlement.transition == "finish_rollback":
-        action.rolled_back_at = now
-    if settlement.error:
-        action.set_error(**{k: settlement.error[k] for k in ("code", "message", "retryable", "hint")})
-    else:
-        action.clear_error()
-
-
-def _settlement_log(settlement: Settlement, worker: str, job) -> dict[str, Any]:
-    return {
-        "action": settlement.action,
-        "event": settlement.event,
-        "actor": worker,
-        "job": job,
-        "message": settlement.message,
-        "error": settlement.error,
-        "state_snapshot": settlement.after.as_dict() if settlement.after else None,
-    }
-
-
-def job_finish(
-    job: ActionJob, runner: PlatformRunner, worker: str, settlements, *, connection_failed: bool
-) -> JobReport:
-    """Write the settlements, close the job with its counts, and tell the circuit breaker."""
-    write_settlements(settlements, worker=worker, job=job)
-    succeeded = sum(1 for s in settlements if s.transition in ("succeed", "finish_rollback"))
-    failed = len(settlements) - succeeded
-    unresolved = Action.objects.filter(job=job, status__in=[ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK]).count()
-    status = _job_status(succeeded, failed, unresolved)
-    summary = _error_summary(settlements, unresolved)
-    ActionJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-        status=status,
-        succeeded=succeeded,
-        failed=failed,
-        total=succeeded + failed + unresolved,
-        round_trips=runner.round_trips,
-        finished_at=timezone.now(),
-        lease_expires_at=timezone.now(),
-        error_summary=summary,
-    )
-    if connection_failed:
-        circuit_record_failure(job.connection_id, reason=summary or "the platform refused the connection")
-    else:
-        circuit_record_success(job.connection_id)
-    return JobReport(job.pk, status, succeeded, failed, unresolved, runner.round_trips)
-
-
-def _job_status(succeeded: int, failed: int, unresolved: int) -> str:
-    if unresolved or (succeeded and failed):
-        return JobStatus.PARTIALLY_SUCCEEDED if succeeded else JobStatus.FAILED
-    return JobStatus.SUCCEEDED if not failed else JobStatus.FAILED
-
-
-def _error_summary(settlements: list[Settlement], unresolved: int) -> str:
-    counts: dict[str, int] = {}
-    for settlement in settlements:
-        if settlement.error:
-            counts[settlement.error["code"]] = counts.get(settlement.error["code"], 0) + 1
-    parts = [f"{n} {code}" for code, n in sorted(counts.items())]
-    if unresolved:
-        parts.append(f"{unresolved} awaiting reconciliation (outcome unknown)")
-    return ", ".join(parts)
-
-
-# Errors and JSON ----------------------------------------------------------------------
-
-
-STALE_HINT = (
-    "Someone changed this entity on the platform after the approval or preflight. Nothing was "
-    "applied; run a new preflight (or re-approve with the current value) and try again."
-)
-
-
-def error_payload(code: str, message: str, *, retryable: bool, hint: str) -> dict[str, Any]:
-    """The stored error of a code outside the platform taxonomy (stale, drifted, ...),
-    shaped like ``PlatformError.as_dict()`` so actions, results and logs read one way."""
-    return {
-        "code": code,
-        "message": message,
-        "retryable": retryable,
-        "hint": hint,
-        "request_id": None,
-        "retry_after": None,
-    }
-
-
-def _failed(action: Action, error: PlatformError, note: str = "") -> Settlement:
-    payload = error.as_dict()
-    if note:
-        payload["message"] = f"{payload['message']} {note}".strip()
-    return Settlement(action, "fail", LogEvent.FAILED, error=payload, message=payload["message"])
-
-
-def _not_found(action: Action) -> PlatformError:
-    entity = action.entity
-    return PlatformError(
-        code=ErrorCode.NOT_FOUND,
-        message=f"{entity.get_entity_type_display().capitalize()} {entity.name} ({entity.external_id}) "
-        "no longer exists on the platform.",
-    )
-
-
-def _stale(action: Action, drift) -> Settlement:
-    details = "; ".join(f"{f} was {describe(seen)} at approval, is {describe(live)} now" for f, seen, live in drift)
-    message = f"Not applied: {action.entity.name} changed on the platform since it was approved ({details})."
-    error = error_payload("stale", message, retryable=False, hint=STALE_HINT)
-    return Settlement(action, "fail", LogEvent.STALE, error=error, message=message)
-
-
-def _not_applied(change: Change, live: Any, request_id: str | None) -> PlatformError:
-    return PlatformError(
-        code=ErrorCode.UNKNOWN,
-        message=f"The platform reported success, but reading it back shows {change.field} = {describe(live)} "
-        f"instead of {describe(change.value)}: the change did not take effect.",
-        request_id=request_id,
-    )
-
-
-def _merge_errors(errors: Iterable[PlatformError | None]) -> dict[str, Any]:
-    errors = [e for e in errors if e is not None]
-    first = errors[0]
-    payload = first.as_dict()
-    if len(errors) > 1:
-        payload["message"] = " ".join(dict.fromkeys(e.message for e in errors))
-        payload["retryable"] = all(e.retryable for e in errors)
-    return payload
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, dict | bool | int):
-        return value
-    return str(value)
-
-
-def _change_json(change: Change) -> dict[str, Any]:
-    return {
-        "entity_type": str(change.ref.entity_type),
-        "external_id": change.ref.external_id,
-        "field": str(change.field),
-        "value": _json_value(change.value),
-    }
+def _sending(changes: Sequence[Change], try_number: int) -> str:
+    what = ", ".join(f"{c.field} = {describe(c.value)}" for c in changes)
+    return f"Sending {what}." if try_number == 1 else f"Sending {what} again (try {try_number})."
 
 
 def _outcome_json(outcome: ChangeOutcome) -> dict[str, Any]:
@@ -545,3 +806,8 @@ def _outcome_json(outcome: ChangeOutcome) -> dict[str, Any]:
         "error": outcome.error.as_dict() if outcome.error else None,
         "request_id": outcome.request_id,
     }
+
+
+def when(at: datetime, time_zone: str) -> str:
+    """A time as people read it in the account's zone: ``2026-12-01 14:05:00 Europe/Berlin``."""
+    return f"{at.astimezone(ZoneInfo(time_zone)):%Y-%m-%d %H:%M:%S} {time_zone}"

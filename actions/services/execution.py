@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.circuit import circuit_check
@@ -46,8 +47,12 @@ def action_execute_request(*, action: Action, actor) -> Action:
             f"only approved actions can be executed.{hint}"
         )
     circuit_check(action.connection)
-    if not action.idempotency_key:
-        Action.objects.filter(pk=action.pk, idempotency_key="").update(idempotency_key=execution_key(action))
     with transaction.atomic():
-        actions_dispatch(action_ids=[action.pk])
+        # Not a state change: it says the approved action is due now.
+        Action.objects.filter(pk=action.pk, status=ActionStatus.APPROVED).update(
+            next_attempt_at=timezone.now(), wait_reason=""
+        )
+        if not action.idempotency_key:
+            Action.objects.filter(pk=action.pk, idempotency_key="").update(idempotency_key=execution_key(action))
+    actions_dispatch(action_ids=[action.pk])
     return Action.objects.get(pk=action.pk)

@@ -4,8 +4,8 @@ Every service here:
 - refuses another tenant's action as not found, and a role without the permission as
   ``PermissionDenied`` (authorization is checked here, never only in the admin);
 - refuses a transition the state does not allow with ``InvalidState`` naming the state;
-- saves inside ``transaction.atomic`` with an audit row (history with actor and reason)
-  and an execution-log row in the same transaction.
+- changes state through ``settlement.transition_one`` (history with actor and reason and
+  an execution-log row in the same transaction; ``Conflict`` if the row moved on).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
-from django_fsm import ConcurrentTransition, can_proceed
+from django_fsm import can_proceed
 
 from actions.models import Action, ActionStatus, LogEvent
-from actions.services.logs import log_event
-from budgetradar.audit import actor_label, audited_save
+from actions.services.settlement import transition_one
+from budgetradar.audit import actor_label
 from budgetradar.entitlements import entitlement_check_action_approvals
-from budgetradar.errors import Conflict, DomainError, InvalidState, PermissionDenied
+from budgetradar.errors import DomainError, InvalidState, PermissionDenied
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.money import quantize
 
@@ -30,15 +30,6 @@ def _refuse_transition(action: Action, verb: str) -> InvalidState:
         f"Action #{action.pk} is {action.get_status_display().lower()} and cannot be {verb}.",
         code=f"already_{action.status}" if action.status != ActionStatus.PENDING_APPROVAL else "invalid_state",
     )
-
-
-def save_transition(action: Action, *, actor, reason: str) -> None:
-    try:
-        audited_save(action, actor=actor, reason=reason)
-    except ConcurrentTransition:
-        raise Conflict(
-            f"Action #{action.pk} was changed by someone else at the same moment; reload and retry."
-        ) from None
 
 
 def baseline_from_mirror(action: Action) -> dict:
@@ -78,14 +69,16 @@ def action_approve(*, action: Action, actor, reason: str = "") -> Action:
     with transaction.atomic():
         entitlement_check_action_approvals(tenant=tenant)
         now = timezone.now()
-        action.approve(by=actor, at=now)
-        if action.baseline_state is None:
-            action.baseline_state = baseline_from_mirror(action)
-        save_transition(action, actor=actor, reason=reason or "approved")
-        log_event(
-            action=action, event=LogEvent.APPROVED, actor=actor, message=reason or f"Approved by {actor_label(actor)}."
+        baseline = action.baseline_state or baseline_from_mirror(action)
+        return transition_one(
+            action,
+            "approve",
+            actor=actor,
+            reason=reason or "approved",
+            event=LogEvent.APPROVED,
+            message=reason or f"Approved by {actor_label(actor)}.",
+            args={"by": actor, "at": now, "next_attempt_at": now, "baseline_state": baseline},
         )
-    return action
 
 
 def action_reject(*, action: Action, actor, reason: str) -> Action:
@@ -96,11 +89,15 @@ def action_reject(*, action: Action, actor, reason: str) -> Action:
         raise DomainError("A reason is required to reject an action.", code="reason_required")
     if not can_proceed(action.reject):
         raise _refuse_transition(action, "rejected")
-    with transaction.atomic():
-        action.reject(reason=reason, at=timezone.now())
-        save_transition(action, actor=actor, reason=f"rejected: {reason}")
-        log_event(action=action, event=LogEvent.REJECTED, actor=actor, message=reason)
-    return action
+    return transition_one(
+        action,
+        "reject",
+        actor=actor,
+        reason=f"rejected: {reason}",
+        event=LogEvent.REJECTED,
+        message=reason,
+        args={"reason": reason, "at": timezone.now()},
+    )
 
 
 def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
@@ -109,11 +106,15 @@ def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
     require_perm(actor, "actions.cancel_action", doing="cancel actions")
     if not can_proceed(action.cancel):
         raise _refuse_transition(action, "cancelled")
-    with transaction.atomic():
-        action.cancel(reason=reason or "cancelled", at=timezone.now())
-        save_transition(action, actor=actor, reason=f"cancelled: {reason}" if reason else "cancelled")
-        log_event(action=action, event=LogEvent.CANCELLED, actor=actor, message=reason or "Cancelled.")
-    return action
+    return transition_one(
+        action,
+        "cancel",
+        actor=actor,
+        reason=f"cancelled: {reason}" if reason else "cancelled",
+        event=LogEvent.CANCELLED,
+        message=reason or "Cancelled.",
+        args={"reason": reason or "cancelled", "at": timezone.now()},
+    )
 
 
 @dataclass(frozen=True)

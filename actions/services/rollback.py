@@ -1,46 +1,44 @@
 """Rolling executed actions back to their before-state.
 
-Request (``action_rollback_request``, synchronous, no platform call): the action must be
-succeeded or partially executed (or a failed rollback being retried), its rollback
-instructions must still be valid (``ROLLBACK_VALID_HOURS`` after execution), and an
-override of drift needs the admin permission and a reason. It moves the action to
-``rolling_back`` and dispatches a rollback job after commit.
+Request (``action_rollback_request`` for one action, ``actions_rollback_request`` for
+many, e.g. a deployment; synchronous, no platform call): the action must be succeeded
+or partially executed (or a failed rollback being retried), its rollback instructions
+must still be valid (``ROLLBACK_VALID_HOURS`` after execution), and an override of
+drift needs the admin permission and a reason. It moves the action to
+``rolling_back``, due now; the dispatcher gives it to a rollback job.
 
-Run (``run_rollback_job``, in the worker): read the entity; if it was removed on the
-platform it cannot be rolled back (said so); if it changed since execution (drift from
-the after-state) the rollback is refused unless overridden, so nobody's later change is
-overwritten; if it already shows the before-values (a crashed rollback that did apply)
-it settles without sending; otherwise apply, read back, settle ``rolled_back`` or
-``rollback_failed``.
+Worker side (used by the engine for rollback jobs, and by the reconciler): the worker
+takes the rollback under its lease (``rollback_claim``), reads the entity, and
+``rollback_decide`` says what to do: removed on the platform -> cannot be rolled back
+(said so); already at the before-values (an earlier attempt's request landed) ->
+rolled back without sending; changed since execution (drift from the after-state) ->
+refused unless overridden, so nobody's later change is overwritten; otherwise it is
+sent, read back and settled by ``rollback_verify``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from actions.models import Action, ActionJob, ActionStatus, LogEvent
+from actions.services import outcomes as out
 from actions.services.circuit import circuit_check
-from actions.services.lifecycle import save_transition
-from actions.services.logs import log_event, log_events
-from actions.services.runner import PlatformRunner
+from actions.services.dispatch import actions_dispatch
+from actions.services.leases import Lease
+from actions.services.settlement import Settlement, transition_actions
 from actions.services.verification import describe, same_value
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.tenancy import require_perm, require_same_tenant
-from platforms.types import (
-    MONEY_FIELDS,
-    Change,
-    EntityState,
-    ErrorCode,
-    Field,
-    OutcomeStatus,
-    PlatformCallError,
-    PlatformError,
-)
+from platforms.models import PlatformConnection
+from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus
 
 
 def action_rollback_request(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
@@ -54,27 +52,51 @@ def action_rollback_request(*, action: Action, actor, reason: str = "", override
             f"Action #{action.pk} is {action.get_status_display().lower()}; only succeeded or partially "
             "executed actions can be rolled back."
         )
-    _check_instructions(action)
+    rollback_check_instructions(action)
     if override_drift:
         require_perm(actor, "actions.override_rollback_drift", doing="override a rollback drift check")
         if not reason.strip():
             raise DomainError("Overriding the drift check needs a reason.", code="reason_required")
     circuit_check(action.connection)
+    moved = actions_rollback_request(
+        actions=[action], actor=actor, reason=reason, override_drift=override_drift, checked=True
+    )
+    if not moved:
+        raise InvalidState(f"Action #{action.pk} changed at the same moment; reload and retry.", code="conflict")
+    return moved[0]
+
+
+def actions_rollback_request(
+    *, actions: Sequence[Action], actor, reason: str = "", override_drift: bool = False, checked: bool = False
+) -> list[Action]:
+    """Move many actions to ``rolling_back`` (one transaction) and dispatch them after commit.
+
+    Unless ``checked``, actions without valid instructions are skipped (not an error) and
+    every connection's circuit must be closed.
+    """
+    if not checked:
+        actions = [a for a in actions if _has_valid_instructions(a)]
+        for connection in PlatformConnection.objects.filter(pk__in={a.connection_id for a in actions}):
+            circuit_check(connection)
+    user = actor if getattr(actor, "is_authenticated", False) else None
     with transaction.atomic():
-        action.start_rollback(by=actor, reason=reason, override_drift=override_drift)
-        save_transition(action, actor=actor, reason=f"rollback requested: {reason}" if reason else "rollback requested")
-        log_event(
-            action=action,
-            event=LogEvent.ROLLBACK_STARTED,
+        moved = transition_actions(
+            actions,
+            "start_rollback",
             actor=actor,
+            reason=f"rollback requested: {reason}" if reason else "rollback requested",
+            kwargs={"by": user, "reason": reason, "override_drift": override_drift, "at": timezone.now()},
+            event=LogEvent.ROLLBACK_STARTED,
             message=reason or "Rollback requested.",
-            request=action.rollback_params,
+            log=lambda a: {"request": a.rollback_params},
         )
-        transaction.on_commit(lambda: _dispatch(action.pk))
-    return action
+        ids = [a.pk for a in moved]
+        if ids:
+            transaction.on_commit(lambda: actions_dispatch(action_ids=ids))
+    return moved
 
 
-def _check_instructions(action: Action) -> None:
+def rollback_check_instructions(action: Action) -> None:
     if not action.rollback_params or not action.rollback_params.get("changes"):
         raise InvalidState(f"Action #{action.pk} has no rollback instructions: nothing was applied.")
     if action.rollback_deadline is None or action.rollback_deadline < timezone.now():
@@ -86,13 +108,15 @@ def _check_instructions(action: Action) -> None:
         )
 
 
-def _dispatch(action_id: int) -> None:
-    from actions.services.dispatch import actions_dispatch
+def _has_valid_instructions(action: Action) -> bool:
+    try:
+        rollback_check_instructions(action)
+    except InvalidState:
+        return False
+    return True
 
-    actions_dispatch(action_ids=[action_id])
 
-
-# Worker side --------------------------------------------------------------------------
+# Worker side -------------------------------------------------------------------------------
 
 
 def rollback_changes(action: Action) -> list[Change]:
@@ -113,60 +137,55 @@ def _after_value(action: Action, field: Field) -> Any:
     return (action.after_state or {}).get(str(field))
 
 
-def run_rollback_job(*, job: ActionJob, runner: PlatformRunner, worker: str):
-    from actions.services.engine import Settlement, job_finish
-
-    actions = list(
-        Action.objects.filter(job=job, status=ActionStatus.ROLLING_BACK).select_related("entity__parent", "connection")
+def rollback_claim(job: ActionJob, *, lease: Lease, limit: int) -> list[Action]:
+    """Take up to ``limit`` unclaimed rollbacks of ``job`` under ``lease`` (a new attempt each)."""
+    with transaction.atomic():
+        ids = list(
+            Action.objects.select_for_update(skip_locked=True)
+            .filter(job=job, status=ActionStatus.ROLLING_BACK, lease_owner="")
+            .order_by("id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Action.objects.filter(pk__in=ids).update(
+                lease_owner=lease.token,
+                lease_expires_at=lease.expires_at,
+                attempts=F("attempts") + 1,
+                reconcile_attempts=0,
+                next_attempt_at=None,
+                wait_reason="",
+            )
+    return list(
+        Action.objects.filter(pk__in=ids, lease_owner=lease.token).select_related(
+            "entity__parent", "entity__connection", "connection"
+        )
     )
-    plans = {a.pk: rollback_changes(a) for a in actions}
-    try:
-        live = runner.read(a.entity.to_ref() for a in actions)
-    except PlatformCallError as exc:
-        from actions.services.engine import CONNECTION_LEVEL
 
-        settlements = [_refused(a, exc.error.code, f"{exc.error.message} Nothing was sent.") for a in actions]
-        return job_finish(job, runner, worker, settlements, connection_failed=exc.error.code in CONNECTION_LEVEL)
-    settlements, to_send = [], []
-    for action in actions:
-        decision = _decide(action, plans[action.pk], live.get(action.entity.to_ref().key))
-        if isinstance(decision, Settlement):
-            settlements.append(decision)
-        else:
-            to_send.append(action)
-    log_events(
-        {
-            "action": a,
-            "event": LogEvent.REQUEST_SENT,
-            "actor": worker,
-            "message": "Sending rollback.",
-            "request": a.rollback_params,
-        }
-        for a in to_send
+
+def rollback_postpone(actions: Sequence[Action], *, lease: Lease | None, next_attempt_at: datetime, reason: str) -> int:
+    """Give rollbacks that sent nothing back to the dispatcher, due at ``next_attempt_at``.
+
+    Not a state change (they stay ``rolling_back``); fenced on ``lease`` when given.
+    """
+    rows = Action.objects.filter(pk__in=[a.pk for a in actions], status=ActionStatus.ROLLING_BACK)
+    if lease is not None:
+        rows = rows.filter(lease_owner=lease.token)
+    return rows.update(
+        lease_owner="", lease_expires_at=None, job=None, next_attempt_at=next_attempt_at, wait_reason=reason
     )
-    changes = [c for a in to_send for c in plans[a.pk]]
-    outcomes = runner.apply(changes) if changes else []
-    settlements += _verify(to_send, plans, changes, outcomes, runner)
-    return job_finish(job, runner, worker, settlements, connection_failed=False)
 
 
-def _decide(action: Action, changes: list[Change], state: EntityState | None):
+def rollback_decide(action: Action, changes: list[Change], state: EntityState | None, *, now) -> Settlement | None:
     """A Settlement when the rollback ends without sending; None when it must be sent."""
-    from actions.services.engine import Settlement
-
     if state is None or state.status == "removed":
-        return _refused(
+        return out.rollback_failed(
             action,
             ErrorCode.NOT_FOUND,
             f"{action.entity.name} was removed on the platform; a removed entity cannot be rolled back.",
         )
     if all(same_value(c.field, state.value_of(c.field), c.value) for c in changes):
-        return Settlement(
-            action,
-            "finish_rollback",
-            LogEvent.ROLLBACK_SUCCEEDED,
-            after=state,
-            message="The platform already shows the before-values; nothing to send.",
+        return out.rolled_back(
+            action, after=state, now=now, message="The platform already shows the before-values; nothing to send."
         )
     drift = [c for c in changes if not same_value(c.field, state.value_of(c.field), _after_value(action, c.field))]
     if drift and not action.rollback_override_drift:
@@ -175,59 +194,35 @@ def _decide(action: Action, changes: list[Change], state: EntityState | None):
             f"BudgetRadar set {describe(_after_value(action, c.field))}"
             for c in drift
         )
-        return _refused(
+        return out.rollback_failed(
             action,
             "drifted",
             f"Not rolled back: {action.entity.name} changed after execution "
             f"({details}). Rolling back would overwrite that change; an admin may override with a reason.",
+            after=state,
         )
     return None
 
 
-def _verify(actions, plans, changes, outcomes, runner: PlatformRunner):
-    from actions.services.engine import Settlement
-
-    by_key = dict(zip(((c.key, c.field) for c in changes), outcomes, strict=True))
-    try:
-        after = runner.read(a.entity.to_ref() for a in actions)
-    except PlatformCallError:
-        return []  # cannot verify now; the reconciler settles them from platform truth
-    settlements = []
+def rollback_verify(actions, plans, results, after, *, now) -> tuple[list[Settlement], list[tuple[Action, str]]]:
+    """Settle sent rollbacks from the read-back; unknown outcomes go to the reconciler."""
+    settlements, unresolved = [], []
     for action in actions:
-        state = after.get(action.entity.to_ref().key)
-        results = [by_key[(str(action.pk), c.field)] for c in plans[action.pk]]
-        if any(o.status == OutcomeStatus.UNKNOWN for o in results):
+        outcomes = results[action.pk]
+        if any(o.status == OutcomeStatus.UNKNOWN for o in outcomes):
+            unresolved.append((action, "the platform's answer to the rollback was lost"))
             continue
-        ok = state is not None and all(same_value(c.field, state.value_of(c.field), c.value) for c in plans[action.pk])
-        if ok:
+        state = after.get(action.entity.to_ref().key)
+        if state is not None and all(same_value(c.field, state.value_of(c.field), c.value) for c in plans[action.pk]):
             settlements.append(
-                Settlement(
-                    action,
-                    "finish_rollback",
-                    LogEvent.ROLLBACK_SUCCEEDED,
-                    after=state,
-                    message="Rolled back; verified by reading the platform back.",
+                out.rolled_back(
+                    action, after=state, now=now, message="Rolled back; verified by reading the platform back."
                 )
             )
             continue
-        error = next((o.error for o in results if o.error), None)
+        error = next((o.error for o in outcomes if o.error), None)
         message = error.message if error else "The platform did not show the before-values after the rollback."
-        settlements.append(_refused(action, error.code if error else ErrorCode.UNKNOWN, message, after=state))
-    return settlements
-
-
-def _refused(action: Action, code, message: str, after: EntityState | None = None):
-    """A failed rollback: taxonomy codes carry their own retryable and hint."""
-    from actions.services.engine import Settlement, error_payload
-
-    if str(code) in ErrorCode._value2member_map_:
-        error = PlatformError(code=ErrorCode(str(code)), message=message).as_dict()
-    else:
-        error = error_payload(str(code), message, retryable=False, hint=DRIFT_HINT)
-    return Settlement(action, "fail_rollback", LogEvent.ROLLBACK_FAILED, error=error, after=after, message=message)
-
-
-DRIFT_HINT = (
-    "Check who changed the entity and whether their change should stay. To roll back anyway, an admin can "
-    "retry the rollback with 'override drift' and a reason."
-)
+        settlements.append(
+            out.rollback_failed(action, error.code if error else ErrorCode.UNKNOWN, message, after=state)
+        )
+    return settlements, unresolved

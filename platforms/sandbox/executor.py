@@ -102,6 +102,8 @@ class _Call:
     fault: SandboxFault | None = None
     outcome: str = ""
     applied: int = 0
+    started: float = 0.0  # time.monotonic() when the client sent it (the deadline runs from here)
+    logged: bool = False
 
     def live_entities(self) -> QuerySet[SandboxEntity]:
         return SandboxEntity.objects.filter(account=self.account, deleted_at__isnull=True)
@@ -254,7 +256,13 @@ class SandboxExecutor(PlatformExecutor):
 
     @contextmanager
     def _request(
-        self, method: str, *, entity_ids: list[str] | None, operations: int, validate_only: bool = False
+        self,
+        method: str,
+        *,
+        entity_ids: list[str] | None,
+        operations: int,
+        validate_only: bool = False,
+        changes: Sequence[Change] | None = None,
     ) -> Iterator[_Call]:
         """Serve one request: throttle, latency, authentication, faults; then log it.
 
@@ -262,6 +270,9 @@ class SandboxExecutor(PlatformExecutor):
         the request was accepted; a timeout-after-apply fault fires once it has run.
         """
         self.throttle(operations)
+        if changes is not None and not validate_only:
+            self.before_write(changes)
+        started = time.monotonic()
         self.round_trips += 1
         account = SandboxAccount.objects.filter(account_id=self.config.account_id).first()
         if account is None:
@@ -281,6 +292,7 @@ class SandboxExecutor(PlatformExecutor):
             entity_ids=entity_ids or [],
             operations=operations,
             validate_only=validate_only,
+            started=started,
         )
         try:
             self._authenticate(call)
@@ -295,9 +307,11 @@ class SandboxExecutor(PlatformExecutor):
                 raise self._timeout(call, ambiguous=True)
         except PlatformCallError as exc:
             call.outcome = call.outcome or f"refused: {exc.error.code}: {exc.error.message}"
-            self._log(call)
+            if not call.logged:
+                self._log(call)
             raise
-        self._log(call)
+        if not call.logged:
+            self._log(call)
 
     def _authenticate(self, call: _Call) -> None:
         if not call.account.accepts(self.config.credentials.get("access_token")):
@@ -327,6 +341,16 @@ class SandboxExecutor(PlatformExecutor):
             retry_after = fault.retry_after if code == ErrorCode.RATE_LIMITED else None
             raise PlatformCallError(call.error(code, message, retry_after=retry_after))
 
+    def _within_deadline(self, call: _Call) -> None:
+        """Like a gRPC server honouring the client's deadline, the sandbox does not commit a
+        write that arrives or finishes after the client stopped waiting (the request
+        timeout): the transaction rolls back and the client sees a timeout. So a client
+        that was paused mid-request cannot make its change land long after it gave up."""
+        if time.monotonic() - call.started > self.config.request_timeout:
+            call.applied = 0
+            call.outcome = "deadline exceeded before commit: nothing applied"
+            raise self._timeout(call, ambiguous=True)
+
     def _timeout(self, call: _Call, *, ambiguous: bool) -> PlatformCallError:
         message = f"The sandbox did not answer within {self.config.request_timeout:g}s (request timed out)."
         if ambiguous:
@@ -334,6 +358,7 @@ class SandboxExecutor(PlatformExecutor):
         return PlatformCallError(call.error(ErrorCode.TRANSIENT, message), ambiguous=ambiguous)
 
     def _log(self, call: _Call) -> None:
+        call.logged = True
         SandboxRequest.objects.create(
             account=call.account,
             request_id=call.request_id,
@@ -352,7 +377,7 @@ class SandboxExecutor(PlatformExecutor):
         ids = sorted({change.ref.external_id for change in batch})
         try:
             with self._request(
-                Method.APPLY, entity_ids=ids, operations=len(batch), validate_only=validate_only
+                Method.APPLY, entity_ids=ids, operations=len(batch), validate_only=validate_only, changes=batch
             ) as call:
                 outcomes = self._write(call, batch)
         except PlatformCallError as exc:
@@ -389,8 +414,15 @@ class SandboxExecutor(PlatformExecutor):
                 for row in dirty.values():
                     row.updated_at = now
                 _save_rows(list(dirty.values()), sorted(fields), updated_at=now)
-        counts = {status: sum(1 for o in outcomes if o.status == status) for status in OutcomeStatus}
-        call.outcome = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+            self._within_deadline(call)
+            if dirty:
+                # The request log commits with the change it records: a change is never
+                # on the platform without its request in the log.
+                lost = call.fault is not None and call.fault.kind == FaultKind.TIMEOUT_AFTER_APPLY
+                call.outcome = _summary(outcomes) + ("; the response was lost (timeout)" if lost else "")
+                self._log(call)
+        if not call.logged:
+            call.outcome = _summary(outcomes)
         return outcomes
 
     def _outcome(
@@ -419,6 +451,11 @@ class SandboxExecutor(PlatformExecutor):
         if call.fault_hits(row.external_id, FaultKind.PARTIAL_FAILURE):
             return call.error(ErrorCode.INVALID_VALUE, f"{what}: the sandbox rejected {change.field} (injected fault).")
         return None
+
+
+def _summary(outcomes: Sequence[ChangeOutcome]) -> str:
+    counts = {status: sum(1 for o in outcomes if o.status == status) for status in OutcomeStatus}
+    return ", ".join(f"{count} {status}" for status, count in counts.items() if count)
 
 
 def _save_rows(rows: Sequence[SandboxEntity], fields: Sequence[str], *, updated_at: datetime) -> None:

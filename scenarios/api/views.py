@@ -298,14 +298,15 @@ class DeploymentViewSet(
     @route(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request: Request, pk: str) -> Response:
         """A new live deployment of the entities that failed or were stale (fresh preflight)."""
-        from scenarios.services.deploy import deployment_retry_failed, deployment_serialize
+        from scenarios.services.deploy import deployment_retry_failed_request, deployment_serialize
 
         deployment = self.get_object()
-
-        def run() -> tuple[dict, int]:
-            return deployment_serialize(deployment_retry_failed(deployment=deployment, actor=request.user)), 202
-
-        return _idempotent(request, "deployment.retry_failed", {"deployment": deployment.pk}, run)
+        result = deployment_retry_failed_request(
+            deployment=deployment, actor=request.user, idempotency_key=idempotency_key_from(request)
+        )
+        retry = Deployment.objects.get(pk=result.response["id"])
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(deployment_serialize(retry), status=202, headers=headers)
 
     @extend_schema(request=ReasonSerializer, responses={202: OpenApiTypes.OBJECT}, parameters=[IDEMPOTENCY_HEADER])
     @route(detail=True, methods=["post"])

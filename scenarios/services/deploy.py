@@ -32,9 +32,11 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus, ActionType, LogEvent
 from actions.services.circuit import circuit_check
-from actions.services.logs import log_events
+from actions.services.dispatch import actions_dispatch
+from actions.services.rollback import actions_rollback_request
 from actions.services.runner import PlatformRunner
-from actions.services.transitions import bulk_transition, write_history
+from actions.services.settlement import actions_create
+from budgetradar import outbox
 from budgetradar.audit import audited_save
 from budgetradar.bulk import bulk_set
 from budgetradar.entitlements import Feature, entitlement_check_action_approvals, entitlement_check_feature
@@ -46,6 +48,7 @@ from platforms.registry import get_executor
 from platforms.types import Change, EntityStatus, Field, OutcomeStatus
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.items import items_of_scenario
+from scenarios.services.preflight import preflight_run
 
 R = DeploymentResult.Status
 FIELDS = {
@@ -251,6 +254,7 @@ def _override_for(preflight: PreflightRun, override_id: int | None) -> Guardrail
 
 
 def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
+    seen_at = deployment.preflight.finished_at or deployment.preflight.created_at
     actions = [
         Action(
             tenant_id=deployment.tenant_id,
@@ -260,24 +264,20 @@ def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
             action_type=ActionType.SET_VALUES,
             params=_targets(doc),
             status=ActionStatus.APPROVED,
-            baseline_state=_baseline(doc),
+            baseline_state=_baseline(doc) | {"seen_at": seen_at.isoformat()},
             proposed_by=_user(actor),
             approved_by=_user(actor),
             approved_at=now,
+            next_attempt_at=now,
             deployment=deployment,
         )
         for doc in docs
     ]
-    actions = Action.objects.bulk_create(actions, batch_size=1000)
     reason = f"approved by deploying scenario live (deployment #{deployment.pk})"
-    write_history(actions, actor=actor, reason=reason, history_type="+")
-    log_events({"action": a, "event": LogEvent.APPROVED, "actor": actor, "message": reason} for a in actions)
-    return actions
+    return actions_create(actions, actor=actor, reason=reason, event=LogEvent.APPROVED)
 
 
 def _dispatch(action_ids: list[int]) -> None:
-    from actions.services.dispatch import actions_dispatch
-
     actions_dispatch(action_ids=action_ids)
 
 
@@ -302,15 +302,37 @@ ACTION_TO_RESULT = {
 def deployments_refresh(deployment_ids: set[int]) -> None:
     """Copy the state of each deployment's actions into its results and counts.
 
-    Called by the engine whenever it settles actions that belong to deployments; a
-    bounded number of queries per deployment, whatever its size.
+    Called by the outbox consumer when actions of deployments settle. Each deployment is
+    refreshed under a lock on its row, so two workers settling actions of one deployment
+    at once are serialised and never overwrite each other's results; counts are derived
+    from the results. A bounded number of queries per deployment, whatever its size.
     """
-    for deployment in Deployment.objects.filter(pk__in=deployment_ids):
-        results = list(deployment.results.filter(action__isnull=False).select_related("action"))
-        for result in results:
-            _from_action(result, result.action)
-        bulk_set(results, ["status", "after", "before", "error_code", "error_message", "retryable", "hint"])
-        _recount(deployment, finished=False)
+    for deployment_id in sorted(deployment_ids):
+        with transaction.atomic():
+            deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+            if deployment is None:
+                continue
+            was_active = deployment.status in (Deployment.Status.QUEUED, Deployment.Status.RUNNING)
+            results = list(deployment.results.filter(action__isnull=False).select_related("action"))
+            for result in results:
+                _from_action(result, result.action)
+            bulk_set(results, ["status", "after", "before", "error_code", "error_message", "retryable", "hint"])
+            _recount(deployment, finished=False)
+            if was_active and deployment.status not in (Deployment.Status.QUEUED, Deployment.Status.RUNNING):
+                outbox.publish(
+                    "deployment.finished",
+                    tenant_id=deployment.tenant_id,
+                    payload={"deployment_id": deployment.pk, "status": deployment.status},
+                )
+
+
+def deployments_mark_running(job_ids: set[int]) -> int:
+    """Queued live deployments with actions in these jobs are running now."""
+    return (
+        Deployment.objects.filter(status=Deployment.Status.QUEUED, actions__job_id__in=job_ids)
+        .distinct()
+        .update(status=Deployment.Status.RUNNING, started_at=timezone.now())
+    )
 
 
 def _from_action(result: DeploymentResult, action: Action) -> None:
@@ -360,12 +382,31 @@ def _status(deployment: Deployment, counts) -> str:
 # Retry, rollback, overrides --------------------------------------------------------------------
 
 
-def deployment_retry_failed(*, deployment: Deployment, actor) -> Deployment:
-    """A new live deployment of just the entities that failed or were stale (fresh preflight, new key)."""
-    from scenarios.services.preflight import preflight_run
+RETRY_SCOPE = "deployment.retry_failed"
 
+
+def deployment_retry_failed(*, deployment: Deployment, actor, idempotency_key: str | None = None) -> Deployment:
+    """A new live deployment of just the entities that failed or were stale (fresh preflight, new key)."""
+    result = deployment_retry_failed_request(deployment=deployment, actor=actor, idempotency_key=idempotency_key)
+    return Deployment.objects.get(pk=result.response["id"])
+
+
+def deployment_retry_failed_request(
+    *, deployment: Deployment, actor, idempotency_key: str | None = None
+) -> IdempotentResult:
+    """Retry the failed entities once per idempotency key (a new key when none is given).
+
+    The fresh preflight reads the platform before any transaction opens; only the short
+    write of the new deployment runs under the key, so no database lock (idempotency
+    row, rate-limit bucket) is held while the platform answers.
+    """
     require_same_tenant(actor, deployment.tenant, what="deployment")
     require_perm(actor, "scenarios.deploy_live", doing="deploy live")
+    request = {"deployment": deployment.pk}
+    key = clean_key(idempotency_key) if idempotency_key else f"retry-{deployment.pk}-{uuid.uuid4().hex[:12]}"
+    replay = idempotent_lookup(tenant=deployment.tenant, key=key, scope=RETRY_SCOPE, request=request)
+    if replay is not None:
+        return replay
     failed = set(deployment.results.filter(status__in=[R.FAILED, R.STALE]).values_list("entity_id", flat=True))
     if not failed:
         raise InvalidState(f"Deployment #{deployment.pk} has no failed entities to retry.", code="nothing_to_retry")
@@ -380,12 +421,11 @@ def deployment_retry_failed(*, deployment: Deployment, actor) -> Deployment:
         notes=f"Retry of the failed entities of deployment #{deployment.pk}",
         scenario=deployment.scenario,
     )
-    key = f"retry-{deployment.pk}-{uuid.uuid4().hex[:12]}"
-    result = run_idempotent(
+    return run_idempotent(
         tenant=deployment.tenant,
         key=key,
-        scope="scenario.deploy",
-        request={"retry_of": deployment.pk},
+        scope=RETRY_SCOPE,
+        request=request,
         actor=actor,
         operation=lambda: (
             _live(
@@ -399,7 +439,6 @@ def deployment_retry_failed(*, deployment: Deployment, actor) -> Deployment:
             202,
         ),
     )
-    return Deployment.objects.get(pk=result.response["id"])
 
 
 def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> Deployment:
@@ -418,44 +457,7 @@ def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> D
             "instructions (they are valid for 24 hours after execution).",
             code="nothing_to_roll_back",
         )
-    for connection in PlatformConnection.objects.filter(pk__in={a.connection_id for a in actions}):
-        circuit_check(connection)
-
-    def prepare(action: Action) -> None:
-        action.rollback_requested_by, action.rollback_reason = _user(actor), reason
-        action.rollback_override_drift, action.job = False, None
-        action.clear_error()
-
-    with transaction.atomic():
-        moved = bulk_transition(
-            actions,
-            "start_rollback",
-            reason=f"rollback of deployment #{deployment.pk}: {reason}".strip(": "),
-            actor=actor,
-            prepare=prepare,
-            fields=[
-                "rollback_requested_by",
-                "rollback_reason",
-                "rollback_override_drift",
-                "job",
-                "error_code",
-                "error_message",
-                "error_retryable",
-                "error_hint",
-            ],
-        )
-        log_events(
-            {
-                "action": a,
-                "event": LogEvent.ROLLBACK_STARTED,
-                "actor": actor,
-                "message": reason or f"Rollback of deployment #{deployment.pk}.",
-                "request": a.rollback_params,
-            }
-            for a in moved
-        )
-        ids = [a.pk for a in moved]
-        transaction.on_commit(lambda: _dispatch(ids))
+    actions_rollback_request(actions=actions, actor=actor, reason=reason or f"Rollback of deployment #{deployment.pk}.")
     return deployment
 
 

@@ -1,0 +1,77 @@
+"""Reads about actions that are more than a filter: what an action is waiting for.
+
+The admin and the API present these; the rules (what "awaiting reconciliation" or
+"stuck" means) live here and in ``actions.services.reconcile``, not in the views.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from actions.models import Action, ActionStatus
+from actions.services.leases import RELEASED_SUFFIX
+
+S = ActionStatus
+
+
+def _when(at: datetime, action: Action) -> str:
+    zone = action.connection.time_zone
+    return f"{at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} {zone}"
+
+
+def action_wait_state(action: Action, *, now: datetime | None = None) -> str:
+    """What the action waits for, in words a person reads ("" when it waits for nothing)."""
+    now = now or timezone.now()
+    if action.status == S.APPROVED:
+        if action.next_attempt_at is None:
+            return "Waits for someone to press Execute."
+        if action.next_attempt_at > now:
+            reason = f" {action.wait_reason}" if action.wait_reason else ""
+            return f"Runs at {_when(action.next_attempt_at, action)}.{reason}"
+        return "Due now: a worker picks it up within a minute."
+    if action.status in (S.EXECUTING, S.ROLLING_BACK) and action.lease_owner:
+        expired = action.lease_expires_at is None or action.lease_expires_at <= now
+        if expired or action.lease_owner.endswith(RELEASED_SUFFIX):
+            tries = f" Next try at {_when(action.next_attempt_at, action)}." if action.next_attempt_at else ""
+            why = f" {action.wait_reason}" if action.wait_reason else ""
+            return f"Awaiting reconciliation: the reconciler reads the platform and settles it.{why}{tries}"
+        return f"Held by {action.lease_owner} until {_when(action.lease_expires_at, action)}."
+    if action.status == S.ROLLING_BACK:
+        return "Rollback waits for a worker."
+    if action.status == S.QUEUED:
+        return "Queued for a worker."
+    return ""
+
+
+def actions_needing_attention(
+    queryset: QuerySet[Action], kind: str, *, now: datetime | None = None
+) -> QuerySet[Action]:
+    """Filter ``queryset`` to one of: ``parked`` (waiting for a later attempt),
+    ``reconciling`` (outcome being settled by the reconciler), ``stuck`` (blocking its
+    entity longer than ENGINE_STUCK_AFTER_MINUTES)."""
+    now = now or timezone.now()
+    if kind == "parked":
+        return queryset.filter(status=S.APPROVED, next_attempt_at__gt=now)
+    if kind == "reconciling":
+        return (
+            queryset.filter(status__in=[S.EXECUTING, S.ROLLING_BACK])
+            .exclude(lease_owner="")
+            .filter(
+                Q(lease_expires_at__lte=now)
+                | Q(lease_expires_at__isnull=True)
+                | Q(lease_owner__endswith=RELEASED_SUFFIX)
+            )
+        )
+    if kind == "stuck":
+        cutoff = now - timedelta(minutes=settings.ENGINE_STUCK_AFTER_MINUTES)
+        return queryset.filter(
+            Q(status=S.EXECUTING, started_at__lt=cutoff)
+            | Q(status=S.QUEUED, queued_at__lt=cutoff)
+            | Q(status=S.ROLLING_BACK, updated_at__lt=cutoff)
+        )
+    raise ValueError(f"unknown attention kind {kind!r}")

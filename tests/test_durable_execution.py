@@ -1,0 +1,284 @@
+"""Durable execution: leases, per-request attempts, one settlement path, the reconciler.
+
+Each test reproduces a way the engine used to break its promise (issue 8) and pins what
+happens now: no action left executing for ever, a live worker's work never taken over,
+the recorded outcome equal to the platform's truth, and nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, JobStatus, LogEvent
+from actions.services.dispatch import actions_dispatch
+from actions.services.engine import job_process
+from actions.services.reconcile import actions_reconcile
+from actions.services.rollback import action_rollback_request
+from budgetradar.outbox import outbox_drain
+from budgetradar.transactions import in_transaction
+from platforms.base import no_throttle
+from platforms.sandbox.executor import SandboxExecutor
+from scenarios.models import Scenario, ScenarioItem
+from scenarios.services.deploy import deployment_create
+from scenarios.services.preflight import preflight_for_scenario
+from tests.engine_helpers import FAST, approved, run_worker, sandbox_world
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TTL = 2  # seconds: leases run out quickly in these tests
+
+
+@pytest.fixture
+def world(tenant, settings):
+    settings.LEASE_TTL_SECONDS = TTL
+    settings.PLATFORM_REQUEST_TIMEOUT_SECONDS = 1  # a request still in flight after this has timed out
+    return sandbox_world(tenant, campaigns=6, ad_sets_per_campaign=0)
+
+
+def events_of(action: Action) -> list[str]:
+    return list(action.logs.order_by("id").values_list("event", flat=True))
+
+
+def break_reads_after_applying(monkeypatch, world, *, remaining: int | None) -> None:
+    """Every read after the next apply fails with a 5xx (``remaining`` times, None: always)."""
+    original = SandboxExecutor.apply
+
+    def apply(self, changes, **kwargs):
+        outcomes = original(self, changes, **kwargs)
+        if not kwargs.get("validate_only"):
+            world.fault("server_error", scope="read", remaining=remaining)
+        return outcomes
+
+    monkeypatch.setattr(SandboxExecutor, "apply", apply)
+
+
+def expire_leases() -> None:
+    time.sleep(TTL + 0.3)
+
+
+def in_thread(fn) -> threading.Thread:
+    def run() -> None:
+        try:
+            fn()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+# 1. A failed read-back no longer strands the action ---------------------------------------
+
+
+def test_a_read_back_that_fails_after_applying_is_settled_by_the_reconciler(world, approver, monkeypatch):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    break_reads_after_applying(monkeypatch, world, remaining=FAST.max_attempts)
+    [report] = run_worker()
+    action.refresh_from_db()
+    assert report.unresolved == 1 and ActionJob.objects.get().status != JobStatus.RUNNING
+    assert action.status == ActionStatus.EXECUTING and events_of(action)[-1] == "awaiting_reconciliation"
+    assert action.lease_expires_at <= timezone.now()  # handed over at once, no lease to wait for
+
+    report = actions_reconcile()
+    action.refresh_from_db()
+    assert report.succeeded == 1 and action.status == ActionStatus.SUCCEEDED
+    assert action.rollback_params == {"changes": [{"field": "daily_budget", "value": "100.00"}]}
+    assert world.applied_count("sandbox-cmp-1") == 1
+    # The entity is not blocked: the next change to it runs.
+    monkeypatch.undo()
+    follow_up = approved(world.entity("sandbox-cmp-1"), approver, new_budget="160.00")
+    run_worker()
+    follow_up.refresh_from_db()
+    assert follow_up.status == ActionStatus.SUCCEEDED, follow_up.error_message
+
+
+def test_a_rollback_whose_verification_read_fails_is_settled_by_the_reconciler(world, approver, monkeypatch):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    run_worker()
+    action.refresh_from_db()
+    action_rollback_request(action=action, actor=approver, reason="undo")
+    break_reads_after_applying(monkeypatch, world, remaining=FAST.max_attempts)
+    run_worker()
+    action.refresh_from_db()
+    assert action.status == ActionStatus.ROLLING_BACK and events_of(action)[-1] == "awaiting_reconciliation"
+    assert actions_reconcile().rolled_back == 1
+    action.refresh_from_db()
+    assert action.status == ActionStatus.ROLLED_BACK
+    assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
+
+
+# 2. An unreadable platform keeps the action visibly waiting, and it is tried again ---------
+
+
+def test_when_the_platform_cannot_be_read_the_action_says_so_and_is_tried_again(world, approver, monkeypatch):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    break_reads_after_applying(monkeypatch, world, remaining=None)
+    run_worker()
+    report = actions_reconcile()
+    action.refresh_from_db()
+    assert report.unreadable == 1 and action.status == ActionStatus.EXECUTING
+    assert "Awaiting reconciliation: the platform could not be read" in action.wait_reason
+    assert action.next_attempt_at > timezone.now() and action.reconcile_attempts == 1
+    assert actions_reconcile().taken == 0  # not before its next try
+
+    world.account.faults.all().delete()
+    Action.objects.filter(pk=action.pk).update(next_attempt_at=timezone.now())
+    assert actions_reconcile().succeeded == 1
+    action.refresh_from_db()
+    assert action.status == ActionStatus.SUCCEEDED and world.applied_count("sandbox-cmp-1") == 1
+
+
+# 3. A worker waiting on the platform keeps its lease; a paused one loses it and stops -------
+
+
+def slow_writes(seconds: float):
+    """A throttle that holds every write for ``seconds`` (as the shared bucket does after
+    a long Retry-After); reads pass."""
+
+    def throttle(operations: int) -> None:
+        if threading.current_thread().name == "slow-writer" and operations and throttle.calls:
+            time.sleep(seconds)
+        throttle.calls += 1
+
+    throttle.calls = 0
+    return throttle
+
+
+def test_a_worker_sleeping_in_the_throttle_keeps_its_lease(world, approver):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    [job_id] = actions_dispatch()
+    reports = []
+    worker = in_thread(lambda: reports.append(job_process(job_id=job_id, policy=FAST, throttle=slow_writes(3 * TTL))))
+    worker.name = "slow-writer"
+    for _ in range(2):
+        expire_leases()
+        assert actions_reconcile().taken == 0
+    worker.join(timeout=30)
+    action.refresh_from_db()
+    assert action.status == ActionStatus.SUCCEEDED, action.error_message
+    assert world.applied_count("sandbox-cmp-1") == 1
+    assert LogEvent.STALE not in events_of(action)
+
+
+def test_a_paused_worker_loses_its_lease_and_stops_without_sending(world, approver, settings):
+    settings.LEASE_STALL_SECONDS = 0  # a silent holder is not renewed: as if the process were paused
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    [job_id] = actions_dispatch()
+    reports = []
+    worker = in_thread(lambda: reports.append(job_process(job_id=job_id, policy=FAST, throttle=slow_writes(3 * TTL))))
+    worker.name = "slow-writer"
+    expire_leases()
+    taken = actions_reconcile()
+    assert taken.released == 1  # nothing was sent: back to approved, no person needed
+    worker.join(timeout=30)
+    assert reports[0].lease_lost
+    assert world.applied_count("sandbox-cmp-1") == 0  # the paused worker did not send after losing it
+    settings.LEASE_STALL_SECONDS = 120
+    run_worker()
+    action.refresh_from_db()
+    assert action.status == ActionStatus.SUCCEEDED and world.applied_count("sandbox-cmp-1") == 1
+    assert LogEvent.STALE not in events_of(action)
+
+
+# 4. request_sent per request: what never left is provably unsent ---------------------------
+
+
+class WorkerDied(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, nothing is cleaned up."""
+
+
+def test_a_worker_dying_between_requests_leaves_only_the_sent_ones_in_doubt(world, approver, monkeypatch):
+    monkeypatch.setattr(SandboxExecutor, "max_operations_per_request", 2)
+    actions = [approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00") for i in range(1, 7)]
+    monkeypatch.setattr(SandboxExecutor, "_apply_batch", _dying_batch(die_on=2))
+    [job_id] = actions_dispatch()
+    with pytest.raises(WorkerDied):
+        job_process(job_id=job_id, policy=FAST, throttle=no_throttle)
+    sent = set(ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT).values_list("action_id", flat=True))
+    assert len(sent) == 4  # the first request went out, the second was logged and then the worker died
+    monkeypatch.undo()
+    expire_leases()
+    report = actions_reconcile()
+    assert report.succeeded == 2  # the first request's changes are on the platform
+    assert report.released == 4  # two logged but absent, two never sent: all run again, no person needed
+    run_worker()
+    for action in actions:
+        action.refresh_from_db()
+        assert action.status == ActionStatus.SUCCEEDED, (action.pk, action.error_message)
+        assert world.applied_count(action.entity.external_id) == 1
+
+
+def _dying_batch(*, die_on: int):
+    original = SandboxExecutor._apply_batch
+    calls = {"n": 0}
+
+    def apply_batch(self, batch, *, validate_only):
+        calls["n"] += 1
+        if calls["n"] == die_on:
+            self.before_write(batch)  # request_sent is committed ...
+            raise WorkerDied  # ... and the worker dies before the request leaves
+        return original(self, batch, validate_only=validate_only)
+
+    return apply_batch
+
+
+# 5. No job has to fit one task -----------------------------------------------------------------
+
+
+def test_a_job_larger_than_one_task_is_resumed_by_the_next_task(world, approver, settings):
+    settings.ENGINE_UNIT_SIZE = {"default": 2, "google_ads": 2, "meta": 2}
+    actions = [approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00") for i in range(1, 6)]
+    [job_id] = actions_dispatch()
+    report = job_process(job_id=job_id, policy=FAST, throttle=no_throttle, budget_seconds=0)
+    assert report.units == 1 and report.status == JobStatus.QUEUED  # handed to the next task
+    assert Action.objects.filter(status=ActionStatus.SUCCEEDED).count() == 2
+    while ActionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).exists():
+        job_process(job_id=job_id, policy=FAST, throttle=no_throttle, budget_seconds=0)
+    assert ActionJob.objects.get(pk=job_id).status == JobStatus.SUCCEEDED
+    assert all(a.status == ActionStatus.SUCCEEDED for a in Action.objects.filter(pk__in=[a.pk for a in actions]))
+
+
+# 7. No platform call inside a transaction, even from retry-failed with an idempotency key ------
+
+
+def api_client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def test_retry_failed_reads_the_platform_outside_any_transaction(world, approver, monkeypatch):
+    scenario = Scenario.objects.create(tenant=world.connection.tenant, name="Shift")
+    for ext in ("sandbox-cmp-1", "sandbox-cmp-2"):
+        ScenarioItem.objects.create(scenario=scenario, entity=world.entity(ext), daily_budget=Decimal("120.00"))
+    preflight_for_scenario(scenario=scenario, actor=approver)
+    world.fault("partial_failure", entity_ids=["sandbox-cmp-2"])
+    deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key="first")
+    run_worker()
+    reads_in_transaction = []
+    original = SandboxExecutor.read_state
+
+    def read_state(self, refs):
+        reads_in_transaction.append(in_transaction())
+        return original(self, refs)
+
+    monkeypatch.setattr(SandboxExecutor, "read_state", read_state)
+    deployment = scenario.deployments.get()
+    response = api_client_for(approver).post(
+        f"/api/deployments/{deployment.pk}/retry-failed", HTTP_IDEMPOTENCY_KEY="retry-1"
+    )
+    assert response.status_code == 202, response.content
+    assert reads_in_transaction and not any(reads_in_transaction)
+    again = api_client_for(approver).post(
+        f"/api/deployments/{deployment.pk}/retry-failed", HTTP_IDEMPOTENCY_KEY="retry-1"
+    )
+    assert again.status_code == 202 and again.json()["id"] == response.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    outbox_drain()
