@@ -183,13 +183,16 @@ def test_a_csv_with_columns_it_does_not_read_is_refused_naming_them(tenant, mirr
     with pytest.raises(ValidationFailed) as caught:
         parse_csv(tenant=tenant, data=(header + rows).encode())
     assert [(e["line"], e["field"], e["code"]) for e in caught.value.details] == [
-        (1, f, c) for f, c in zip(fields, codes)
+        (1, f, c) for f, c in zip(fields, codes, strict=True)
     ]
     assert all("Line 1: the header" in e["message"] for e in caught.value.details)
 
 
 def test_a_csv_with_a_nul_character_is_refused_with_its_line(tenant, mirror):
-    text = "platform,entity_id,field,value\nsandbox,sandbox-cmp-1001,daily_budget,460.00\nsandbox,sandbox-cmp-\x001002,status,paused\n"
+    text = (
+        "platform,entity_id,field,value\nsandbox,sandbox-cmp-1001,daily_budget,460.00\n"
+        "sandbox,sandbox-cmp-\x001002,status,paused\n"
+    )
     with pytest.raises(ValidationFailed) as caught:
         parse_csv(tenant=tenant, data=text.encode())
     assert [(e["line"], e["code"]) for e in caught.value.details] == [(3, "nul_character")]
