@@ -45,10 +45,16 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+# gunicorn (like most proxies) refuses a request line over 4 KB itself, before Django, with
+# its own short HTML page; the application never sees that request.
+URI_TOO_LONG = "URI too long: the HTTP server refuses request lines over 4 KB before the application (not JSON)."
+
+
 class AutoSchema(SpectacularAutoSchema):
     """drf-spectacular's schema plus the error answers every operation can give, all
     with the ``Error`` shape: 400, 401, 403, 404, 413 and 429 everywhere, and 402, 409
-    and 415 for writes (entitlements, states and media types are checked there)."""
+    and 415 for writes (entitlements, states and media types are checked there); and
+    the HTTP server's 414, which has no body we control."""
 
     def _get_response_bodies(self, direction="response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
@@ -58,6 +64,7 @@ class AutoSchema(SpectacularAutoSchema):
             if str(code) not in responses:
                 described = _described(ErrorSerializer, ERROR_DESCRIPTIONS[code])
                 responses[str(code)] = self._get_response_for_code(described, str(code), direction=direction)
+        responses.setdefault("414", {"description": URI_TOO_LONG})
         return responses
 
     def error_statuses(self) -> list[int]:

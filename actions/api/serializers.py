@@ -39,8 +39,8 @@ class ErrorSerializer(serializers.Serializer):
 class ActionSerializer(serializers.ModelSerializer):
     entity = EntityRefSerializer(read_only=True)
     error = serializers.SerializerMethodField()
-    proposed_by = serializers.CharField(source="proposed_by.username", default=None, read_only=True)
-    approved_by = serializers.CharField(source="approved_by.username", default=None, read_only=True)
+    proposed_by = serializers.CharField(source="proposed_by.username", default=None, allow_null=True, read_only=True)
+    approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     currency = serializers.CharField(source="connection.currency", read_only=True)
 
     class Meta:
@@ -129,8 +129,7 @@ class ExecuteRequestSerializer(StrictSerializer):
 
 
 class CancelQuerySerializer(serializers.Serializer):
-    """``DELETE /api/actions/{id}?reason=...``: why the action is cancelled."""
+    """``DELETE /api/actions/{id}?reason=...``: why the action is cancelled (short: it
+    travels in the URL, which servers and proxies cap at a few kilobytes)."""
 
-    reason = serializers.CharField(
-        required=False, allow_blank=False, default="cancelled via API", max_length=REASON_MAX_LENGTH
-    )
+    reason = serializers.CharField(required=False, allow_blank=False, default="cancelled via API", max_length=200)

@@ -28,6 +28,9 @@ class ItemEntitySerializer(serializers.Serializer):
 
 class ScenarioItemSerializer(serializers.ModelSerializer):
     entity = ItemEntitySerializer(read_only=True)
+    status = serializers.ChoiceField(
+        choices=ScenarioItem.TargetStatus.choices, allow_blank=True, read_only=True, help_text='"" leaves it as it is.'
+    )
     daily_budget = serializers.SerializerMethodField()
     lifetime_budget = serializers.SerializerMethodField()
     bid = serializers.SerializerMethodField()
@@ -52,7 +55,7 @@ class ScenarioItemSerializer(serializers.ModelSerializer):
 
 class ScenarioSerializer(serializers.ModelSerializer):
     items = ScenarioItemSerializer(many=True, read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Scenario
@@ -122,7 +125,7 @@ class RetryFailedSerializer(IdempotencyKeySerializer):
 class OverrideSerializer(serializers.ModelSerializer):
     preflight = serializers.CharField(source="preflight.run_id", read_only=True)
     requested_by = serializers.CharField(source="requested_by.username", read_only=True)
-    approved_by = serializers.CharField(source="approved_by.username", default=None, read_only=True)
+    approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     approved = serializers.BooleanField(read_only=True)
 
     class Meta:
