@@ -291,6 +291,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status" or "mode"; name each choice set after its owner.
+    "ENUM_NAME_OVERRIDES": {
+        "ActionStatusEnum": "actions.models.ActionStatus",
+        "ScenarioStatusEnum": "scenarios.models.Scenario.Status",
+        "PreflightStatusEnum": "scenarios.models.PreflightRun.Status",
+        "PreflightModeEnum": "scenarios.models.PreflightRun.Mode",
+        "DeploymentStatusEnum": "scenarios.models.Deployment.Status",
+        "DeploymentModeEnum": "scenarios.models.Deployment.Mode",
+        "DeploymentResultStatusEnum": "scenarios.models.DeploymentResult.Status",
+    },
 }
 
 # django-q2. The ORM broker needs nothing else; REDIS_URL switches to Redis.

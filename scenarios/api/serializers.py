@@ -11,8 +11,8 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from budgetradar.api import IdempotencyKeySerializer, StrictSerializer
-from budgetradar.inputs import NOTES_MAX_LENGTH, REASON_MAX_LENGTH
+from budgetradar.api import IdempotencyKeySerializer, ReasonSerializer, StrictSerializer
+from budgetradar.inputs import NOTES_MAX_LENGTH
 from platforms.money import quantize
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
 
@@ -108,10 +108,6 @@ class DeployRequestSerializer(StrictSerializer):
         required=False, max_length=200, help_text="Or the Idempotency-Key header; one of them is required."
     )
     override_id = serializers.IntegerField(required=False, allow_null=True, default=None)
-
-
-class ReasonSerializer(StrictSerializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=REASON_MAX_LENGTH)
 
 
 class DeploymentRollbackSerializer(ReasonSerializer, IdempotencyKeySerializer):

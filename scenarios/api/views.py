@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from budgetradar.api import TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.api import ReasonSerializer, TenantScopedMixin, idempotency_key_from, tenant_for_request
 from budgetradar.api_defaults import JSONParser
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
@@ -35,7 +35,6 @@ from scenarios.api.serializers import (
     OverrideSerializer,
     PreflightDocumentSerializer,
     PreflightRequestSerializer,
-    ReasonSerializer,
     RetryFailedSerializer,
     ScenarioCreateSerializer,
     ScenarioImportSerializer,
