@@ -21,7 +21,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from budgetradar.api import ReasonSerializer, TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.api import (
+    NoBodySerializer,
+    ReasonSerializer,
+    TenantScopedMixin,
+    idempotency_key_from,
+    tenant_for_request,
+)
 from budgetradar.api_defaults import JSONParser
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
@@ -382,11 +388,12 @@ class OverrideApproveView(RoleGuarded, APIView):
 
     required_perms = {"post": "scenarios.override_guardrail"}
 
-    @extend_schema(request=None, responses={200: OverrideSerializer})
+    @extend_schema(request=NoBodySerializer, responses={200: OverrideSerializer})
     def post(self, request: Request, override_id: int) -> Response:
         from scenarios.services.deploy import override_approve
 
         override = get_for_user(GuardrailOverride.objects.select_related("tenant"), request.user, override_id)
+        NoBodySerializer(data=request.data or {}).is_valid(raise_exception=True)
         override_approve(override=override, actor=request.user)
         return Response(OverrideSerializer(_override(override.pk)).data)
 
