@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from datetime import UTC, datetime
 
-CONTEXT_FIELDS = ("tenant_id", "action_id", "deployment_id", "job_id", "connection_id", "platform")
+CONTEXT_FIELDS = ("request_id", "tenant_id", "action_id", "deployment_id", "job_id", "connection_id", "platform")
+
+
+# The id of the request being served (set by budgetradar.middleware.RequestIdMiddleware).
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``request_id`` to every log record made while a request is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):

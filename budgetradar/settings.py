@@ -9,10 +9,13 @@ broker, DEBUG on, the sandbox platform.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -44,6 +47,21 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def env_int_at_most(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    value = env_int(name, default, minimum=minimum)
+    if value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}.")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as ``20/min`` (per second, minute, hour or day)."""
+    value = env_str(name, default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate such as 20/min (count/second|minute|hour|day).")
     return value
 
 
@@ -138,6 +156,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "django_q",
+    "axes",
+    "csp",
     "budgetradar",
     "platforms",
     "platforms.sandbox",
@@ -146,7 +166,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "budgetradar.middleware.RequestIdMiddleware",
+    "budgetradar.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,6 +177,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "budgetradar.urls"
@@ -190,15 +214,71 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATE_DIR = Path(env_str("BUDGETRADAR_STATE_DIR", str(BASE_DIR / "state")))
 
+# Security headers and cookies. With DEBUG off they default to HTTPS-only; behind a
+# TLS-terminating proxy set TRUST_X_FORWARDED_PROTO (and NUM_PROXIES for client addresses).
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+X_FRAME_OPTIONS = "DENY"
+# Trusted reverse proxies in front of the app: the client address (login and token
+# throttling) is the one the last of them saw. 0 means REMOTE_ADDR, whatever headers say.
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)
+
+# One policy for every page: the admin, the API docs (drf-spectacular-sidecar serves
+# Swagger UI and Redoc from our static files) and our own static files. No inline
+# scripts or styles anywhere; Redoc renders its web worker from a blob.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# django-axes: admin logins. After AXES_FAILURE_LIMIT failures for one username from one
+# address, that pair is refused (HTTP 429, a page saying until when) for the cool-off.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "budgetradar.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "budgetradar.throttling.login_locked_out"
+AXES_VERBOSE = False
+# Failed API token authentications per client address (DRF rate syntax).
+API_FAILED_AUTH_RATE = env_rate("API_FAILED_AUTH_RATE", "20/min")
+# JSON request bodies and imported bundles nested deeper than this are refused (400).
+JSON_MAX_DEPTH = env_int_at_most("JSON_MAX_DEPTH", 64, minimum=8, maximum=500)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "budgetradar.throttling.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_PARSER_CLASSES": [
+        "budgetradar.api_defaults.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # JSON only: errors and answers are never HTML (the docs are at /api/docs/).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_METADATA_CLASS": "budgetradar.api_defaults.Metadata",
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "budgetradar.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "budgetradar.schema.AutoSchema",
     "EXCEPTION_HANDLER": "budgetradar.api.exception_handler",
     "PAGE_SIZE": 50,
 }
@@ -211,6 +291,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status" or "mode"; name each choice set after its owner.
+    "ENUM_NAME_OVERRIDES": {
+        "ActionStatusEnum": "actions.models.ActionStatus",
+        "ScenarioStatusEnum": "scenarios.models.Scenario.Status",
+        "PreflightStatusEnum": "scenarios.models.PreflightRun.Status",
+        "PreflightModeEnum": "scenarios.models.PreflightRun.Mode",
+        "DeploymentStatusEnum": "scenarios.models.Deployment.Status",
+        "DeploymentModeEnum": "scenarios.models.Deployment.Mode",
+        "DeploymentResultStatusEnum": "scenarios.models.DeploymentResult.Status",
+    },
 }
 
 # django-q2. The ORM broker needs nothing else; REDIS_URL switches to Redis.
@@ -250,7 +340,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "budgetradar.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "filters": {"request_id": {"()": "budgetradar.logging.RequestIdLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -266,6 +357,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
 AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # documents kept in state/ad_push_diffs.json
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before checking the password
     "django.contrib.auth.backends.ModelBackend",
     "budgetradar.auth.RoleBackend",
 ]

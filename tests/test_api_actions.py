@@ -81,8 +81,9 @@ def test_bad_items_are_refused_naming_the_item_and_field_and_nothing_is_written(
     response = api.post("/api/recommendations/", [budget(campaign), item], format="json")
     assert response.status_code == 400, response.json()
     errors = response.json()["errors"]
-    assert list(errors) == ["1"]
-    assert field in errors["1"] and text in str(errors["1"][field])
+    assert [(e["index"], e["field"]) for e in errors] == [(1, field)]
+    assert errors[0]["message"].startswith(f"Item 1, {field}") and text in errors[0]["message"]
+    assert errors[0]["message"] in response.json()["message"]
     assert Recommendation.objects.count() == 0 and Action.objects.count() == 0
 
 
@@ -90,7 +91,9 @@ def test_another_tenants_entity_is_reported_as_not_existing(api, other_tenant):
     theirs = EntityFactory(connection=ConnectionFactory(tenant=other_tenant))
     response = api.post("/api/recommendations/", budget(theirs), format="json")
     assert response.status_code == 400
-    assert response.json()["errors"] == {"entity": f"Entity {theirs.pk} does not exist in your tenant."}
+    assert response.json()["errors"] == [
+        {"field": "entity", "code": "invalid", "message": f"entity: Entity {theirs.pk} does not exist in your tenant."}
+    ]
 
 
 def test_viewer_cannot_create_recommendations(viewer, campaign):

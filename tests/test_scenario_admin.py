@@ -629,7 +629,7 @@ def test_a_running_deployment_refreshes_and_a_finished_one_does_not(client, appr
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert deployment.status in ("queued", "running")
     assert '<meta http-equiv="refresh" content="5">' in page
-    assert "0 of 1 entities settled" in page and 'class="br-progress-bar" style="width: 0%"' in page
+    assert "0 of 1 entities settled" in page and '<progress class="br-progress" max="100" value="0">' in page
     Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.SUCCEEDED, pending=0, succeeded=1)
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'http-equiv="refresh"' not in page

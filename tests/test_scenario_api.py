@@ -103,7 +103,7 @@ def test_bad_items_are_refused_with_row_errors_and_nothing_is_written(api, world
 
 def test_a_scenario_without_a_name_is_refused(api, world):
     response = api.post("/api/scenarios/", {"items": []}, format="json")
-    assert response.status_code == 400 and "name" in response.json()["errors"]
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "name"
 
 
 def test_patch_renames_and_replaces_the_items(api, world):

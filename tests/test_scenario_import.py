@@ -163,11 +163,39 @@ def test_a_bundle_with_a_byte_order_mark_and_numbers_imports_exactly(tenant, mir
     assert targets_by_id(items)["sandbox-adset-2003"]["daily_budget"] == Decimal("95.5")
 
 
-def test_a_csv_from_a_spreadsheet_with_bom_crlf_semicolons_and_extra_columns_imports(tenant, mirror):
-    text = "\ufeffPlatform;Entity_ID;Field;Value;Comment\r\nsandbox;sandbox-cmp-1001;daily_budget;460.00;raise\r\n\r\n"
+def test_a_csv_from_a_spreadsheet_with_bom_crlf_and_semicolons_imports(tenant, mirror):
+    text = "\ufeffPlatform;Entity_ID;Field;Value\r\nsandbox;sandbox-cmp-1001;daily_budget;460.00\r\n\r\n"
     assert targets_by_id(parse_csv(tenant=tenant, data=text.encode())) == {
         "sandbox-cmp-1001": {"daily_budget": Decimal("460.00")}
     }
+
+
+@pytest.mark.parametrize(
+    ("header", "fields", "codes"),
+    [
+        ("platform,entity_id,field,value,comment,owner", ["comment", "owner"], ["unknown_column"] * 2),
+        ("platform,entity_id,field,value,", ["(unnamed)"], ["unknown_column"]),
+        ("platform,entity_id,field,value,value", ["value"], ["duplicate_column"]),
+    ],
+)
+def test_a_csv_with_columns_it_does_not_read_is_refused_naming_them(tenant, mirror, header, fields, codes):
+    rows = "".join(f"\nsandbox,sandbox-cmp-1001,daily_budget,460.00{',x' * (header.count(',') - 3)}" for _ in [0])
+    with pytest.raises(ValidationFailed) as caught:
+        parse_csv(tenant=tenant, data=(header + rows).encode())
+    assert [(e["line"], e["field"], e["code"]) for e in caught.value.details] == [
+        (1, f, c) for f, c in zip(fields, codes, strict=True)
+    ]
+    assert all("Line 1: the header" in e["message"] for e in caught.value.details)
+
+
+def test_a_csv_with_a_nul_character_is_refused_with_its_line(tenant, mirror):
+    text = (
+        "platform,entity_id,field,value\nsandbox,sandbox-cmp-1001,daily_budget,460.00\n"
+        "sandbox,sandbox-cmp-\x001002,status,paused\n"
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        parse_csv(tenant=tenant, data=text.encode())
+    assert [(e["line"], e["code"]) for e in caught.value.details] == [(3, "nul_character")]
 
 
 def test_a_utf16_csv_with_a_byte_order_mark_imports(tenant, mirror):

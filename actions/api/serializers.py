@@ -5,6 +5,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from actions.models import Action, ActionExecutionLog, Recommendation
+from budgetradar.api import StrictSerializer
+from budgetradar.inputs import RATIONALE_MAX_LENGTH, REASON_MAX_LENGTH
 
 
 class EntityRefSerializer(serializers.Serializer):
@@ -15,14 +17,15 @@ class EntityRefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
-class RecommendationInputSerializer(serializers.Serializer):
-    """Shape only; meaning (entity of this tenant, params per action type, money) is
-    validated by the service so the admin and the API refuse the same things."""
+class RecommendationInputSerializer(StrictSerializer):
+    """Shape only (and no unknown fields); meaning (entity of this tenant, params per
+    action type, money) is validated by the service so the admin and the API refuse the
+    same things."""
 
     entity = serializers.JSONField(help_text="An entity id from /api/entities/.")
     action_type = serializers.JSONField(help_text="pause_campaign, resume_campaign, adjust_budget, adjust_bid, ...")
     params = serializers.JSONField(required=False, default=dict)
-    rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=RATIONALE_MAX_LENGTH)
     source = serializers.CharField(required=False, default="api", max_length=60)
 
 
@@ -36,8 +39,8 @@ class ErrorSerializer(serializers.Serializer):
 class ActionSerializer(serializers.ModelSerializer):
     entity = EntityRefSerializer(read_only=True)
     error = serializers.SerializerMethodField()
-    proposed_by = serializers.CharField(source="proposed_by.username", default=None, read_only=True)
-    approved_by = serializers.CharField(source="approved_by.username", default=None, read_only=True)
+    proposed_by = serializers.CharField(source="proposed_by.username", default=None, allow_null=True, read_only=True)
+    approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     currency = serializers.CharField(source="connection.currency", read_only=True)
 
     class Meta:
@@ -115,11 +118,18 @@ class ExecutionLogSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RollbackRequestSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+class RollbackRequestSerializer(StrictSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=REASON_MAX_LENGTH)
     override_drift = serializers.BooleanField(required=False, default=False)
     idempotency_key = serializers.CharField(required=False, max_length=200)
 
 
-class ExecuteRequestSerializer(serializers.Serializer):
+class ExecuteRequestSerializer(StrictSerializer):
     idempotency_key = serializers.CharField(required=False, max_length=200)
+
+
+class CancelQuerySerializer(serializers.Serializer):
+    """``DELETE /api/actions/{id}?reason=...``: why the action is cancelled (short: it
+    travels in the URL, which servers and proxies cap at a few kilobytes)."""
+
+    reason = serializers.CharField(required=False, allow_blank=False, default="cancelled via API", max_length=200)

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import re_path
 
 from actions.api.views import ActionViewSet, ApproveRecommendationView, RecommendationViewSet
 from budgetradar.api import OptionalSlashRouter
@@ -8,7 +8,8 @@ router.register("recommendations", RecommendationViewSet, basename="recommendati
 router.register("actions", ActionViewSet, basename="action")
 
 urlpatterns = [
-    path("actions/approve/<int:recommendation_id>", ApproveRecommendationView.as_view(), name="action-approve"),
-    path("actions/approve/<int:recommendation_id>/", ApproveRecommendationView.as_view()),
+    re_path(
+        r"^actions/approve/(?P<recommendation_id>\d+)/?$", ApproveRecommendationView.as_view(), name="action-approve"
+    ),
     *router.urls,
 ]

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from actions.api.serializers import (
     ActionSerializer,
+    CancelQuerySerializer,
     ExecuteRequestSerializer,
     ExecutionLogSerializer,
     RecommendationInputSerializer,
@@ -24,7 +25,7 @@ from actions.services.execution import action_execute_request
 from actions.services.lifecycle import action_approve, action_cancel
 from actions.services.recommendations import RecommendationInput, recommendations_create
 from actions.services.rollback import action_rollback_request
-from budgetradar.api import TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.api import ReasonSerializer, TenantScopedMixin, idempotency_key_from, tenant_for_request
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
 from budgetradar.tenancy import get_for_user
@@ -96,9 +97,11 @@ def _indexed(errors) -> dict:
 class ApproveRecommendationView(APIView):
     """Approve the pending action of a recommendation."""
 
-    @extend_schema(request=None, responses={200: ActionSerializer})
+    @extend_schema(request=ReasonSerializer, responses={200: ActionSerializer})
     def post(self, request: Request, recommendation_id: int) -> Response:
         recommendation = get_for_user(Recommendation.objects.all(), request.user, recommendation_id)
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
         action = (
             recommendation.actions.select_related("entity__connection", "tenant__plan", "connection")
             .order_by("-id")
@@ -106,7 +109,7 @@ class ApproveRecommendationView(APIView):
         )
         if action is None:
             raise NotFound(f"Recommendation {recommendation_id} has no action to approve.")
-        action_approve(action=action, actor=request.user, reason=request.data.get("reason", "") if request.data else "")
+        action_approve(action=action, actor=request.user, reason=body.validated_data["reason"])
         return Response(ActionSerializer(_reload(action)).data)
 
 
@@ -131,6 +134,7 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
     @route(detail=True, methods=["post"])
     def execute(self, request: Request, pk: str) -> Response:
         action = self.get_object()
+        ExecuteRequestSerializer(data=request.data or {}).is_valid(raise_exception=True)
 
         def run() -> tuple[dict, int]:
             return ActionSerializer(_reload(action_execute_request(action=action, actor=request.user))).data, 202
@@ -160,11 +164,13 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
         page = self.paginate_queryset(action.logs.order_by("created_at", "id"))
         return self.get_paginated_response(ExecutionLogSerializer(page, many=True).data)
 
-    @extend_schema(request=None, responses={200: ActionSerializer})
+    @extend_schema(request=None, responses={200: ActionSerializer}, parameters=[CancelQuerySerializer])
     def destroy(self, request: Request, pk: str) -> Response:
         """Cancel the action (while pending approval, approved or queued); 409 otherwise."""
         action = self.get_object()
-        action_cancel(action=action, actor=request.user, reason=request.query_params.get("reason", "cancelled via API"))
+        query = CancelQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        action_cancel(action=action, actor=request.user, reason=query.validated_data["reason"])
         return Response(ActionSerializer(_reload(action)).data)
 
     def _idempotent(self, request: Request, scope: str, fingerprint: dict, run) -> Response:

@@ -33,7 +33,9 @@ class ConnectionSerializer(serializers.ModelSerializer):
 class EntitySerializer(serializers.ModelSerializer):
     platform = serializers.CharField(source="connection.platform", read_only=True)
     currency = serializers.CharField(source="connection.currency", read_only=True)
-    parent_external_id = serializers.CharField(source="parent.external_id", read_only=True, default=None)
+    parent_external_id = serializers.CharField(
+        source="parent.external_id", read_only=True, default=None, allow_null=True
+    )
 
     class Meta:
         model = PlatformEntity

@@ -1,7 +1,8 @@
 """API shapes of scenarios, their items, overrides and request bodies.
 
-Request serializers check shape only; meaning (entities of this tenant, money, statuses)
-is validated by the services so the admin, the API and the command refuse the same things.
+Request serializers check shape only (and refuse unknown fields by name); meaning (entities
+of this tenant, money, statuses) is validated by the services so the admin, the API and the
+command refuse the same things.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from budgetradar.api import IdempotencyKeySerializer, ReasonSerializer, StrictSerializer
+from budgetradar.inputs import NOTES_MAX_LENGTH
 from platforms.money import quantize
-from scenarios.models import Deployment, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
+from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
 
 
 class ItemEntitySerializer(serializers.Serializer):
@@ -25,6 +28,9 @@ class ItemEntitySerializer(serializers.Serializer):
 
 class ScenarioItemSerializer(serializers.ModelSerializer):
     entity = ItemEntitySerializer(read_only=True)
+    status = serializers.ChoiceField(
+        choices=ScenarioItem.TargetStatus.choices, allow_blank=True, read_only=True, help_text='"" leaves it as it is.'
+    )
     daily_budget = serializers.SerializerMethodField()
     lifetime_budget = serializers.SerializerMethodField()
     bid = serializers.SerializerMethodField()
@@ -49,7 +55,7 @@ class ScenarioItemSerializer(serializers.ModelSerializer):
 
 class ScenarioSerializer(serializers.ModelSerializer):
     items = ScenarioItemSerializer(many=True, read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Scenario
@@ -67,9 +73,9 @@ class ScenarioSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ScenarioCreateSerializer(serializers.Serializer):
+class ScenarioCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX_LENGTH)
     source_plan_id = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     items = serializers.JSONField(
         required=False,
@@ -79,24 +85,24 @@ class ScenarioCreateSerializer(serializers.Serializer):
     )
 
 
-class ScenarioPatchSerializer(serializers.Serializer):
+class ScenarioPatchSerializer(StrictSerializer):
     name = serializers.CharField(required=False, max_length=200)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=NOTES_MAX_LENGTH)
     items = serializers.JSONField(required=False, help_text="Replaces every item of the scenario.")
 
 
-class ScenarioImportSerializer(serializers.Serializer):
+class ScenarioImportSerializer(StrictSerializer):
     file = serializers.FileField(help_text="A proposed push bundle (.json) or a CSV (platform,entity_id,field,value).")
     format = serializers.ChoiceField(choices=["bundle", "csv"], required=False, help_text="Default: from the name.")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=NOTES_MAX_LENGTH)
 
 
-class PreflightRequestSerializer(serializers.Serializer):
+class PreflightRequestSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=PreflightRun.Mode.choices, required=False, default="manual")
 
 
-class DeployRequestSerializer(serializers.Serializer):
+class DeployRequestSerializer(StrictSerializer):
     mode = serializers.ChoiceField(choices=Deployment.Mode.choices)
     idempotency_key = serializers.CharField(
         required=False, max_length=200, help_text="Or the Idempotency-Key header; one of them is required."
@@ -104,17 +110,112 @@ class DeployRequestSerializer(serializers.Serializer):
     override_id = serializers.IntegerField(required=False, allow_null=True, default=None)
 
 
-class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+class DeploymentRollbackSerializer(ReasonSerializer, IdempotencyKeySerializer):
+    """``POST /api/deployments/{id}/rollback``: a reason and an optional idempotency key."""
+
+
+class RetryFailedSerializer(IdempotencyKeySerializer):
+    """``POST /api/deployments/{id}/retry-failed``: only an optional idempotency key."""
 
 
 class OverrideSerializer(serializers.ModelSerializer):
     preflight = serializers.CharField(source="preflight.run_id", read_only=True)
     requested_by = serializers.CharField(source="requested_by.username", read_only=True)
-    approved_by = serializers.CharField(source="approved_by.username", default=None, read_only=True)
+    approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     approved = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = GuardrailOverride
         fields = ["id", "preflight", "reason", "requested_by", "approved_by", "approved", "approved_at", "created_at"]
         read_only_fields = fields
+
+
+# Answers built by services (dicts); these serializers document their shape in the
+# schema, and schemathesis checks every answer against them (.ci/api_fuzz).
+
+
+class DeploymentCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    stale = serializers.IntegerField()
+    validated = serializers.IntegerField()
+    blocked = serializers.IntegerField()
+    pending = serializers.IntegerField()
+
+
+class ResultEntitySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    platform = serializers.CharField()
+    entity_type = serializers.CharField()
+    external_id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class DeploymentResultSerializer(serializers.Serializer):
+    entity = ResultEntitySerializer()
+    action = serializers.IntegerField(allow_null=True)
+    action_type = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=DeploymentResult.Status.choices)
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+    error_code = serializers.CharField(allow_blank=True)
+    error_message = serializers.CharField(allow_blank=True)
+    retryable = serializers.BooleanField(allow_null=True)
+    hint = serializers.CharField(allow_blank=True)
+
+
+class DeploymentSerializer(serializers.Serializer):
+    """A deployment as ``deployment_serialize`` answers it (lists leave out ``results``)."""
+
+    id = serializers.IntegerField()
+    mode = serializers.ChoiceField(choices=Deployment.Mode.choices)
+    status = serializers.ChoiceField(choices=Deployment.Status.choices)
+    scenario = serializers.IntegerField(allow_null=True)
+    preflight = serializers.CharField(help_text="The preflight run id the deployment executes.")
+    idempotency_key = serializers.CharField()
+    override = serializers.IntegerField(allow_null=True)
+    retry_of = serializers.IntegerField(allow_null=True)
+    requested_by = serializers.CharField(allow_null=True)
+    counts = DeploymentCountsSerializer()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    results = DeploymentResultSerializer(many=True, required=False, help_text="Per entity; not in lists.")
+
+
+class PreflightDocumentSerializer(serializers.Serializer):
+    """The preflight diff document (DESIGN.md section 6) with the run's status; while a
+    run is queued or running only the run fields are known, after a failure ``error``."""
+
+    run_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=PreflightRun.Status.choices)
+    tenant = serializers.CharField()
+    generation_mode = serializers.CharField()
+    source_plan_id = serializers.CharField(allow_blank=True)
+    notes = serializers.CharField(allow_blank=True)
+    generated_at = serializers.CharField(required=False)
+    forecast_model = serializers.JSONField(required=False)
+    connections = serializers.ListField(child=serializers.DictField(), required=False)
+    entities = serializers.ListField(
+        child=serializers.DictField(), required=False, help_text="Per entity: before, after, deltas, breaches."
+    )
+    summary = serializers.DictField(required=False)
+    breaches = serializers.ListField(child=serializers.DictField(), required=False)
+    has_critical = serializers.BooleanField(required=False)
+    error = serializers.CharField(required=False, allow_blank=True)
+
+
+class AdPushQueuedSerializer(serializers.Serializer):
+    run_id = serializers.CharField(help_text="Poll GET /api/tenants/{tenant_id}/ad-pushes/{run_id}.")
+    status = serializers.ChoiceField(choices=PreflightRun.Status.choices)
+
+
+class ScenarioJsonImportQuerySerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=200, help_text="For a JSON body: the scenario's name.")
+
+
+class AdPushDryRunQuerySerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=PreflightRun.Mode.choices, required=False)
+    plan_id = serializers.CharField(required=False, max_length=200)

@@ -16,22 +16,35 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action as route
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from budgetradar.api import TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.api import (
+    NoBodySerializer,
+    ReasonSerializer,
+    TenantScopedMixin,
+    idempotency_key_from,
+    tenant_for_request,
+)
+from budgetradar.api_defaults import JSONParser
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
 from budgetradar.tenancy import get_for_user, scope_to_user
 from scenarios.api.serializers import (
+    AdPushDryRunQuerySerializer,
+    AdPushQueuedSerializer,
+    DeploymentRollbackSerializer,
+    DeploymentSerializer,
     DeployRequestSerializer,
     OverrideSerializer,
+    PreflightDocumentSerializer,
     PreflightRequestSerializer,
-    ReasonSerializer,
+    RetryFailedSerializer,
     ScenarioCreateSerializer,
     ScenarioImportSerializer,
+    ScenarioJsonImportQuerySerializer,
     ScenarioPatchSerializer,
     ScenarioSerializer,
 )
@@ -175,6 +188,7 @@ class ScenarioViewSet(
     @extend_schema(
         request={"multipart/form-data": ScenarioImportSerializer, "application/json": OpenApiTypes.OBJECT},
         responses={201: ScenarioSerializer},
+        parameters=[ScenarioJsonImportQuerySerializer],
         description="Upload a bundle or CSV as `file` (multipart, with `format` and `name`), or send a proposed "
         "push bundle as the JSON body (`?name=` optional). Refused whole, with row errors, if any value is bad.",
     )
@@ -187,8 +201,10 @@ class ScenarioViewSet(
     def import_file(self, request: Request) -> Response:
         tenant = tenant_for_request(request)
         if _is_json(request):
+            query = ScenarioJsonImportQuerySerializer(data=request.query_params)
+            query.is_valid(raise_exception=True)
             data, fmt = _body(request), "bundle"
-            name, notes = request.query_params.get("name", ""), ""
+            name, notes = query.validated_data.get("name", ""), ""
         else:
             upload = request.FILES.get("file")
             if upload is None:
@@ -196,14 +212,17 @@ class ScenarioViewSet(
                     "Upload the file as the multipart field 'file' or send a bundle as the JSON body.",
                     details=[{"field": "file", "code": "required", "message": "No file was uploaded."}],
                 )
+            form = ScenarioImportSerializer(data=request.data)
+            form.is_valid(raise_exception=True)
             check_size(upload.size, what=f"The file {upload.name}")
             data = upload.read()
-            fmt = request.data.get("format") or ("csv" if PurePath(upload.name).suffix.lower() == ".csv" else "bundle")
-            name, notes = request.data.get("name", ""), request.data.get("notes", "")
+            fields = form.validated_data
+            fmt = fields.get("format") or ("csv" if PurePath(upload.name).suffix.lower() == ".csv" else "bundle")
+            name, notes = fields.get("name", ""), fields.get("notes", "")
         scenario = scenario_import(tenant=tenant, actor=request.user, name=name, notes=notes, data=data, format=fmt)
         return Response(self._representation(scenario), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PreflightRequestSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=PreflightRequestSerializer, responses={200: PreflightDocumentSerializer})
     @route(detail=True, methods=["post"])
     def preflight(self, request: Request, pk: str) -> Response:
         """Read the live state of the scenario's entities and answer the diff document."""
@@ -215,7 +234,7 @@ class ScenarioViewSet(
 
     @extend_schema(
         request=DeployRequestSerializer,
-        responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+        responses={200: DeploymentSerializer, 202: DeploymentSerializer},
         parameters=[IDEMPOTENCY_HEADER],
     )
     @route(detail=True, methods=["post"])
@@ -279,7 +298,7 @@ class DeploymentViewSet(
 
     @extend_schema(
         operation_id="deployments_list",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: DeploymentSerializer(many=True)},
         description="Paginated (count, next, previous, results); each result is a deployment without its results.",
     )
     def list(self, request: Request) -> Response:
@@ -288,19 +307,22 @@ class DeploymentViewSet(
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response([deployment_serialize(d, include_results=False) for d in page])
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: DeploymentSerializer})
     def retrieve(self, request: Request, pk: str) -> Response:
         from scenarios.services.deploy import deployment_serialize
 
         return Response(deployment_serialize(self.get_object()))
 
-    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT}, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request=RetryFailedSerializer, responses={202: DeploymentSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
     @route(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request: Request, pk: str) -> Response:
         """A new live deployment of the entities that failed or were stale (fresh preflight)."""
         from scenarios.services.deploy import deployment_retry_failed_request, deployment_serialize
 
         deployment = self.get_object()
+        RetryFailedSerializer(data=request.data or {}).is_valid(raise_exception=True)
         result = deployment_retry_failed_request(
             deployment=deployment, actor=request.user, idempotency_key=idempotency_key_from(request)
         )
@@ -308,14 +330,16 @@ class DeploymentViewSet(
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(deployment_serialize(retry), status=202, headers=headers)
 
-    @extend_schema(request=ReasonSerializer, responses={202: OpenApiTypes.OBJECT}, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request=DeploymentRollbackSerializer, responses={202: DeploymentSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
     @route(detail=True, methods=["post"])
     def rollback(self, request: Request, pk: str) -> Response:
         """Roll back the deployment's succeeded actions (drift is checked per entity)."""
         from scenarios.services.deploy import deployment_rollback, deployment_serialize
 
         deployment = self.get_object()
-        body = ReasonSerializer(data=request.data or {})
+        body = DeploymentRollbackSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         reason = body.validated_data["reason"]
 
@@ -365,11 +389,12 @@ class OverrideApproveView(RoleGuarded, APIView):
 
     required_perms = {"post": "scenarios.override_guardrail"}
 
-    @extend_schema(request=None, responses={200: OverrideSerializer})
+    @extend_schema(request=NoBodySerializer, responses={200: OverrideSerializer})
     def post(self, request: Request, override_id: int) -> Response:
         from scenarios.services.deploy import override_approve
 
         override = get_for_user(GuardrailOverride.objects.select_related("tenant"), request.user, override_id)
+        NoBodySerializer(data=request.data or {}).is_valid(raise_exception=True)
         override_approve(override=override, actor=request.user)
         return Response(OverrideSerializer(_override(override.pk)).data)
 
@@ -386,7 +411,7 @@ class AdPushLatestView(RoleGuarded, APIView):
 
     required_perms = {"get": "scenarios.view_preflightrun"}
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: PreflightDocumentSerializer})
     def get(self, request: Request, tenant_id: str) -> Response:
         tenant = tenant_for_ref(user=request.user, ref=tenant_id)
         return Response(run_document(ad_push_latest(tenant=tenant)))
@@ -397,7 +422,7 @@ class AdPushRunView(RoleGuarded, APIView):
 
     required_perms = {"get": "scenarios.view_preflightrun"}
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: PreflightDocumentSerializer})
     def get(self, request: Request, tenant_id: str, run_id: str) -> Response:
         tenant = tenant_for_ref(user=request.user, ref=tenant_id)
         return Response(run_document(ad_push_get(tenant=tenant, run_id=run_id)))
@@ -411,19 +436,18 @@ class AdPushDryRunView(RoleGuarded, APIView):
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses={202: OpenApiTypes.OBJECT},
-        parameters=[
-            OpenApiParameter("mode", str, enum=PreflightRun.Mode.values, required=False),
-            OpenApiParameter("plan_id", str, required=False),
-        ],
+        responses={202: AdPushQueuedSerializer},
+        parameters=[AdPushDryRunQuerySerializer],
     )
     def post(self, request: Request, tenant_id: str) -> Response:
         tenant = tenant_for_ref(user=request.user, ref=tenant_id)
+        query = AdPushDryRunQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         run = ad_push_dry_run(
             tenant=tenant,
             actor=request.user,
             data=_body(request),
-            mode=request.query_params.get("mode"),
-            plan_id=request.query_params.get("plan_id"),
+            mode=query.validated_data.get("mode"),
+            plan_id=query.validated_data.get("plan_id"),
         )
         return Response({"run_id": run.run_id, "status": run.status}, status=status.HTTP_202_ACCEPTED)

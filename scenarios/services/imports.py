@@ -24,6 +24,7 @@ from django.db.models import Q
 
 from budgetradar.audit import audited_save
 from budgetradar.errors import InvalidState, ValidationFailed
+from budgetradar.inputs import NOTES_MAX_LENGTH, BadInput, check_document, check_text, load_json, money_limit
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm
 from platforms.models import Platform, PlatformEntity
@@ -33,6 +34,9 @@ from scenarios.models import Scenario, ScenarioItem
 from scenarios.services.items import TARGET_FIELDS, TargetItem
 
 MONEY_FIELDS = ("daily_budget", "lifetime_budget", "bid")
+# The smallest amount the item columns cannot store (10^14 with 18 digits, 4 places); a
+# larger one would overflow the database column instead of being refused here.
+MONEY_LIMIT = min(money_limit(ScenarioItem, name) for name in MONEY_FIELDS)
 # Bundle/CSV field name -> TargetItem field. ``bid_amount`` is Meta's name for a bid cap.
 FIELD_ALIASES = {
     "daily_budget": "daily_budget",
@@ -51,6 +55,7 @@ FIELD_ENTITY_TYPES = {
     "status": frozenset({EntityType.CAMPAIGN, EntityType.AD_SET}),
 }
 CSV_COLUMNS = ("platform", "entity_id", "field", "value")
+CSV_OPTIONAL_COLUMNS = ("entity_type",)
 REMOVAL_WORDS = frozenset({"removed", "remove", "deleted", "delete", "archived", "archive"})
 MAX_REPORTED_ERRORS = 200
 RESOLVE_BATCH = 5000
@@ -128,10 +133,17 @@ def _money(raw: Any, *, field: str, currency: str) -> Decimal:
         raise _Refused(field, "negative", f"cannot be negative; got {amount}.")
     if amount == 0:
         raise _Refused(field, "zero", f"must be greater than zero; got {amount}.")
+    if amount >= MONEY_LIMIT:
+        raise _Refused(field, "too_large", f"must be less than {MONEY_LIMIT:,}; got {_short(raw)}.")
     try:
         return check_precision(amount, currency)
     except MoneyError as exc:
         raise _Refused(field, "precision", str(exc)) from None
+
+
+def _short(raw: Any) -> str:
+    text = str(raw)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _status(raw: Any, *, field: str = "status") -> str:
@@ -223,24 +235,17 @@ def load_bundle(data: bytes | str | dict) -> dict[str, Any]:
 
     Bytes may carry a UTF-8 byte-order mark; numbers become ``Decimal`` (never float),
     and ``NaN``/``Infinity`` are kept as non-finite decimals so the field that holds
-    them is named in the refusal.
+    them is named in the refusal. A bundle nested deeper than ``JSON_MAX_DEPTH``, or with
+    a NUL or lone surrogate in any key or string, is refused naming where.
     """
     if isinstance(data, dict):
+        document = data
+        _check_loaded(document)
         check_size(len(json.dumps(data, default=str).encode()), what="The bundle")
-        return data
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    check_size(len(raw), what="The bundle")
-    text = _decode(raw, what="The bundle")
-    try:
-        document = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-    except json.JSONDecodeError as exc:
-        error = RowError(
-            {"line": exc.lineno, "column": exc.colno},
-            "file",
-            "malformed",
-            f"The bundle is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-        )
-        raise refuse([error], what="The bundle") from None
+    else:
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+        check_size(len(raw), what="The bundle")
+        document = _parse_json(_decode(raw, what="The bundle"))
     if not isinstance(document, dict) or not isinstance(document.get("entities"), list):
         error = RowError(
             {},
@@ -250,6 +255,24 @@ def load_bundle(data: bytes | str | dict) -> dict[str, Any]:
         )
         raise refuse([error], what="The bundle")
     return document
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return load_json(text, what="The bundle", parse_float=Decimal, parse_constant=Decimal)
+    except BadInput as exc:
+        raise refuse([_bad_input_row(exc)], what="The bundle") from None
+
+
+def _bad_input_row(exc: BadInput) -> RowError:
+    return RowError(exc.where, "file" if exc.field == "body" else exc.field, exc.code, exc.message)
+
+
+def _check_loaded(document: Any) -> None:
+    try:
+        check_document(document, what="The bundle")
+    except BadInput as exc:
+        raise refuse([_bad_input_row(exc)], what="The bundle") from None
 
 
 def _decode(raw: bytes, *, what: str) -> str:
@@ -291,6 +314,10 @@ def bundle_items(*, tenant: Tenant, document: dict[str, Any]) -> tuple[str, list
     if not isinstance(plan_id, str) or len(plan_id) > 200:
         errors.append(RowError({}, "plan_id", "invalid", "plan_id must be a string of at most 200 characters."))
         plan_id = ""
+    notes = document.get("notes")
+    if isinstance(notes, str) and len(notes) > NOTES_MAX_LENGTH:
+        message = f"notes is {len(notes)} characters long; the limit is {NOTES_MAX_LENGTH}."
+        errors.append(RowError({}, "notes", "too_long", message))
     rows = document["entities"]
     if not rows:
         errors.append(RowError({}, "entities", "empty", "The bundle has no entities; there is nothing to import."))
@@ -434,12 +461,17 @@ def parse_csv(*, tenant: Tenant, data: bytes | str) -> list[TargetItem]:
     refused value by line number and field.
 
     A UTF-8 BOM, CRLF line ends and ``;`` or tab delimiters are accepted; an optional
-    ``entity_type`` column disambiguates an id used by two entity types. Extra columns
-    are ignored. Entities resolve in one query per 5,000. Nothing is written.
+    ``entity_type`` column disambiguates an id used by two entity types. Unknown,
+    repeated and unnamed columns are refused by name, and so is a NUL character (with
+    its line). Entities resolve in one query per 5,000. Nothing is written.
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     check_size(len(raw), what="The CSV")
     text = _decode(raw, what="The CSV")
+    nul_line = _nul_line(text)
+    if nul_line is not None:
+        message = f"Line {nul_line} contains a NUL character (\\u0000); save the file as plain UTF-8 text."
+        raise refuse([RowError({"line": nul_line}, "file", "nul_character", message)], what="The CSV")
     rows, errors = _csv_rows(text)
     entities = _resolve(tenant, ((r.platform, r.external_id) for r in rows))
     merged: dict[int, dict[str, Decimal | str]] = {}
@@ -504,17 +536,8 @@ def _csv_rows(text: str) -> tuple[list[_CsvRow], list[RowError]]:
         empty = RowError({"line": 1}, "file", "empty", "The CSV is empty; expected a header row.")
         raise refuse([empty], what="The CSV") from None
     columns = [c.strip().lower() for c in header]
-    missing = [c for c in CSV_COLUMNS if c not in columns]
-    if missing:
-        error = RowError(
-            {"line": line},
-            missing[0],
-            "missing_column",
-            f"Line {line}: the header lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-            f"expected {','.join(CSV_COLUMNS)} (in any order).",
-        )
-        raise refuse([error], what="The CSV")
-    position = {name: columns.index(name) for name in (*CSV_COLUMNS, "entity_type") if name in columns}
+    _check_header(line, columns)
+    position = {name: columns.index(name) for name in (*CSV_COLUMNS, *CSV_OPTIONAL_COLUMNS) if name in columns}
     rows: list[_CsvRow] = []
     errors: list[RowError] = []
     for line, cells in records:
@@ -529,6 +552,49 @@ def _csv_rows(text: str) -> tuple[list[_CsvRow], list[RowError]]:
     if not rows and not errors:
         errors.append(RowError({"line": line + 1}, "file", "empty", "The CSV has a header but no rows to import."))
     return rows, errors
+
+
+def _check_header(line: int, columns: list[str]) -> None:
+    """Refuse a header that lacks a column, repeats one or has one we do not read
+    (silently dropping a column would drop what the file meant to say)."""
+    missing = [c for c in CSV_COLUMNS if c not in columns]
+    if missing:
+        error = RowError(
+            {"line": line},
+            missing[0],
+            "missing_column",
+            f"Line {line}: the header lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+            f"expected {','.join(CSV_COLUMNS)} (in any order).",
+        )
+        raise refuse([error], what="The CSV")
+    errors = []
+    for name in sorted({c for c in columns if c not in CSV_OPTIONAL_COLUMNS and c not in CSV_COLUMNS}):
+        shown = repr(name) if name else "an unnamed column (a trailing delimiter?)"
+        errors.append(
+            RowError(
+                {"line": line},
+                name or "(unnamed)",
+                "unknown_column",
+                f"Line {line}: the header has the unknown column {shown}; the columns are "
+                f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL_COLUMNS)}. Remove it.",
+            )
+        )
+    for name in sorted({c for c in columns if columns.count(c) > 1 and c}):
+        errors.append(
+            RowError(
+                {"line": line},
+                name,
+                "duplicate_column",
+                f"Line {line}: the header names the column {name!r} more than once.",
+            )
+        )
+    if errors:
+        raise refuse(errors, what="The CSV")
+
+
+def _nul_line(text: str) -> int | None:
+    index = text.find("\x00")
+    return None if index < 0 else text.count("\n", 0, index) + 1
 
 
 def _csv_records(reader) -> Iterator[tuple[int, list[str] | _Refused]]:
@@ -659,8 +725,20 @@ def _item_targets(item: dict[str, Any], entity: PlatformEntity) -> dict[str, Dec
 # Writes ------------------------------------------------------------------------------------------
 
 
+def _clean_notes(notes: Any) -> str:
+    """Notes as stored: text without NUL or lone surrogates, at most ``NOTES_MAX_LENGTH``."""
+    try:
+        return check_text(notes if isinstance(notes, str) else "", field="notes", max_length=NOTES_MAX_LENGTH)
+    except BadInput as exc:
+        raise ValidationFailed(f"The scenario's {exc.message}", details=[exc.as_dict()]) from None
+
+
 def _clean_name(name: Any) -> str:
     text = name.strip() if isinstance(name, str) else ""
+    try:
+        check_text(text, field="name")
+    except BadInput as exc:
+        raise ValidationFailed(f"The scenario's {exc.message}", details=[exc.as_dict()]) from None
     if not text:
         raise ValidationFailed(
             "A scenario needs a name.",
@@ -733,11 +811,12 @@ def scenario_create(
     if actor is not None:
         require_perm(actor, "scenarios.add_scenario", doing="create scenarios")
     clean = _clean_name(name)
+    clean_notes = _clean_notes(notes)
     _check_items(tenant, items)
     scenario = Scenario(
         tenant=tenant,
         name=clean,
-        notes=notes or "",
+        notes=clean_notes,
         source_plan_id=(source_plan_id or "")[:200],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
@@ -767,6 +846,7 @@ def scenario_update(
         require_perm(actor, "scenarios.change_scenario", doing="change scenarios")
     changed: list[str] = []
     clean_name = _clean_name(name) if name is not None else None
+    notes = _clean_notes(notes) if notes is not None else None
     if items is not None:
         _check_items(scenario.tenant, items)
     with transaction.atomic():
