@@ -14,6 +14,7 @@ urlpatterns = [
     path("", views.home),
     path("admin/", admin.site.urls),
     path("health", views.health, name="health"),
+    path("", include("observability.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

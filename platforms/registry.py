@@ -6,6 +6,7 @@ and a process that only touches the sandbox should not pay for it.
 
 from __future__ import annotations
 
+from observability.instrument import instrument_executor
 from platforms.base import PlatformExecutor, Throttle
 from platforms.models import Platform, PlatformConnection
 from platforms.ratelimit import ConnectionThrottle
@@ -30,6 +31,10 @@ def executor_class(platform: str) -> type[PlatformExecutor]:
 
 def get_executor(connection: PlatformConnection, *, throttle: Throttle | None = None) -> PlatformExecutor:
     """An executor for ``connection``, throttled by the connection's shared rate limiter
-    unless ``throttle`` is given (benchmarks and tests pass ``platforms.base.no_throttle``)."""
+    unless ``throttle`` is given (benchmarks and tests pass ``platforms.base.no_throttle``).
+
+    Every executor is instrumented (request counts and latencies, operations, throttle
+    waits: ``observability.instrument``); the metrics never change what it does."""
     cls = executor_class(connection.platform)
-    return cls(connection.to_config(), throttle=throttle if throttle is not None else ConnectionThrottle(connection))
+    throttle = throttle if throttle is not None else ConnectionThrottle(connection)
+    return instrument_executor(cls(connection.to_config(), throttle=throttle))
