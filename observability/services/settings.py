@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from budgetradar.audit import audited_save
+from budgetradar.entitlements import Feature, entitlement_check_feature
 from budgetradar.errors import ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm, tenant_of
@@ -34,6 +35,7 @@ def observability_settings_save(*, row: ObservabilitySettings, actor) -> Observa
     require_perm(actor, "observability.change_observabilitysettings", doing="change watch and alert settings")
     person = row.autopilot_actor
     if row.watch_mode == WatchMode.AUTOPILOT:
+        entitlement_check_feature(tenant=row.tenant, feature=Feature.AUTOPILOT)
         if person is None:
             raise ValidationFailed(
                 "Autopilot deploys restoring scenarios as an approver who consents: choose one.",

@@ -49,6 +49,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from actions.models import Action, ActionStatus
+from budgetradar.entitlements import Feature, entitlement_check_feature
 from budgetradar.errors import DomainError
 from observability.models import (
     AlertKind,
@@ -448,6 +449,7 @@ def _autopilot_deploy(watch: Watch, config: ObservabilitySettings) -> str:
     if actor is None:
         return "Autopilot has no approver who consented to deploy restoring scenarios; a person must deploy it."
     try:
+        entitlement_check_feature(tenant=watch.tenant, feature=Feature.AUTOPILOT)
         result = deployment_create(
             scenario=watch.restoring_scenario, actor=actor, mode="live", idempotency_key=f"watch-{watch.pk}-restore"
         )
