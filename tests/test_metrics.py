@@ -110,7 +110,7 @@ def test_database_state_is_read_at_scrape_time(tenant, connection_):
 
 
 def test_a_scrape_costs_a_bounded_number_of_queries(tenant, django_assert_max_num_queries):
-    for n in range(5):
+    for _ in range(5):
         connection = factories.ConnectionFactory(tenant=tenant)
         factories.PerformanceFactory(entity=factories.EntityFactory(connection=connection))
     with django_assert_max_num_queries(14):
@@ -157,3 +157,27 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     families = scrape()
     assert families["preflight_runs"][(("mode", "assist"), ("status", "succeeded"))] == 5
+
+
+def test_the_exporter_serves_a_hosts_processes_to_allowed_scrapers(tmp_path, settings):
+    from wsgiref.util import setup_testing_defaults
+
+    from observability.management.commands.metrics_exporter import exporter_app
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    script = "from observability import metrics; metrics.deployment_finished_record(status='succeeded')"
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=ROOT, timeout=60)
+    settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = "tok", []
+    answers = {}
+
+    def call(**extra):
+        environ = {"REMOTE_ADDR": "192.0.2.9", **extra}
+        setup_testing_defaults(environ)
+        body = b"".join(exporter_app(str(tmp_path))(environ, lambda status, headers: answers.update(status=status)))
+        return answers["status"], body.decode()
+
+    assert call()[0].startswith("403")
+    status, text = call(HTTP_AUTHORIZATION="Bearer tok")
+    assert status.startswith("200")
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "budgetradar_deployments_finished"]
+    assert [s.value for s in family.samples if s.name.endswith("_total")] == [1.0]
