@@ -27,6 +27,7 @@ from budgetradar.admin_base import (
     admin_link,
     badge,
     pretty_json,
+    scope_for_user,
 )
 from budgetradar.errors import DomainError
 from observability.channels import CONFIG_FIELDS, SECRET_FIELDS, ChannelConfigError, config_validate
@@ -90,7 +91,8 @@ class AlertAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest):
-        return alerts_ordered(super().get_queryset(request))
+        # Annotated before any ordering: ModelAdmin.get_queryset would order by the ranks first.
+        return scope_for_user(alerts_ordered(Alert.objects.all()), request.user)
 
     def get_ordering(self, request: HttpRequest) -> list[str]:
         return ["status_rank", "severity_rank", "-last_seen_at", "-id"]
