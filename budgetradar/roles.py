@@ -37,6 +37,10 @@ _VIEW = [
     "scenarios.view_guardrailoverride",
     "sandbox.view_sandboxentity",
     "sandbox.view_sandboxfault",
+    "observability.view_alert",
+    "observability.view_watch",
+    "observability.view_watchday",
+    "observability.view_observabilitysettings",
 ]
 _OPERATE = [
     "actions.add_recommendation",
@@ -50,6 +54,7 @@ _OPERATE = [
     "scenarios.delete_scenarioitem",
     "scenarios.run_preflight",
     "scenarios.deploy_dry_run",
+    "observability.acknowledge_alert",
 ]
 _APPROVE = [
     "actions.approve_action",
@@ -58,6 +63,7 @@ _APPROVE = [
     "actions.rollback_action",
     "scenarios.deploy_live",
     "scenarios.rollback_deployment",
+    "observability.resolve_alert",
 ]
 _ADMINISTER = [
     "budgetradar.change_tenant",
@@ -76,6 +82,13 @@ _ADMINISTER = [
     "sandbox.add_sandboxfault",
     "sandbox.change_sandboxfault",
     "sandbox.delete_sandboxfault",
+    "observability.view_channel",
+    "observability.add_channel",
+    "observability.change_channel",
+    "observability.delete_channel",
+    "observability.test_channel",
+    "observability.add_observabilitysettings",
+    "observability.change_observabilitysettings",
 ]
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

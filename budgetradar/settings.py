@@ -163,6 +163,7 @@ INSTALLED_APPS = [
     "platforms.sandbox",
     "actions",
     "scenarios",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -387,3 +388,35 @@ ENGINE_UNIT_SIZE = {
 }
 # An action blocking its entity longer than this is listed as stuck (admin, alerts).
 ENGINE_STUCK_AFTER_MINUTES = env_int("ENGINE_STUCK_AFTER_MINUTES", 30, minimum=1)
+
+# Observability: metrics, readiness, alert delivery (observability/README section in README.md)
+# /metrics answers a request that carries "Authorization: Bearer <METRICS_TOKEN>" or comes
+# from one of METRICS_ALLOWED_NETWORKS (CIDRs); with neither set only loopback may scrape.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
+# prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself, at import; gunicorn workers and
+# qcluster processes of one host share it (multiprocess mode). Checked here so a typo stops
+# the process at start.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory.")
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 180, minimum=30)
+SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 300, minimum=30)
+RECONCILER_LAG_MAX_SECONDS = env_int("RECONCILER_LAG_MAX_SECONDS", 600, minimum=60)
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
+ALERT_DELIVERY_BASE_DELAY_SECONDS = env_float("ALERT_DELIVERY_BASE_DELAY_SECONDS", 30.0, minimum=0.0)
+ALERT_DELIVERY_MAX_DELAY_SECONDS = env_float("ALERT_DELIVERY_MAX_DELAY_SECONDS", 3600.0, minimum=1.0)
+ALERT_DELIVERY_TIMEOUT_SECONDS = env_float("ALERT_DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Plain http:// channel URLs are for local receivers (development and tests) only.
+ALERT_CHANNELS_ALLOW_HTTP = env_bool("ALERT_CHANNELS_ALLOW_HTTP", DEBUG)
+ALERT_EMAIL_FROM = env_str("ALERT_EMAIL_FROM", "budgetradar@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Links in alerts point here (the admin as people reach it).
+BUDGETRADAR_BASE_URL = env_str("BUDGETRADAR_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+WATCH_EVALUATION_HOUR = env_int("WATCH_EVALUATION_HOUR", 9, minimum=0)
+if WATCH_EVALUATION_HOUR > 23:
+    raise ImproperlyConfigured(f"WATCH_EVALUATION_HOUR={WATCH_EVALUATION_HOUR} must be an hour, 0 to 23.")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("", views.home),
     path("admin/", admin.site.urls),
     path("health", views.health, name="health"),
+    path("", include("observability.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its settings as a script file: no inline script for the CSP to refuse.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

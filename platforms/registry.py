@@ -7,6 +7,7 @@ and a process that only touches the sandbox should not pay for it.
 from __future__ import annotations
 
 from budgetradar.transactions import refuse_inside_transaction
+from observability.instrument import instrument_executor
 from platforms.base import BeforeWrite, PlatformExecutor, Throttle, no_before_write
 from platforms.models import Platform, PlatformConnection
 from platforms.ratelimit import ConnectionThrottle
@@ -47,9 +48,12 @@ def get_executor(
 ) -> PlatformExecutor:
     """An executor for ``connection``, throttled by the connection's shared rate limiter
     unless ``throttle`` is given (benchmarks and tests pass ``platforms.base.no_throttle``);
-    ``before_write`` fences each write request (the engine's lease check)."""
+    ``before_write`` fences each write request (the engine's lease check).
+
+    Every executor is instrumented (request counts and latencies, operations, throttle
+    waits: ``observability.instrument``); the metrics never change what it does."""
     cls = executor_class(connection.platform)
     throttle = throttle if throttle is not None else ConnectionThrottle(connection)
     executor = cls(connection.to_config(), throttle=OutsideTransactions(throttle))
     executor.before_write = before_write
-    return executor
+    return instrument_executor(executor)

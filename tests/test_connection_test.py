@@ -99,8 +99,10 @@ def test_a_role_without_the_test_permission_is_refused(conn, approver):
 def test_the_registry_picks_the_executor_and_throttles_by_default(conn):
     executor = get_executor(conn)
     assert isinstance(executor, SandboxExecutor)
-    assert isinstance(executor.throttle.inner, ConnectionThrottle)
-    assert get_executor(conn, throttle=no_throttle).throttle.inner is no_throttle
+    # The throttle is wrapped by the metrics (observability.instrument) around the guard that
+    # refuses requests inside a transaction; the limiter is innermost.
+    assert isinstance(executor.throttle.inner.inner, ConnectionThrottle)
+    assert get_executor(conn, throttle=no_throttle).throttle.inner.inner is no_throttle
     assert executor.config.credentials == {"access_token": conn.credentials["access_token"]}
     with pytest.raises(ValueError, match="No executor for platform 'shopify'"):
         executor_class("shopify")
