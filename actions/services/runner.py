@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from actions.services.verification import same_value
+from observability.metrics import rate_limit_wait_record
 from platforms.base import PlatformExecutor
 from platforms.retry import RetryPolicy, with_retries
 from platforms.types import (
@@ -201,6 +202,8 @@ class PlatformRunner:
         if first_error is not None:
             subjects = [o.change for o in retry.values()]
             self.observer.retrying(subjects=subjects, error=first_error, delay=delay, attempt=attempt)
+            if first_error.code == ErrorCode.RATE_LIMITED:
+                rate_limit_wait_record(platform=self.executor.platform, seconds=delay, source="retry_after")
         self._wait(delay)
         return sorted(retry)
 

@@ -35,6 +35,7 @@ from actions.services.logs import log_events
 from budgetradar import outbox
 from budgetradar.bulk import bulk_set, insert_fields, insert_rows
 from budgetradar.errors import Conflict
+from observability.metrics import action_transitions_record
 from platforms.mirror import mirror_update
 from platforms.types import EntityState
 
@@ -150,6 +151,9 @@ def _apply(items: list[Settlement], name: str, *, actor, reason: str, lease: str
     verified = [(m.action.entity_id, m.after) for m in moved if m.after is not None]
     if verified:
         mirror_update(verified)
+    if target not in SETTLED:  # settled ones are counted from their outbox events
+        platforms = [a.platform for a in actions]
+        transaction.on_commit(lambda: action_transitions_record(status=target, platforms=platforms))
     return actions
 
 
