@@ -185,7 +185,9 @@ def optimum(entities, truth, lo: np.ndarray, hi: np.ndarray, total: float) -> np
     params = np.array([truth[e.entity.external_id] for e in entities])
     curves = CurveArrays(params[:, 0], params[:, 1], params[:, 2], np.ones(len(entities)))
     spend_total = total * float((pace * lo).sum() / lo.sum())
-    allocation = allocate_curves(curves, lo * pace, hi * pace, min(max(spend_total, (lo * pace).sum()), (hi * pace).sum()))
+    allocation = allocate_curves(
+        curves, lo * pace, hi * pace, min(max(spend_total, (lo * pace).sum()), (hi * pace).sum())
+    )
     budgets = allocation.spend / pace
     return budgets * (total / budgets.sum())
 
@@ -212,7 +214,9 @@ def run(n: int, history_days: int, new_share: float) -> None:
     entities = plan.entities
     mature = [e for e in entities if e.entity.external_id not in new]
     fitted = sum(1 for e in entities if e.fit and e.fit.curve is not None)
-    confidence = {c: sum(1 for e in entities if e.fit and e.fit.confidence == c) for c in ("high", "medium", "low", "none")}
+    confidence = {
+        c: sum(1 for e in entities if e.fit and e.fit.confidence == c) for c in ("high", "medium", "low", "none")
+    }
 
     def arr(values):
         return np.array([float(v) for v in values])
@@ -224,8 +228,12 @@ def run(n: int, history_days: int, new_share: float) -> None:
     planned = true_value(mature, arr(e.proposed for e in mature), truth)
     print(f"\n== {n:,} entities, {history_days} days of history ({len(new)} new with 14 days)")
     print(f"  seed + sync: {seeded:.1f} s")
-    print(f"  plan_build (read, fit {len(entities):,}, allocate): wall {wall:.1f} s, {wall / len(entities) * 1000:.2f} ms/entity")
-    print(f"  memory: peak RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f} MB), Python allocations peak {peak / 2**20:.0f} MB")
+    print(
+        f"  plan_build (read, fit {len(entities):,}, allocate): wall {wall:.1f} s, {wall / len(entities) * 1000:.2f} ms/entity"
+    )
+    print(
+        f"  memory: peak RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f} MB), Python allocations peak {peak / 2**20:.0f} MB"
+    )
     print(f"  deterministic (second run, same proposals): {same}; level: {plan.fallback_level}")
     print(f"  curves fitted: {fitted:,}; confidence {confidence}")
     print(f"  entities with 28+ days ({len(mature):,}), total {group_total:,.2f} EUR/day, 28-day true conversions:")
@@ -244,7 +252,9 @@ def run(n: int, history_days: int, new_share: float) -> None:
         print(f"    fallback {level:<16}                  {value:,.0f}  {value / best:.1%} of optimum")
     everyone = true_value(entities, arr(e.proposed for e in entities), truth)
     status_quo = true_value(entities, arr(e.current for e in entities), truth)
-    print(f"  all entities: plan {everyone:,.0f} vs today's budgets {status_quo:,.0f} ({everyone / status_quo - 1:+.1%})")
+    print(
+        f"  all entities: plan {everyone:,.0f} vs today's budgets {status_quo:,.0f} ({everyone / status_quo - 1:+.1%})"
+    )
 
 
 def _copy(e):

@@ -37,6 +37,13 @@ _VIEW = [
     "scenarios.view_guardrailoverride",
     "sandbox.view_sandboxentity",
     "sandbox.view_sandboxfault",
+    "planning.view_automationsettings",
+    "planning.view_entityconstraint",
+    "planning.view_plannerrun",
+    "planning.view_curvefit",
+    "planning.view_decisionlogentry",
+    "planning.view_ingestionrun",
+    "planning.view_rolloutstep",
 ]
 _OPERATE = [
     "actions.add_recommendation",
@@ -50,6 +57,7 @@ _OPERATE = [
     "scenarios.delete_scenarioitem",
     "scenarios.run_preflight",
     "scenarios.deploy_dry_run",
+    "planning.run_planner",
 ]
 _APPROVE = [
     "actions.approve_action",
@@ -76,6 +84,12 @@ _ADMINISTER = [
     "sandbox.add_sandboxfault",
     "sandbox.change_sandboxfault",
     "sandbox.delete_sandboxfault",
+    "planning.change_automationsettings",
+    "planning.add_entityconstraint",
+    "planning.change_entityconstraint",
+    "planning.delete_entityconstraint",
+    "planning.reset_planner_breaker",
+    "planning.promote_rollout",
 ]
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

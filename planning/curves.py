@@ -137,7 +137,9 @@ def fit_hill(spend: np.ndarray, conversions: np.ndarray) -> FitResult:
     conversions = np.asarray(conversions, dtype=float)
     days = int(np.count_nonzero(spend > 0))
     if days < MIN_DAYS:
-        return FitResult(None, "insufficient", days, None, "none", f"{days} days with spend; at least {MIN_DAYS} needed")
+        return FitResult(
+            None, "insufficient", days, None, "none", f"{days} days with spend; at least {MIN_DAYS} needed"
+        )
     if not np.any(conversions > 0):
         return FitResult(None, "failed", days, None, "none", "no conversions in the window: nothing to fit")
     try:

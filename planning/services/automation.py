@@ -102,7 +102,11 @@ def automation_update(
         for name, value in clean.items():
             setattr(locked, name, value)
         _apply_consent(locked, before["mode"], actor, consent_reason)
-        diff = {n: [before[n], _jsonable(getattr(locked, n))] for n in EDITABLE if before[n] != _jsonable(getattr(locked, n))}
+        diff = {
+            n: [before[n], _jsonable(getattr(locked, n))]
+            for n in EDITABLE
+            if before[n] != _jsonable(getattr(locked, n))
+        }
         audited_save(locked, actor=actor, reason=reason or f"changed {', '.join(diff) or 'nothing'}")
         decision_append(
             connection=locked.connection,
@@ -207,7 +211,7 @@ def _decimal(value: Any, *, minimum: Decimal, maximum: Decimal = Decimal("1e12")
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise ValueError("must be a decimal number (a string such as \"12.50\")")
+        raise ValueError('must be a decimal number (a string such as "12.50")')
     try:
         number = Decimal(str(value))
     except InvalidOperation:
@@ -303,9 +307,7 @@ def next_step(step: str) -> str | None:
 
 
 def breaker_record_success(automation_id: int) -> None:
-    AutomationSettings.objects.filter(pk=automation_id, consecutive_failed_runs__gt=0).update(
-        consecutive_failed_runs=0
-    )
+    AutomationSettings.objects.filter(pk=automation_id, consecutive_failed_runs__gt=0).update(consecutive_failed_runs=0)
 
 
 def breaker_record_failure(automation_id: int, *, reason: str) -> bool:
@@ -319,9 +321,9 @@ def breaker_record_failure(automation_id: int, *, reason: str) -> bool:
             return False
         automation.breaker_open = True
         automation.breaker_opened_at = timezone.now()
-        automation.breaker_reason = (
-            f"{automation.consecutive_failed_runs} consecutive failed runs; last: {reason}"
-        )[:500]
+        automation.breaker_reason = (f"{automation.consecutive_failed_runs} consecutive failed runs; last: {reason}")[
+            :500
+        ]
         automation.mode_before_breaker = automation.mode
         if automation.mode == Mode.AUTOPILOT:
             automation.mode = Mode.ASSIST
@@ -341,8 +343,10 @@ def breaker_reset(*, automation: AutomationSettings, actor, reason: str = "") ->
     require_same_tenant(actor, automation.tenant, what="automation settings")
     require_perm(actor, "planning.reset_planner_breaker", doing="reset the planner breaker")
     with transaction.atomic():
-        locked = AutomationSettings.objects.select_for_update().select_related("tenant__plan", "connection").get(
-            pk=automation.pk
+        locked = (
+            AutomationSettings.objects.select_for_update()
+            .select_related("tenant__plan", "connection")
+            .get(pk=automation.pk)
         )
         restored = ""
         if locked.mode_before_breaker == Mode.AUTOPILOT and locked.breaker_open:

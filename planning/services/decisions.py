@@ -102,12 +102,11 @@ def decisions_purge(*, now: datetime | None = None, dry_run: bool = False) -> in
     ids = list(expired.values_list("pk", flat=True))
     if not ids:
         return 0
-    with transaction.atomic():
-        with db_connection.cursor() as cursor:
-            if db_connection.vendor == "postgresql":
-                cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_FLAG])  # this transaction only
-            table = DecisionLogEntry._meta.db_table
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+    with transaction.atomic(), db_connection.cursor() as cursor:
+        if db_connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_FLAG])  # this transaction only
+        table = DecisionLogEntry._meta.db_table
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
     return len(ids)

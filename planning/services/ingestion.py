@@ -27,11 +27,10 @@ from django.utils import timezone
 
 from budgetradar.errors import DomainError
 from planning.models import IngestionRun, RunStatus
+from planning.services.runs import local_now
 from platforms.models import EntityPerformanceDaily, PlatformConnection
 from platforms.registry import get_executor
 from platforms.sync import sync_connection
-
-from planning.services.runs import local_now
 
 CSV_COLUMNS = [
     "date",
@@ -62,9 +61,9 @@ def ingestion_ensure(*, connection: PlatformConnection, now: datetime | None = N
 def ingestion_run(*, ingestion_pk: int, now: datetime | None = None, executor=None) -> IngestionRun | None:
     """Run one ingestion (the task); None when another worker has it or it already succeeded."""
     now = now or timezone.now()
-    claimed = IngestionRun.objects.filter(
-        pk=ingestion_pk, status__in=[RunStatus.QUEUED, RunStatus.FAILED]
-    ).update(status=RunStatus.RUNNING, started_at=now)
+    claimed = IngestionRun.objects.filter(pk=ingestion_pk, status__in=[RunStatus.QUEUED, RunStatus.FAILED]).update(
+        status=RunStatus.RUNNING, started_at=now
+    )
     if claimed != 1:
         return None
     ingestion = IngestionRun.objects.select_related("connection__tenant").get(pk=ingestion_pk)
@@ -76,7 +75,10 @@ def ingestion_run(*, ingestion_pk: int, now: datetime | None = None, executor=No
             days=settings.PLANNER_REINGEST_DAYS,
             now=now,
         )
-        archives = [archive_day(connection=connection, day=day, ingestion=ingestion) for day in _days(result.since, result.until)]
+        archives = [
+            archive_day(connection=connection, day=day, ingestion=ingestion)
+            for day in _days(result.since, result.until)
+        ]
     except (DomainError, OSError) as exc:
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         IngestionRun.objects.filter(pk=ingestion.pk).update(
@@ -133,8 +135,19 @@ def archive_day(*, connection: PlatformConnection, day: date, ingestion: Ingesti
             writer.writerow(CSV_COLUMNS)
             for entity_type, external_id, name, spend, impressions, clicks, conversions, revenue in rows.iterator():
                 writer.writerow(
-                    [day.isoformat(), connection.platform, entity_type, external_id, name, connection.currency,
-                     spend, impressions, clicks, conversions, revenue]
+                    [
+                        day.isoformat(),
+                        connection.platform,
+                        entity_type,
+                        external_id,
+                        name,
+                        connection.currency,
+                        spend,
+                        impressions,
+                        clicks,
+                        conversions,
+                        revenue,
+                    ]
                 )
                 count += 1
         os.replace(temporary, target)

@@ -165,9 +165,7 @@ class Plan:
 
     def changes(self) -> list[tuple[PlatformEntity, Decimal]]:
         """(entity, new daily budget) for every entity whose budget moves, by entity id."""
-        return [
-            (e.entity, e.proposed) for e in self.entities if e.proposed is not None and e.proposed != e.current
-        ]
+        return [(e.entity, e.proposed) for e in self.entities if e.proposed is not None and e.proposed != e.current]
 
     def fits_document(self) -> list[list[Any]]:
         """Compact fits for the decision log: [entity, status, vmax, h, k, theta, r2, days, confidence]."""
@@ -295,7 +293,9 @@ def _bounds(e: EntityInput, constraint: EntityConstraint | None, policy, currenc
     max_increase = policy.max_increase_pct if policy.max_increase_pct is not None else None
     max_decrease = policy.max_decrease_pct if policy.max_decrease_pct is not None else None
     increase = Decimal(max_increase if max_increase is not None else settings.PLANNER_MAX_INCREASE_PCT)
-    decrease = min(Decimal(100), Decimal(max_decrease if max_decrease is not None else settings.PLANNER_MAX_DECREASE_PCT))
+    decrease = min(
+        Decimal(100), Decimal(max_decrease if max_decrease is not None else settings.PLANNER_MAX_DECREASE_PCT)
+    )
     lo = current * (1 - decrease / 100)
     hi = current * (1 + increase / 100)
     for floor in (policy.min_daily_budget, constraint.min_daily_budget if constraint else None):
@@ -727,7 +727,9 @@ def plan_external(
         e.ratio = _spend_ratio(e)
         e.value = _value_per_conversion(e) if request.objective == Objective.REVENUE else 1.0
         _bounds(e, constraints.get(e.pk), policy, connection.currency)
-    _holds(entities, constraints, PlanRequest(**{**request.__dict__, "low_confidence_policy": LowConfidencePolicy.HOLD}))
+    _holds(
+        entities, constraints, PlanRequest(**{**request.__dict__, "low_confidence_policy": LowConfidencePolicy.HOLD})
+    )
     notes = []
     for e in entities:
         if e.hold and "low confidence" in e.hold:

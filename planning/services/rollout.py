@@ -100,8 +100,12 @@ def shadow_compare(run: PlannerRun) -> dict[str, Any] | None:
         if PlannerRun.objects.filter(pk=run.pk, shadow__isnull=True).update(shadow=result) != 1:
             return None
         decision_append(
-            connection=run.connection, kind=DecisionKind.SHADOW_COMPARED, run=run, actor="planner",
-            mode=Mode.SHADOW, outcome=result,
+            connection=run.connection,
+            kind=DecisionKind.SHADOW_COMPARED,
+            run=run,
+            actor="planner",
+            mode=Mode.SHADOW,
+            outcome=result,
         )
     run.shadow = result
     return result
@@ -128,8 +132,10 @@ def rollout_evidence(automation: AutomationSettings, *, now: datetime | None = N
     out = []
     for i, step in enumerate(steps):
         start = local_now(connection, step.created_at).date()
-        end = local_now(connection, steps[i + 1].created_at).date() - timedelta(days=1) if i + 1 < len(steps) else (
-            today - timedelta(days=1)
+        end = (
+            local_now(connection, steps[i + 1].created_at).date() - timedelta(days=1)
+            if i + 1 < len(steps)
+            else (today - timedelta(days=1))
         )
         out.append(_step_evidence(automation, step, entity_ids, daily, reference, (start, end)))
     return {
@@ -154,7 +160,9 @@ def _current(automation: AutomationSettings, last: dict[str, Any] | None) -> dic
 
 def _daily(entity_ids: list[int], since: date, until: date) -> dict[tuple[int, date], tuple[float, float]]:
     rows = EntityPerformanceDaily.objects.filter(entity_id__in=entity_ids, date__gte=since, date__lte=until)
-    return {(e, d): (float(s), float(c)) for e, d, s, c in rows.values_list("entity_id", "date", "spend", "conversions")}
+    return {
+        (e, d): (float(s), float(c)) for e, d, s, c in rows.values_list("entity_id", "date", "spend", "conversions")
+    }
 
 
 def _step_evidence(automation, step: RolloutStep, entity_ids, daily, reference, period) -> dict[str, Any]:
@@ -173,16 +181,20 @@ def _step_evidence(automation, step: RolloutStep, entity_ids, daily, reference, 
     for name, (since, until) in (("reference", reference), ("step", period)):
         days = [since + timedelta(days=i) for i in range(max(0, (until - since).days + 1))]
         t = np.array([[*_cell(daily, entity_ids, day, lambda pk, d: treated(pk, d))] for day in days] or [[0, 0, 0]])
-        b = np.array([[*_cell(daily, entity_ids, day, lambda pk, d: not treated(pk, d))] for day in days] or [[0, 0, 0]])
+        b = np.array(
+            [[*_cell(daily, entity_ids, day, lambda pk, d: not treated(pk, d))] for day in days] or [[0, 0, 0]]
+        )
         cells[name] = (t, b)
     (t_ref, b_ref), (t_step, b_step) = cells["reference"], cells["step"]
     has_baseline = b_step[:, 2].sum() > 0 and b_ref[:, 2].sum() > 0
     rng = np.random.default_rng(automation.connection_id)
     point = _lift(t_ref, b_ref, t_step, b_step, has_baseline)
-    draws = np.array([
-        _lift(*(_resample(rng, a) for a in (t_ref, b_ref, t_step, b_step)), has_baseline)
-        for _ in range(BOOTSTRAP_DRAWS)
-    ])
+    draws = np.array(
+        [
+            _lift(*(_resample(rng, a) for a in (t_ref, b_ref, t_step, b_step)), has_baseline)
+            for _ in range(BOOTSTRAP_DRAWS)
+        ]
+    )
     interval = lambda k: [_r(np.nanpercentile(draws[:, k], 5)), _r(np.nanpercentile(draws[:, k], 95))]  # noqa: E731
     step_days = int(np.count_nonzero(t_step[:, 2]))
     met = bool(
@@ -259,7 +271,9 @@ def _r(value: float) -> float | None:
 # Promotion -------------------------------------------------------------------------------
 
 
-def rollout_promote(*, automation: AutomationSettings, actor, reason: str = "", now: datetime | None = None) -> RolloutStep:
+def rollout_promote(
+    *, automation: AutomationSettings, actor, reason: str = "", now: datetime | None = None
+) -> RolloutStep:
     """Move to the next step on a person's click.
 
     Guarantees: needs ``planning.promote_rollout``; promoting without the criterion met
