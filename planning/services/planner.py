@@ -510,17 +510,15 @@ def _assign(entities: list[EntityInput], budgets: np.ndarray, total: Decimal) ->
         amount = Decimal(str(float(value))).quantize(quantum, rounding=ROUND_DOWN)
         values.append(min(max(amount, e.lo), e.hi))
     leftover = total - sum(values, Decimal(0))
-    step = quantum if leftover > 0 else -quantum
-    order = sorted(range(len(entities)), key=lambda i: entities[i].pk)
-    # Hand out the rounding leftover one quantum at a time, in id order (deterministic).
-    for _ in range(2):
-        for i in order:
-            if leftover == 0:
-                break
-            e = entities[i]
-            if e.lo <= values[i] + step <= e.hi:
-                values[i] += step
-                leftover -= step
+    # Hand out the rounding leftover in id order, each entity up to its bound (deterministic).
+    for i in sorted(range(len(entities)), key=lambda i: entities[i].pk):
+        if leftover == 0:
+            break
+        e = entities[i]
+        room = (e.hi - values[i]) if leftover > 0 else (e.lo - values[i])
+        move = min(leftover, room) if leftover > 0 else max(leftover, room)
+        values[i] += move
+        leftover -= move
     for e, value in zip(entities, values, strict=True):
         e.proposed = value
 
