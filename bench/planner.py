@@ -9,7 +9,8 @@ half-saturation 30-200 EUR, shape 0.7-1.3, budgets 0.4-2.5x the half-saturation 
 drawn from a seeded RNG), mirrors it through the sandbox executor (sync), writes ``--history-days`` days of
 performance from the sandbox's own model (``simulate_performance``) with the budgets
 each day had — a step every 14 days to 0.6-1.4x of today's budget, as an ops team moves
-budgets; the sandbox alone would compute every past day with today's budget — and removes all but the last 14 days of ``--new-share`` of the
+budgets; the sandbox alone would compute every past day with today's budget — and
+removes all but the last 14 days of ``--new-share`` of the
 campaigns (recently launched: too few days for a curve). Then it times ``plan_build``
 (read, fit every entity, allocate) and prints wall time, peak RSS and the Python
 allocations' peak (tracemalloc, on a second identical run which also checks determinism).
@@ -229,10 +230,12 @@ def run(n: int, history_days: int, new_share: float) -> None:
     print(f"\n== {n:,} entities, {history_days} days of history ({len(new)} new with 14 days)")
     print(f"  seed + sync: {seeded:.1f} s")
     print(
-        f"  plan_build (read, fit {len(entities):,}, allocate): wall {wall:.1f} s, {wall / len(entities) * 1000:.2f} ms/entity"
+        f"  plan_build (read, fit {len(entities):,}, allocate): wall {wall:.1f} s, "
+        f"{wall / len(entities) * 1000:.2f} ms/entity"
     )
     print(
-        f"  memory: peak RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f} MB), Python allocations peak {peak / 2**20:.0f} MB"
+        f"  memory: peak RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f} MB), "
+        f"Python allocations peak {peak / 2**20:.0f} MB"
     )
     print(f"  deterministic (second run, same proposals): {same}; level: {plan.fallback_level}")
     print(f"  curves fitted: {fitted:,}; confidence {confidence}")

@@ -337,9 +337,8 @@ def test_postgres_trigger_refuses_raw_update_and_delete_of_kept_rows(account):
     entry = decision_append(connection=account, kind=DecisionKind.RUN_COMPLETED, actor="planner")
     table = DecisionLogEntry._meta.db_table
     for sql in (f"UPDATE {table} SET kind = 'x' WHERE id = %s", f"DELETE FROM {table} WHERE id = %s"):
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with db_connection.cursor() as cursor:
-                cursor.execute(sql, [entry.pk])
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), db_connection.cursor() as cursor:
+            cursor.execute(sql, [entry.pk])
 
 
 def test_purge_respects_retention_and_export_writes_json_lines(account, tmp_path):
