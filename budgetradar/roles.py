@@ -41,6 +41,13 @@ _VIEW = [
     "observability.view_watch",
     "observability.view_watchday",
     "observability.view_observabilitysettings",
+    "planning.view_automationsettings",
+    "planning.view_entityconstraint",
+    "planning.view_plannerrun",
+    "planning.view_curvefit",
+    "planning.view_decisionlogentry",
+    "planning.view_ingestionrun",
+    "planning.view_rolloutstep",
 ]
 _OPERATE = [
     "actions.add_recommendation",
@@ -55,6 +62,7 @@ _OPERATE = [
     "scenarios.run_preflight",
     "scenarios.deploy_dry_run",
     "observability.acknowledge_alert",
+    "planning.run_planner",
 ]
 _APPROVE = [
     "actions.approve_action",
@@ -89,6 +97,12 @@ _ADMINISTER = [
     "observability.test_channel",
     "observability.add_observabilitysettings",
     "observability.change_observabilitysettings",
+    "planning.change_automationsettings",
+    "planning.add_entityconstraint",
+    "planning.change_entityconstraint",
+    "planning.delete_entityconstraint",
+    "planning.reset_planner_breaker",
+    "planning.promote_rollout",
 ]
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

@@ -164,6 +164,7 @@ INSTALLED_APPS = [
     "actions",
     "scenarios",
     "observability",
+    "planning",
 ]
 
 MIDDLEWARE = [
@@ -420,3 +421,17 @@ BUDGETRADAR_BASE_URL = env_str("BUDGETRADAR_BASE_URL", "http://127.0.0.1:8000").
 WATCH_EVALUATION_HOUR = env_int("WATCH_EVALUATION_HOUR", 9, minimum=0)
 if WATCH_EVALUATION_HOUR > 23:
     raise ImproperlyConfigured(f"WATCH_EVALUATION_HOUR={WATCH_EVALUATION_HOUR} must be an hour, 0 to 23.")
+
+# The optimization loop (planning) ------------------------------------------------------
+# Bounds of one planned change when the guardrail policy sets none (percent of today's budget).
+PLANNER_MAX_INCREASE_PCT = env_int("PLANNER_MAX_INCREASE_PCT", 100, minimum=0)
+PLANNER_MAX_DECREASE_PCT = env_int("PLANNER_MAX_DECREASE_PCT", 50, minimum=0)
+PLANNER_RETRIES = env_int("PLANNER_RETRIES", 3, minimum=0)  # after the first attempt
+PLANNER_RETRY_BACKOFF_SECONDS = env_int("PLANNER_RETRY_BACKOFF_SECONDS", 60, minimum=1)  # doubles each retry
+PLANNER_BREAKER_THRESHOLD = env_int("PLANNER_BREAKER_THRESHOLD", 3, minimum=1)  # consecutive failed runs
+PLANNER_LEASE_SECONDS = env_int("PLANNER_LEASE_SECONDS", Q_TIMEOUT, minimum=10)
+PLANNER_QUEUE_LIMIT = env_int("PLANNER_QUEUE_LIMIT", 5, minimum=1)  # queued runs per connection
+PLANNER_INGEST_HOUR = env_int("PLANNER_INGEST_HOUR", 2, minimum=0)  # local time of the account
+PLANNER_OPTIMIZE_HOUR = env_int("PLANNER_OPTIMIZE_HOUR", 8, minimum=0)
+PLANNER_REINGEST_DAYS = env_int("PLANNER_REINGEST_DAYS", 3, minimum=1)  # restated days re-read every night
+DECISION_LOG_RETENTION_DAYS = env_int("DECISION_LOG_RETENTION_DAYS", 7 * 365 + 2, minimum=1)  # 7 years

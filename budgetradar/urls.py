@@ -29,4 +29,5 @@ urlpatterns = [
     path("api/", include("platforms.api.urls")),
     path("api/", include("actions.api.urls")),
     path("api/", include("scenarios.api.urls")),
+    path("api/", include("planning.api.urls")),
 ]
