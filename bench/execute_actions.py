@@ -234,7 +234,9 @@ def run_naive(connection, actions) -> dict:
         for action in actions:
             ref = action.entity.to_ref()
             before = executor.read_state([ref])[ref.key]
-            Action.objects.filter(pk=action.pk).update(status="executing", before_state=before.as_dict())
+            Action.objects.filter(pk=action.pk).update(
+                status="executing", before_state=before.as_dict(), lease_owner="naive"
+            )
             ActionExecutionLog.objects.create(tenant_id=action.tenant_id, action=action, event=LogEvent.REQUEST_SENT)
             executor.apply([Change(ref=ref, field=Field.DAILY_BUDGET, value=Decimal("150.00"), key=str(action.pk))])
             after = executor.read_state([ref])[ref.key]
