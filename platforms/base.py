@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
+from typing import Any
 
 from platforms.types import (
     Change,
@@ -74,6 +75,12 @@ class PlatformExecutor(abc.ABC):
         mirrors entities only.
         """
         raise NotImplementedError(f"{self.platform} does not report performance yet")
+
+    def account_facts(self) -> dict[str, Any]:
+        """Facts about the account that planning needs before anything is sent (Google's
+        billable unit, Meta's minimum budgets), for sync to keep on the connection.
+        Raises ``PlatformCallError`` when they cannot be read."""
+        return {}
 
     def test_connection(self) -> str:
         """Read the account; return a short description or raise ``PlatformCallError``."""

@@ -14,8 +14,9 @@ copy the object per call, which cost more than the HTTP request itself at 50 ite
 batch (bench/platform_apply.py), while this module already converts and checks values.
 
 Shapes this adapter speaks:
-- budgets and ``bid_amount`` are integers in the currency's minor units on Meta and
-  ``Decimal`` in the account currency here (``platforms.money``);
+- budgets and ``bid_amount`` are integers on Meta: the amount times Meta's offset for
+  the currency (1 for HUF, JPY, TWD and eight others, 100 for the rest, whatever the
+  ISO exponent; ``platforms.money.meta_rules``), ``Decimal`` in the account currency here;
 - ``Field.SCHEDULE`` is ``{"day_parts": [...]}`` where the list is Meta's
   ``adset_schedule`` (``start_minute``, ``end_minute``, ``days``, ...);
 - ``Field.TARGETING`` is Meta's targeting spec as a dict, sent and read unchanged;
@@ -44,7 +45,7 @@ from facebook_business.session import FacebookSession
 from urllib3.exceptions import NewConnectionError
 
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.money import MoneyError, currency_exponent, from_minor_units, to_minor_units
+from platforms.money import MoneyError, MoneyRules, meta_rules
 from platforms.types import (
     MONEY_FIELDS,
     Change,
@@ -292,6 +293,10 @@ class MetaExecutor(PlatformExecutor):
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
         super().__init__(config, throttle=throttle)
         self.account_id = normalise_account_id(config.account_id)
+        try:
+            self.money: MoneyRules = meta_rules(config.currency)
+        except MoneyError as exc:
+            raise ValueError(f"Meta connection {config.connection_id}: {exc}") from None
         self._last_headers: dict[str, str] = {}
         self._api, self._secrets = self._build_api(config)
         self._count_lock = threading.Lock()
@@ -565,7 +570,7 @@ class MetaExecutor(PlatformExecutor):
     def _reported_amount(self, amount: Any) -> Decimal:
         """An amount Meta reports as a decimal string in the account currency, rounded
         half-even to the currency's minor unit (purchase values can carry more decimals)."""
-        quantum = Decimal(1).scaleb(-currency_exponent(self.config.currency))
+        quantum = Decimal(1).scaleb(-self.money.display_places)
         return Decimal(str(amount)).quantize(quantum, ROUND_HALF_EVEN)
 
     def _state(self, entity_type: EntityType, row: Mapping[str, Any]) -> EntityState:
@@ -589,7 +594,8 @@ class MetaExecutor(PlatformExecutor):
         return self._money(minor) if _as_int(minor) else None
 
     def _money(self, minor: Any) -> Decimal | None:
-        return from_minor_units(minor, self.config.currency) if minor is not None else None
+        """Meta's integer (amount x the currency's Meta offset) as an amount."""
+        return self.money.from_platform(minor) if minor is not None else None
 
     # Writes ---------------------------------------------------------------------------
 
@@ -624,7 +630,7 @@ class MetaExecutor(PlatformExecutor):
     def _param_value(self, change: Change) -> Any:
         """The Graph API value of a change; raises ``ValueError`` for values Meta cannot take."""
         if change.field in MONEY_FIELDS:
-            return to_minor_units(change.value, self.config.currency)
+            return self.money.to_platform(change.value)
         if change.field == Field.STATUS:
             return _META_STATUS[EntityStatus(change.value)]
         if change.field == Field.TARGETING and isinstance(change.value, Mapping):

@@ -163,6 +163,9 @@ class EntityState:
     budget_reference_count: int = 0
     targeting: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
+    # The platform's own bidding strategy name (Google BiddingStrategyType, Meta bid_strategy)
+    # in force for the entity; None when the platform has none or BudgetRadar did not read it.
+    bid_strategy: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -189,6 +192,7 @@ class EntityState:
             "budget_reference_count",
             "targeting",
             "schedule",
+            "bid_strategy",
         ):
             value = getattr(self, name)
             if isinstance(value, Decimal | enum.Enum):
@@ -265,3 +269,5 @@ class ConnectionConfig:
     credentials: dict[str, Any] = field(default_factory=dict, repr=False)
     api_base_url: str = ""
     request_timeout: float = 30.0  # seconds before a request counts as timed out
+    # Google Ads: the account currency's billable unit as last read (None: read it on use).
+    billable_unit_micros: int | None = None

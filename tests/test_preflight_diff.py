@@ -32,7 +32,7 @@ from tests.factories import (
     SandboxCampaignFactory,
     sandbox_connection,
 )
-from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, GOOGLE_TEST_CREDENTIALS
+from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, google_test_credentials
 from tests.meta_fake_fixtures import META_ACCOUNT, META_TOKEN
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -294,7 +294,7 @@ def google_world(tenant, google_ads_fake):
         name="Google",
         platform=Platform.GOOGLE_ADS,
         account_id=GOOGLE_CUSTOMER_ID,
-        credentials=GOOGLE_TEST_CREDENTIALS,
+        credentials=google_test_credentials(google_ads_fake),
         api_base_url=google_ads_fake.endpoint,
     )
     sync_connection(connection=connection, executor=get_executor(connection), days=1)
