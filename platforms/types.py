@@ -60,6 +60,9 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+ACCOUNT_SCOPE = "account"
+ENTITY_SCOPE = "entity"
+
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.TRANSIENT, ErrorCode.CONFLICT})
 
 HINTS: dict[ErrorCode, str] = {
@@ -93,6 +96,10 @@ class PlatformError:
     retry_after: float | None = None  # seconds, when the platform said so
     request_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # What a rate limit blocks: "account" (every request of the connection must wait) or
+    # "entity" (only this entity: Meta's per-ad-set budget-change limit), so the engine
+    # can park just that entity's action until ``retry_after`` has passed.
+    scope: str = "account"
 
     @property
     def retryable(self) -> bool:
@@ -110,6 +117,7 @@ class PlatformError:
             "hint": self.hint,
             "retry_after": self.retry_after,
             "request_id": self.request_id,
+            "scope": self.scope,
         }
 
 
