@@ -272,3 +272,9 @@ AUTHENTICATION_BACKENDS = [
 SIMPLE_HISTORY_REVERT_DISABLED = True
 SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 PLATFORM_REQUEST_TIMEOUT_SECONDS = env_float("PLATFORM_REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+# Google Ads operations a developer token may spend a day (Basic access: 15,000 API
+# operations a day; Standard access: unlimited, set 0): https://developers.google.com/google-ads/api/docs/best-practices/quotas
+GOOGLE_ADS_DAILY_OPERATIONS = env_int("GOOGLE_ADS_DAILY_OPERATIONS", 15_000, minimum=0)
+# The day the operations budget is counted in (BudgetRadar's choice: Google's quota docs
+# name no time zone; counting in Pacific time matches Google's account day in the US).
+GOOGLE_ADS_QUOTA_TIME_ZONE = env_str("GOOGLE_ADS_QUOTA_TIME_ZONE", "America/Los_Angeles")

@@ -21,8 +21,10 @@ from platforms.types import (
 )
 
 Throttle = Callable[[int], None]
-"""Called before every platform request with the number of operations it carries; it
-blocks until the connection's rate limiter allows the request (see platforms.ratelimit)."""
+"""Called before every platform request with what it costs in the platform's own units
+(operations for Google Ads, points for Meta: 3 per write); it blocks until the
+connection's rate limiter allows the request, or raises ``PlatformCallError`` when a
+daily budget is spent (see platforms.ratelimit and platforms.quota)."""
 
 
 def no_throttle(_operations: int) -> None:

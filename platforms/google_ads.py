@@ -674,7 +674,12 @@ class GoogleAdsExecutor(PlatformExecutor):
                 validate_only=validate_only,
             )
         )
-        self.throttle(len(request.operations))
+        try:
+            self.throttle(len(request.operations))
+        except PlatformCallError as exc:  # the daily operations budget is spent: nothing sent
+            writes = request.writes
+            outcomes = failed_outcomes([w.change for w in writes], exc.error)
+            return {w.index: o for w, o in zip(writes, outcomes, strict=True)}, exc.error
         self.round_trips += 1
         method = getattr(self._service(target.service), target.method)
         try:
