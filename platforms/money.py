@@ -134,9 +134,11 @@ class MoneyRules:
         value = _as_decimal(amount)
         scaled = value * self.unit
         if scaled != scaled.to_integral_value() or int(scaled) % self.grain:
+            places = _places(self.step)
+            exactness = f"{places} decimal place{'s' if places != 1 else ''}" if self.step < 1 else "whole units"
             raise MoneyError(
-                f"{value} {self.currency} is not a whole multiple of {self.describe_step()}, the smallest "
-                f"amount {PLATFORM_LABELS.get(self.platform, self.platform)} accepts in {self.currency}."
+                f"{value} {self.currency} is not a whole multiple of {self.describe_step()} ({exactness}), the "
+                f"smallest amount {PLATFORM_LABELS.get(self.platform, self.platform)} accepts in {self.currency}."
             )
         return value
 
