@@ -7,7 +7,18 @@ CustomerService ListAccessibleCustomers) with the SDK's own message classes, and
 its own accounts: budgets (shared ones with a computed ``reference_count``), campaigns and
 ad groups. Reads show writes.
 
-Where BudgetRadar depends on the API's behaviour, the fake behaves like the API:
+Where BudgetRadar depends on the API's behaviour, the fake behaves like the API (each
+rule cites its page where it is implemented):
+- bearer tokens come from its OAuth endpoint (``oauth``, ``google_oauth_fake``), are
+  refreshed with a registered client and refresh token (``credentials()``) and expire;
+  an unknown or expired token is UNAUTHENTICATED (OAUTH_TOKEN_INVALID / _EXPIRED);
+- the ``request-id`` of a successful call travels in the trailing metadata;
+- money must be a multiple of the currency's billable unit, served as
+  ``currency_constant.billable_unit_micros`` (``set_billable_unit``);
+- a campaign has a ``bidding_strategy_type`` (``set_bidding_strategy``); an ad group's
+  ``effective_cpc_bid_micros`` is null, and a CPC bid change accepted but without effect,
+  unless the strategy is Manual CPC, Enhanced CPC, Page One Promoted or Target Outrank Share;
+- an IN list of more than ``MAX_FILTER_VALUES`` values is FILTER_HAS_TOO_MANY_VALUES;
 - errors are aborted with the ``googleadsfailure-bin`` trailer and a ``request-id``, so
   the SDK raises ``GoogleAdsException`` (or ``ResourceExhausted``, ``InternalServerError``,
   ``ServiceUnavailable``, ``DeadlineExceeded`` for those statuses);

@@ -18,6 +18,15 @@ What it serves (``/v26.0`` only):
   (``generated_insights``), can be pinned per day (``set_insights``), and a campaign with
   ad sets reports the sum of its ad sets.
 
+Rules from Meta's documentation (each cited where it is implemented): money is the
+amount times Meta's offset for the currency (``platforms.money.meta_offset``); an
+account answers ``act_<id>/minimum_budgets`` and refuses a daily budget below its
+impression minimum; an ad set's budget may change 4 times an hour, then code 17 and a
+one-hour block (``clock`` is injectable); ``bid_amount`` is taken only under
+LOWEST_COST_WITH_BID_CAP or COST_CAP, an ad set without its own ``bid_strategy`` bidding
+as its campaign; an item-level rate limit is code 80004 with the usage header on the
+batch's HTTP response.
+
 Faults come from a ``FaultPlan``. A fault without ``entity_ids`` hits the whole HTTP
 request; one with ``entity_ids`` hits only those entities' requests inside it, the way
 Meta fails single items of a batch. A fault is consumed by the next request of its scope
