@@ -45,8 +45,8 @@ from facebook_business.session import FacebookSession
 from urllib3.exceptions import NewConnectionError
 
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.money import MoneyError, MoneyRules, meta_rules
 from platforms.bidding import bid_change_refusal
+from platforms.money import MoneyError, MoneyRules, meta_rules
 from platforms.types import (
     ENTITY_SCOPE,
     MONEY_FIELDS,
@@ -537,19 +537,24 @@ class MetaExecutor(PlatformExecutor):
         code = classify_graph_error(error, http_status)
         text = error.get("error_user_msg") or error.get("message") or f"HTTP {http_status} without an error message"
         numbers = "/".join(str(n) for n in (error.get("code"), error.get("error_subcode")) if n is not None)
-        if code == ErrorCode.RATE_LIMITED and budget_write and _as_int(error.get("code")) == 17:
-            if not regain_minutes(headers) and not regain_minutes(self._last_headers):
-                return PlatformError(
-                    code=code,
-                    message=self._scrub(
-                        f"{subject}: Meta allows 4 budget changes per ad set per hour and blocks the ad set's "
-                        f"budget for an hour after that; try again in an hour ({text}, Meta error {numbers})."
-                    ),
-                    retry_after=BUDGET_CHANGE_BLOCK_SECONDS,
-                    request_id=error.get("fbtrace_id") or _request_id(headers) or _request_id(self._last_headers),
-                    raw=json.loads(self._scrub(json.dumps({"http_status": http_status, "error": dict(error)}))),
-                    scope=ENTITY_SCOPE,
-                )
+        account_throttled = bool(regain_minutes(headers) or regain_minutes(self._last_headers))
+        if (
+            code == ErrorCode.RATE_LIMITED
+            and budget_write
+            and _as_int(error.get("code")) == 17
+            and not account_throttled
+        ):
+            return PlatformError(
+                code=code,
+                message=self._scrub(
+                    f"{subject}: Meta allows 4 budget changes per ad set per hour and blocks the ad set's "
+                    f"budget for an hour after that; try again in an hour ({text}, Meta error {numbers})."
+                ),
+                retry_after=BUDGET_CHANGE_BLOCK_SECONDS,
+                request_id=error.get("fbtrace_id") or _request_id(headers) or _request_id(self._last_headers),
+                raw=json.loads(self._scrub(json.dumps({"http_status": http_status, "error": dict(error)}))),
+                scope=ENTITY_SCOPE,
+            )
         return PlatformError(
             code=code,
             message=self._scrub(f"{subject}: {text}" + (f" (Meta error {numbers})" if numbers else "")),

@@ -128,7 +128,7 @@ class PlatformEntity(models.Model):
     bid_strategy = models.CharField(
         max_length=40,
         blank=True,
-        help_text="The platform's bidding strategy in force (Google campaign.bidding_strategy_type, Meta bid_strategy).",
+        help_text="Bidding strategy in force (Google campaign.bidding_strategy_type, Meta bid_strategy).",
     )
     synced_at = models.DateTimeField(null=True, blank=True)
 

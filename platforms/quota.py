@@ -96,3 +96,11 @@ def quota_take(*, developer_token: str, operations: int, now: datetime | None = 
             return False, QuotaStatus(limit, row.operations, resets)
         DeveloperTokenUsage.objects.filter(pk=row.pk).update(operations=F("operations") + operations)
     return True, QuotaStatus(limit, row.operations + operations, resets)
+
+
+def connection_quota(connection, now: datetime | None = None) -> QuotaStatus | None:
+    """For the dispatcher: the daily operations budget a Google Ads connection draws from
+    (None for other platforms or without a developer token). ``.allows(n)`` says whether
+    ``n`` more operations fit today; ``.resets_at`` when the budget is whole again."""
+    token = connection.credentials.get("developer_token") if connection.platform == "google_ads" else None
+    return quota_status(developer_token=str(token), now=now) if token else None

@@ -3,8 +3,6 @@ credentials, and approve/reject/cancel only through confirmed service calls."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.contrib import admin
 from django.db import connection as db_connection

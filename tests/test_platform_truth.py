@@ -195,3 +195,32 @@ def test_meta_default_limits_follow_the_documented_points():
 
     assert (meta.capacity, meta.refill_per_second, meta.per_operation) == (900, 27, True)
     assert meta.refill_per_second < 9000 / 300  # below the Standard tier's decay of 30 points a second
+
+
+def test_sync_mirrors_bidding_strategies_and_keeps_the_billable_unit(tenant, google_ads_fake):
+    from platforms.registry import get_executor
+    from platforms.sync import sync_connection
+    from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, google_test_credentials
+
+    google_ads_fake.set_billable_unit("EUR", 100_000)
+    google_ads_fake.add_campaign(GOOGLE_CUSTOMER_ID, 111, "Brand")
+    google_ads_fake.add_ad_group(GOOGLE_CUSTOMER_ID, 211, 111, "Exact")
+    google_ads_fake.set_bidding_strategy(GOOGLE_CUSTOMER_ID, 111, "MAXIMIZE_CONVERSIONS")
+    connection = ConnectionFactory(
+        tenant=tenant,
+        platform=Platform.GOOGLE_ADS,
+        account_id=GOOGLE_CUSTOMER_ID,
+        credentials=google_test_credentials(google_ads_fake),
+        api_base_url=google_ads_fake.endpoint,
+    )
+
+    sync_connection(connection=connection, executor=get_executor(connection), days=1)
+
+    connection.refresh_from_db()
+    assert connection.billable_unit_micros == 100_000
+    assert connection.to_config().billable_unit_micros == 100_000  # executors need no read any more
+    assert {e.external_id: e.bid_strategy for e in connection.entities.all()} == {
+        "111": "MAXIMIZE_CONVERSIONS",
+        "211": "MAXIMIZE_CONVERSIONS",
+    }
+    assert connection.entities.get(external_id="211").bid is None  # no CPC bid in force

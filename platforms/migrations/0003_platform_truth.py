@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='platformentity',
             name='bid_strategy',
-            field=models.CharField(blank=True, help_text="The platform's bidding strategy in force (Google campaign.bidding_strategy_type, Meta bid_strategy).", max_length=40),
+            field=models.CharField(blank=True, help_text="Bidding strategy in force (Google campaign.bidding_strategy_type, Meta bid_strategy).", max_length=40),
         ),
         migrations.CreateModel(
             name='DeveloperTokenUsage',

@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from budgetradar.bulk import bulk_set
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.sandbox.faults import FaultKind, FaultScope
 from platforms.money import MoneyError, check_precision, currency_exponent
+from platforms.sandbox.faults import FaultKind, FaultScope
 from platforms.sandbox.models import (
     WRITE_ONLY_FAULT_KINDS,
     SandboxAccount,

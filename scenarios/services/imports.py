@@ -26,8 +26,8 @@ from budgetradar.audit import audited_save
 from budgetradar.errors import InvalidState, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm
-from platforms.models import Platform, PlatformEntity
 from platforms.bidding import bid_change_refusal
+from platforms.models import Platform, PlatformEntity
 from platforms.money import MoneyError, check_precision, money_rules
 from platforms.types import EntityStatus, EntityType
 from scenarios.models import Scenario, ScenarioItem

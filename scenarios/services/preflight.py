@@ -37,15 +37,15 @@ from typing import Any
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from actions.change_limits import budget_change_allowance
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm, require_same_tenant
-from actions.change_limits import budget_change_allowance
 from platforms.base import chunked
 from platforms.change_limits import ChangeAllowance, is_limited
-from platforms.quota import QuotaStatus, quota_status
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.money import quantize
+from platforms.quota import QuotaStatus, connection_quota
 from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import with_retries
@@ -698,12 +698,8 @@ def _budget_conflicts(changed: list[_Entry]) -> dict[str, dict[str, list[tuple[s
 
 def _google_quotas(connections: dict[int, PlatformConnection], now: datetime) -> dict[int, QuotaStatus]:
     """Today's operations budget of each Google connection's developer token."""
-    quotas = {}
-    for pk, connection in connections.items():
-        token = connection.credentials.get("developer_token") if connection.platform == "google_ads" else None
-        if token:
-            quotas[pk] = quota_status(developer_token=str(token), now=now)
-    return quotas
+    quotas = {pk: connection_quota(connection, now) for pk, connection in connections.items()}
+    return {pk: status for pk, status in quotas.items() if status is not None}
 
 
 def _google_operations_needed(changed: list[_Entry]) -> int:
