@@ -96,7 +96,8 @@ def check_precision(amount: Decimal | str | int, currency: str) -> Decimal:
 # Meta's own "offset" per currency: the API's integer amounts are the amount times the
 # offset. https://developers.facebook.com/docs/marketing-api/currencies lists 1 for these
 # currencies and 100 for every other currency it lists, whatever the ISO 4217 exponent
-# (BHD, JOD and KWD have three ISO decimals, yet Meta counts them in hundredths).
+# (BHD and JOD have three ISO decimals, yet Meta counts them in hundredths; so KWD, which
+# the audit of issue 9 found listed with 100).
 META_OFFSET_ONE = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
 # Every currency on that page ("Marketing API supports all of the currencies supported by
 # ad accounts"), including codes ISO 4217 has since retired (HRK, LTL, LVL, SKK, VEF).
@@ -135,10 +136,14 @@ class MoneyRules:
         scaled = value * self.unit
         if scaled != scaled.to_integral_value() or int(scaled) % self.grain:
             places = _places(self.step)
-            exactness = f"{places} decimal place{'s' if places != 1 else ''}" if self.step < 1 else "whole units"
+            if _places(value) > places:
+                plural = "s" if places != 1 else ""
+                lead = f"{value} {self.currency} has more than {places} decimal place{plural}"
+            else:
+                lead = f"{value} {self.currency} is not a whole multiple of {self.describe_step()}"
             raise MoneyError(
-                f"{value} {self.currency} is not a whole multiple of {self.describe_step()} ({exactness}), the "
-                f"smallest amount {PLATFORM_LABELS.get(self.platform, self.platform)} accepts in {self.currency}."
+                f"{lead}: the smallest amount {PLATFORM_LABELS.get(self.platform, self.platform)} accepts in "
+                f"{self.currency} is {self.describe_step()}."
             )
         return value
 

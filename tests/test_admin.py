@@ -317,12 +317,27 @@ def test_the_google_form_asks_for_each_credential_by_name_and_says_which_are_req
     }
 
 
-def test_a_field_of_another_platform_is_refused(client, tenant_admin, connection_):
+def test_a_field_of_another_platform_is_refused_on_the_add_page(client, tenant_admin):
     client.force_login(tenant_admin)
-    data = {"name": "x", "currency": "EUR", "time_zone": "UTC", "cred_meta__access_token": SECRET}
-    response = client.post(url(PlatformConnection, "change", connection_.pk), data)
+    data = {
+        "name": "x",
+        "platform": "sandbox",
+        "account_id": "sbx-x",
+        "currency": "EUR",
+        "time_zone": "UTC",
+        "cred_sandbox__access_token": "token",
+        "cred_meta__access_token": SECRET,
+    }
+    response = client.post(url(PlatformConnection, "add"), data)
     assert "This is a Meta field" in response.content.decode()
     assert SECRET not in response.content.decode()
+    assert not PlatformConnection.objects.filter(account_id="sbx-x").exists()
+
+
+def test_the_change_page_shows_only_the_connections_own_credential_fields(client, tenant_admin, connection_):
+    client.force_login(tenant_admin)
+    page = client.get(url(PlatformConnection, "change", connection_.pk)).content.decode()
+    assert "Sandbox: access token" in page and "Google Ads: refresh token" not in page
 
 
 def test_connection_buttons_are_permission_gated(client, tenant_admin, viewer, connection_):
