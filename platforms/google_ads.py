@@ -39,6 +39,7 @@ from google.protobuf import field_mask_pb2
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
 from platforms.bidding import bid_change_refusal
 from platforms.conflicts import shared_budget_conflicts
+from platforms.credentials import missing_credentials
 from platforms.money import MICROS_PER_UNIT, MoneyError, MoneyRules, google_rules
 from platforms.types import (
     MONEY_FIELDS,
@@ -934,11 +935,6 @@ def _exception_text(exc: BaseException) -> str:
 # Small helpers ---------------------------------------------------------------------------
 
 
-# What a Google Ads connection needs: an OAuth client, a user's refresh token for it, and
-# the developer token (https://developers.google.com/google-ads/api/docs/oauth/overview).
-REQUIRED_CREDENTIALS = ("developer_token", "client_id", "client_secret", "refresh_token")
-
-
 def build_credentials(secrets: dict[str, Any]) -> Credentials:
     """OAuth credentials from the client id/secret and the refresh token.
 
@@ -948,7 +944,7 @@ def build_credentials(secrets: dict[str, Any]) -> Credentials:
     ``token_uri`` overrides Google's token endpoint (tests point it at a local one).
     Raises ``ValueError`` naming the missing fields.
     """
-    missing = [name for name in REQUIRED_CREDENTIALS if not secrets.get(name)]
+    missing = missing_credentials("google_ads", secrets)  # the fields the admin form asks for
     if missing:
         raise ValueError(f"Google Ads credentials lack {', '.join(missing)}; reconnect the account.")
     expiry = _expiry(secrets.get("token_expiry"))
