@@ -319,7 +319,11 @@ class RecommendationForm(TenantOwnedForm):
             return cleaned
         try:
             cleaned["params"] = normalize_params(
-                action_type, cleaned.get("params"), entity_type=entity.entity_type, currency=entity.connection.currency
+                action_type,
+                cleaned.get("params"),
+                entity_type=entity.entity_type,
+                currency=entity.connection.currency,
+                entity=entity,
             )
         except ParamsError as exc:
             field = exc.field.split(".")[0]

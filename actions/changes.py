@@ -11,7 +11,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from actions.models import ActionType
-from platforms.money import MoneyError, check_precision
+from platforms.bidding import bid_change_refusal
+from platforms.money import MoneyError, check_precision, money_rules
 from platforms.types import Change, EntityStatus, EntityType, Field
 
 
@@ -61,8 +62,9 @@ class ParamsError(ValueError):
         self.message = message
 
 
-def parse_money(value: Any, *, field: str, currency: str, allow_zero: bool = False) -> Decimal:
-    """A positive, finite amount the currency can represent exactly, or ``ParamsError``."""
+def parse_money(value: Any, *, field: str, currency: str, allow_zero: bool = False, entity=None) -> Decimal:
+    """A positive, finite amount the currency can represent exactly, or ``ParamsError``;
+    with ``entity``, exactly as its platform takes it (Meta's offsets, Google's billable unit)."""
     if isinstance(value, float | bool):
         raise ParamsError(field, f'{field} must be a decimal string such as "450.00", not a {type(value).__name__}.')
     try:
@@ -74,16 +76,22 @@ def parse_money(value: Any, *, field: str, currency: str, allow_zero: bool = Fal
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ParamsError(field, f"{field} must be greater than zero; got {value}.")
     try:
+        if entity is not None:
+            connection = entity.connection
+            rules = money_rules(connection.platform, currency, billable_unit_micros=connection.billable_unit_micros)
+            return rules.check(amount)
         return check_precision(amount, currency)
     except MoneyError as exc:
         raise ParamsError(field, f"{field}: {exc}") from None
 
 
-def normalize_params(action_type: str, params: Any, *, entity_type: str, currency: str) -> dict[str, Any]:
+def normalize_params(action_type: str, params: Any, *, entity_type: str, currency: str, entity=None) -> dict[str, Any]:
     """Validate ``params`` for ``action_type`` on an entity; return them normalised.
 
     Money becomes a decimal string in the account currency; unknown keys are refused so
-    a typo never silently does nothing.
+    a typo never silently does nothing. Given the mirror ``entity``, money must also be
+    exact on its platform and a bid is refused when the entity's bidding strategy
+    ignores or forbids it (``platforms.bidding``).
     """
     spec = SPECS.get(action_type)
     if spec is None:
@@ -102,29 +110,44 @@ def normalize_params(action_type: str, params: Any, *, entity_type: str, currenc
     for name in spec.required_params:
         if params.get(name) in (None, ""):
             raise ParamsError(f"params.{name}", f"params.{name} is required for {action_type}: {spec.description}.")
-    return _normalise_values(action_type, params, currency)
+    normalised = _normalise_values(action_type, params, currency, entity)
+    if entity is not None:
+        refusal = bid_strategy_refusal(action_type, normalised, entity)
+        if refusal:
+            raise ParamsError("params.new_bid" if action_type == ActionType.ADJUST_BID else "params.bid", refusal)
+    return normalised
 
 
-def _normalise_values(action_type: str, params: dict[str, Any], currency: str) -> dict[str, Any]:
+def bid_strategy_refusal(action_type: str, params: dict[str, Any], entity) -> str | None:
+    """Why the action's bid would do nothing on ``entity`` (None: no bid, or it can work)."""
+    if Field.BID not in target_values(action_type, params):
+        return None
+    subject = f"{entity.entity_type.replace('_', ' ')} {entity.external_id}"
+    return bid_change_refusal(entity.connection.platform, entity.bid_strategy or None, subject=subject)
+
+
+def _normalise_values(action_type: str, params: dict[str, Any], currency: str, entity=None) -> dict[str, Any]:
     if action_type == ActionType.SET_VALUES:
-        return _normalise_set_values(params, currency)
+        return _normalise_set_values(params, currency, entity)
     if action_type == ActionType.ADJUST_BUDGET:
         budget_type = params.get("budget_type", "daily")
         if budget_type not in BUDGET_TYPES:
             raise ParamsError(
                 "params.budget_type", f"params.budget_type must be daily or lifetime; got {budget_type!r}."
             )
-        amount = parse_money(params["new_budget"], field="params.new_budget", currency=currency)
+        amount = parse_money(params["new_budget"], field="params.new_budget", currency=currency, entity=entity)
         return {"new_budget": str(amount), "budget_type": budget_type}
     if action_type == ActionType.ADJUST_BID:
-        return {"new_bid": str(parse_money(params["new_bid"], field="params.new_bid", currency=currency))}
+        return {
+            "new_bid": str(parse_money(params["new_bid"], field="params.new_bid", currency=currency, entity=entity))
+        }
     for name in ("targeting", "schedule"):
         if name in params and not isinstance(params[name], dict):
             raise ParamsError(f"params.{name}", f"params.{name} must be an object.")
     return dict(params)
 
 
-def _normalise_set_values(params: dict[str, Any], currency: str) -> dict[str, Any]:
+def _normalise_set_values(params: dict[str, Any], currency: str, entity=None) -> dict[str, Any]:
     if not params:
         raise ParamsError("params", "set_values needs at least one of daily_budget, lifetime_budget, status, bid.")
     out: dict[str, Any] = {}
@@ -134,7 +157,7 @@ def _normalise_set_values(params: dict[str, Any], currency: str) -> dict[str, An
                 raise ParamsError("params.status", f"params.status must be active or paused; got {value!r}.")
             out[name] = str(value)
         else:
-            out[name] = str(parse_money(value, field=f"params.{name}", currency=currency))
+            out[name] = str(parse_money(value, field=f"params.{name}", currency=currency, entity=entity))
     return out
 
 

@@ -37,11 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 GOOGLE_CUSTOMER = "1234567890"
-GOOGLE_CREDENTIALS = {
-    "developer_token": "bench-developer-token",
-    "access_token": "bench-access-token",
-    "token_uri": "http://127.0.0.1:9/token",
-}
 META_ACCOUNT = "act_1000"
 META_TOKEN = "bench-meta-token"
 BATCH_FLOOR = {"google_ads": 10_000, "meta": 50}  # changes (or reads) per request
@@ -97,7 +92,7 @@ def google_fake(n: int):
         fake.add_customer(GOOGLE_CUSTOMER, currency="EUR")
         for i in range(n):
             fake.add_campaign(GOOGLE_CUSTOMER, 100_000 + i, f"Campaign {i}", budget_micros=100_000_000)
-        yield fake, {"account_id": GOOGLE_CUSTOMER, "credentials": GOOGLE_CREDENTIALS, "api_base_url": fake.endpoint}
+        yield fake, {"account_id": GOOGLE_CUSTOMER, "credentials": fake.credentials(), "api_base_url": fake.endpoint}
 
 
 @contextmanager

@@ -117,11 +117,6 @@ def measure(platform: str, run: Run, changes: int, latency: float, profile: bool
 # Google Ads ----------------------------------------------------------------------------
 
 GOOGLE_CUSTOMER = "1234567890"
-GOOGLE_CREDENTIALS = {
-    "developer_token": "bench-developer-token",
-    "access_token": "bench-access-token",
-    "token_uri": "http://127.0.0.1:9/token",  # never used: the access token does not expire
-}
 
 
 def google_ads(changes: int, latency: float) -> Run:
@@ -141,7 +136,7 @@ def google_ads(changes: int, latency: float) -> Run:
         platform="google_ads",
         account_id=GOOGLE_CUSTOMER,
         currency="EUR",
-        credentials=GOOGLE_CREDENTIALS,
+        credentials=fake.credentials(),
         api_base_url=fake.endpoint,
     )
     executor = GoogleAdsExecutor(config, throttle=no_throttle)

@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.execute_actions import (  # noqa: E402 (needs the path above)
-    GOOGLE_CREDENTIALS,
     GOOGLE_CUSTOMER,
     META_ACCOUNT,
     META_TOKEN,
@@ -64,7 +63,7 @@ def google_fake(n: int):
             trio = i // 3
             shared = {"shared_budget_id": 900_000 + trio} if trio % SHARED_EVERY == 0 else {}
             fake.add_campaign(GOOGLE_CUSTOMER, 100_000 + i, f"Campaign {i}", budget_micros=100_000_000, **shared)
-        yield fake, {"account_id": GOOGLE_CUSTOMER, "credentials": GOOGLE_CREDENTIALS, "api_base_url": fake.endpoint}
+        yield fake, {"account_id": GOOGLE_CUSTOMER, "credentials": fake.credentials(), "api_base_url": fake.endpoint}
 
 
 @contextmanager

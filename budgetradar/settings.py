@@ -435,3 +435,10 @@ PLANNER_INGEST_HOUR = env_int("PLANNER_INGEST_HOUR", 2, minimum=0)  # local time
 PLANNER_OPTIMIZE_HOUR = env_int("PLANNER_OPTIMIZE_HOUR", 8, minimum=0)
 PLANNER_REINGEST_DAYS = env_int("PLANNER_REINGEST_DAYS", 3, minimum=1)  # restated days re-read every night
 DECISION_LOG_RETENTION_DAYS = env_int("DECISION_LOG_RETENTION_DAYS", 7 * 365 + 2, minimum=1)  # 7 years
+
+# Google Ads operations a developer token may spend a day (Basic access: 15,000 API
+# operations a day; Standard access: unlimited, set 0): https://developers.google.com/google-ads/api/docs/best-practices/quotas
+GOOGLE_ADS_DAILY_OPERATIONS = env_int("GOOGLE_ADS_DAILY_OPERATIONS", 15_000, minimum=0)
+# The day the operations budget is counted in (BudgetRadar's choice: Google's quota docs
+# name no time zone; counting in Pacific time matches Google's account day in the US).
+GOOGLE_ADS_QUOTA_TIME_ZONE = env_str("GOOGLE_ADS_QUOTA_TIME_ZONE", "America/Los_Angeles")

@@ -1,13 +1,12 @@
 """Admin for platform connections, the entity mirror and daily performance.
 
-Credentials are write-only here: the change form has an always-empty field that replaces
-them, and pages show only the names of the stored keys. The entity mirror and daily
+Credentials are write-only here: the change form asks for each credential field by name
+(always empty, never rendered), and pages show only the names of the stored keys. The entity mirror and daily
 performance are read-only because sync, not people, keeps them true to the platform.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -38,17 +37,18 @@ from budgetradar.admin_base import (
 )
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import is_platform_staff
-from platforms.models import CircuitState, EntityPerformanceDaily, PlatformConnection, PlatformEntity
+from platforms.credentials import ALL_CREDENTIAL_INPUTS, CREDENTIAL_FIELDS, credential_input
+from platforms.models import CircuitState, EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
 
 CIRCUIT_TONES = {CircuitState.CLOSED: GREEN, CircuitState.HALF_OPEN: AMBER, CircuitState.OPEN: RED}
 ENTITY_STATUS_TONES = {"active": GREEN, "paused": AMBER, "removed": GREY}
 
 
-class WriteOnlyTextarea(forms.Textarea):
-    """A textarea that never renders a value, not even the one just submitted."""
+class WriteOnlyInput(forms.PasswordInput):
+    """A secret input that never renders a value, not even the one just submitted."""
 
-    def format_value(self, value: Any) -> None:
-        return None
+    def __init__(self) -> None:
+        super().__init__(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false", "size": 60})
 
 
 class CircuitResetForm(forms.Form):
@@ -59,40 +59,66 @@ class CircuitResetForm(forms.Form):
     )
 
 
-class PlatformConnectionForm(AuditedForm):
-    """Connection settings plus a write-only field that replaces the credentials."""
+class _ConnectionFormBase(AuditedForm):
+    """Connection settings plus one write-only input per credential field, by name.
 
-    new_credentials = forms.CharField(
-        required=False,
-        label="Replace credentials",
-        widget=WriteOnlyTextarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off", "spellcheck": "false"}),
-        help_text=(
-            'A JSON object such as {"access_token": "…"}. It replaces all stored credentials; '
-            "leave empty to keep them. Stored encrypted and never shown again."
-        ),
-    )
+    Each platform's fields come from ``CREDENTIAL_FIELDS``; the help text says which are
+    required. Filled-in fields replace the stored ones of that name, empty ones keep
+    them; after that every required field of the platform must be stored. Values are
+    stored encrypted and never shown again (not even after a failed submit).
+    """
 
     class Meta:
         model = PlatformConnection
         fields = "__all__"
 
-    def clean_new_credentials(self) -> dict | None:
-        raw = self.cleaned_data["new_credentials"].strip()
-        if not raw:
-            return None
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            # The message names the position only: never echo what was typed.
-            raise forms.ValidationError(
-                f"Credentials must be a JSON object; the text is not valid JSON (line {exc.lineno}, "
-                f"column {exc.colno}). Nothing was stored; enter them again."
-            ) from None
-        if not isinstance(value, dict) or not value:
-            raise forms.ValidationError(
-                'Credentials must be a non-empty JSON object of names and values, such as {"access_token": "…"}.'
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        platform = cleaned.get("platform") or (self.instance.platform if self.instance.pk else None)
+        if not platform:
+            return cleaned
+        given = {
+            spec.name: cleaned[credential_input(p, spec.name)]
+            for p, specs in CREDENTIAL_FIELDS.items()
+            for spec in specs
+            if cleaned.get(credential_input(p, spec.name)) and p == platform
+        }
+        for other, specs in CREDENTIAL_FIELDS.items():
+            for spec in specs:
+                if other != platform and cleaned.get(credential_input(other, spec.name)):
+                    self.add_error(
+                        credential_input(other, spec.name),
+                        f"This is a {Platform(other).label} field; the connection is {Platform(platform).label}. "
+                        "Nothing was stored; enter it again in the right field.",
+                    )
+        stored = dict(self.instance.credentials) if self.instance.pk else {}
+        merged = {**stored, **given}
+        for spec in CREDENTIAL_FIELDS.get(platform, ()):
+            if spec.required and not merged.get(spec.name):
+                self.add_error(
+                    credential_input(platform, spec.name),
+                    f"{spec.label} is required for a {Platform(platform).label} connection.",
+                )
+        cleaned["new_credentials"] = merged if given else None
+        return cleaned
+
+
+def _credential_inputs() -> dict[str, forms.Field]:
+    """One optional write-only field per platform credential, labelled with its platform."""
+    inputs: dict[str, forms.Field] = {}
+    for platform, specs in CREDENTIAL_FIELDS.items():
+        for spec in specs:
+            inputs[credential_input(platform, spec.name)] = forms.CharField(
+                required=False,
+                label=f"{Platform(platform).label}: {spec.label}",
+                widget=WriteOnlyInput(),
+                help_text=("Required. " if spec.required else "Optional. ") + spec.help,
             )
-        return value
+    return inputs
+
+
+# Declared on the class (not added in __init__) so the admin's fieldsets may name them.
+PlatformConnectionForm = type("PlatformConnectionForm", (_ConnectionFormBase,), _credential_inputs())
 
 
 @admin.register(PlatformConnection)
@@ -117,7 +143,7 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     date_hierarchy = "created_at"
     fieldsets = [
         (None, {"fields": ["tenant", "name", "platform", "account_id", "currency", "time_zone", "is_active"]}),
-        ("Credentials", {"fields": ["stored_credentials", "new_credentials", "api_base_url"]}),
+        ("Credentials", {"fields": ["stored_credentials", *ALL_CREDENTIAL_INPUTS, "api_base_url"]}),
         (
             "Health",
             {
@@ -165,12 +191,16 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
             fieldsets = [(name, options) for name, options in fieldsets if name != "Health"]
         hidden = {"stored_credentials"} if obj is None else set()
         if obj is not None and not self.has_change_permission(request, obj):
-            hidden.add("new_credentials")
+            hidden.update(ALL_CREDENTIAL_INPUTS)
+        if obj is not None:  # the platform cannot change: only its own credential fields
+            hidden.update(i for i in ALL_CREDENTIAL_INPUTS if not i.startswith(f"cred_{obj.platform}__"))
+        if not is_platform_staff(request.user):
+            hidden.update(i for i in ALL_CREDENTIAL_INPUTS if i.endswith("__token_uri"))  # would send secrets elsewhere
         for _name, options in fieldsets:
             options["fields"] = [field for field in options["fields"] if field not in hidden]
         return fieldsets
 
-    @method_decorator(sensitive_post_parameters("new_credentials"))
+    @method_decorator(sensitive_post_parameters(*ALL_CREDENTIAL_INPUTS))
     def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return super().changeform_view(request, *args, **kwargs)
 

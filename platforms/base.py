@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
+from typing import Any
 
 from platforms.types import (
     Change,
@@ -20,8 +21,10 @@ from platforms.types import (
 )
 
 Throttle = Callable[[int], None]
-"""Called before every platform request with the number of operations it carries; it
-blocks until the connection's rate limiter allows the request (see platforms.ratelimit)."""
+"""Called before every platform request with what it costs in the platform's own units
+(operations for Google Ads, points for Meta: 3 per write); it blocks until the
+connection's rate limiter allows the request, or raises ``PlatformCallError`` when a
+daily budget is spent (see platforms.ratelimit and platforms.quota)."""
 
 
 def no_throttle(_operations: int) -> None:
@@ -88,6 +91,12 @@ class PlatformExecutor(abc.ABC):
         mirrors entities only.
         """
         raise NotImplementedError(f"{self.platform} does not report performance yet")
+
+    def account_facts(self) -> dict[str, Any]:
+        """Facts about the account that planning needs before anything is sent (Google's
+        billable unit, Meta's minimum budgets), for sync to keep on the connection.
+        Raises ``PlatformCallError`` when they cannot be read."""
+        return {}
 
     def test_connection(self) -> str:
         """Read the account; return a short description or raise ``PlatformCallError``."""

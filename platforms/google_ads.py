@@ -21,11 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.ads.googleads.client import GoogleAdsClient
@@ -37,8 +37,12 @@ from google.oauth2.credentials import Credentials
 from google.protobuf import field_mask_pb2
 
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.money import MoneyError, currency_exponent, from_micros, to_micros
+from platforms.bidding import bid_change_refusal
+from platforms.conflicts import shared_budget_conflicts
+from platforms.credentials import missing_credentials
+from platforms.money import MICROS_PER_UNIT, MoneyError, MoneyRules, google_rules
 from platforms.types import (
+    MONEY_FIELDS,
     Change,
     ChangeOutcome,
     ConnectionConfig,
@@ -54,10 +58,16 @@ from platforms.types import (
     PlatformError,
 )
 
+T = TypeVar("T")
+
 API_VERSION = "v26"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 MAX_OPERATIONS_PER_REQUEST = 10_000
-MAX_IDS_PER_QUERY = 10_000
+# Ids per GAQL ``IN`` list. The API refuses "too many values" in a filter
+# (QueryError.FILTER_HAS_TOO_MANY_VALUES) without documenting the limit
+# (https://developers.google.com/google-ads/api/reference/rpc/v26/QueryErrorEnum.QueryError),
+# so reads go out in lists of 1,000: a conservative size, and still 10 per mutate request.
+MAX_IDS_PER_QUERY = 1_000
 DEFAULT_RETRY_AFTER = 30.0  # seconds, when a quota error does not say how long to wait
 FAILURE_METADATA_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
 REQUEST_ID_METADATA_KEY = "request-id"
@@ -72,8 +82,16 @@ _CAMPAIGN_FIELDS = (
     "campaign_budget.total_amount_micros",
     "campaign_budget.explicitly_shared",
     "campaign_budget.reference_count",
+    "campaign.bidding_strategy_type",
 )
-_AD_GROUP_FIELDS = ("ad_group.id", "ad_group.name", "ad_group.status", "ad_group.cpc_bid_micros", "campaign.id")
+_AD_GROUP_FIELDS = (
+    "ad_group.id",
+    "ad_group.name",
+    "ad_group.status",
+    "ad_group.effective_cpc_bid_micros",
+    "campaign.id",
+    "campaign.bidding_strategy_type",
+)
 _METRIC_FIELDS = (
     "segments.date",
     "metrics.cost_micros",
@@ -217,11 +235,16 @@ class _Request:
 
 
 class _RequestIdRecorder(grpc.UnaryUnaryClientInterceptor):
-    """Keeps the ``request-id`` response header of the last unary call on this thread.
+    """Keeps the ``request-id`` of the last unary call on this thread.
 
     The SDK's service methods return only the response message, but the API sends the
-    request id (what Google support asks for) as a response header; this interceptor is
-    the one place it can be read on success. Errors carry it on the exception instead.
+    request id (what Google support asks for) in the call's trailing metadata, where the
+    SDK's own logging interceptor reads it (``LoggingInterceptor._get_trailing_metadata``
+    and ``get_request_id_from_metadata`` in google/ads/googleads/interceptors/); this
+    interceptor is the one place it can be read on success. Errors carry it on the
+    exception instead. Initial metadata is read only when the trailer has none. (The
+    maintainers: "Request ID is actually sent in the trailing metadata of the response",
+    https://github.com/googleads/google-ads-ruby/issues/318.)
     """
 
     def __init__(self) -> None:
@@ -230,11 +253,30 @@ class _RequestIdRecorder(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         self._local.request_id = None
         outcome = continuation(client_call_details, request)
-        self._local.request_id = _metadata_value(outcome.initial_metadata(), REQUEST_ID_METADATA_KEY)
+        # The SDK's ExceptionInterceptor (innermost) wraps the call in a _UnaryUnaryWrapper
+        # whose trailing_metadata() returns the *initial* metadata (response_wrappers.py in
+        # google-ads 34), so the trailer is read from the call underneath it.
+        self._local.request_id = _metadata_value(
+            _trailing_metadata(_innermost_call(outcome)), REQUEST_ID_METADATA_KEY
+        ) or _metadata_value(outcome.initial_metadata(), REQUEST_ID_METADATA_KEY)
         return outcome
 
     def last(self) -> str | None:
         return getattr(self._local, "request_id", None)
+
+
+def _innermost_call(outcome: Any) -> Any:
+    """The gRPC call under the interceptors' wrappers (grpc's ``_UnaryOutcome._call``, the
+    SDK's ``_UnaryUnaryWrapper._underlay_call``), whose metadata is the server's own."""
+    call = outcome
+    for _ in range(16):  # a handful of interceptor levels; never loop for ever
+        if type(call).__name__ not in _CALL_WRAPPERS:
+            break
+        call = getattr(call, "_underlay_call", None) or call._call
+    return call
+
+
+_CALL_WRAPPERS = frozenset({"_UnaryOutcome", "_UnaryUnaryWrapper"})
 
 
 class GoogleAdsExecutor(PlatformExecutor):
@@ -254,6 +296,14 @@ class GoogleAdsExecutor(PlatformExecutor):
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
         super().__init__(config, throttle=throttle)
         self.customer_id = _digits(config.account_id)
+        try:
+            # Reads show micros exactly with at least the ISO decimals: no billable unit needed.
+            self._display = google_rules(config.currency, config.billable_unit_micros)
+        except MoneyError as exc:
+            raise ValueError(f"Google Ads connection {config.connection_id}: {exc}") from None
+        self._rules: MoneyRules | None = self._display if config.billable_unit_micros else None
+        self._rules_error: PlatformError | None = None
+        build_credentials(config.credentials)  # refuse missing OAuth fields now, not on the first call
         self._client: GoogleAdsClient | None = None
         self._services: dict[str, Any] = {}
         self._request_ids = _RequestIdRecorder()
@@ -274,6 +324,21 @@ class GoogleAdsExecutor(PlatformExecutor):
         if not credentials.valid:
             credentials.refresh(google_auth_requests.Request())
 
+    def _call(self, send: Callable[[], T]) -> T:
+        """``send()`` with a fresh token; once more after one refresh if the API refused the
+        token (revoked early, or the clocks disagree): only a second refusal, or a refresh
+        the token endpoint refuses, counts as ``auth_expired``. Refused requests changed
+        nothing, so sending again is safe."""
+        self._refresh_token_if_needed()
+        try:
+            return send()
+        except _PLATFORM_EXCEPTIONS as exc:
+            credentials = self.client.credentials
+            if classify_exception(exc).code != ErrorCode.AUTH_EXPIRED or not credentials.refresh_token:
+                raise
+            credentials.refresh(google_auth_requests.Request())
+            return send()
+
     def _service(self, name: str) -> Any:
         if name not in self._services:
             self._services[name] = self.client.get_service(name, version=API_VERSION, interceptors=[self._request_ids])
@@ -284,6 +349,32 @@ class GoogleAdsExecutor(PlatformExecutor):
         for service in self._services.values():
             service.transport.close()
         self._services.clear()
+
+    # Money ------------------------------------------------------------------------------
+
+    def money_rules(self) -> MoneyRules:
+        """The account currency's rules on Google Ads: micros in steps of its billable unit.
+
+        The unit comes from the connection (stored by the last sync) or, when unknown, from
+        one GAQL read of ``currency_constant.billable_unit_micros``, kept for this
+        executor's life. Raises ``PlatformCallError`` when that read fails.
+        """
+        if self._rules is None:
+            code = self.config.currency.upper()
+            if not code.isalpha():
+                raise ValueError(f"{code!r} is not a currency code")
+            query = _query(
+                ("currency_constant.code", "currency_constant.billable_unit_micros"),
+                "currency_constant",
+                f"currency_constant.code = '{code}'",
+            )
+            units = [row.currency_constant.billable_unit_micros for row in self._search(query)]
+            self._rules = google_rules(code, units[0] if units and units[0] > 0 else None)
+        return self._rules
+
+    def account_facts(self) -> dict[str, Any]:
+        """The billable unit of the account currency, for the connection to remember."""
+        return {"billable_unit_micros": self.money_rules().grain}
 
     # Reads -----------------------------------------------------------------------------
 
@@ -327,7 +418,7 @@ class GoogleAdsExecutor(PlatformExecutor):
 
     def _performance_row(self, entity_type: EntityType, external_id: str, row: Any) -> PerformanceRow:
         metrics = row.metrics
-        quantum = Decimal(1).scaleb(-currency_exponent(self.config.currency))
+        quantum = Decimal(1).scaleb(-self._display.display_places)
         return PerformanceRow(
             entity_type=entity_type,
             external_id=external_id,
@@ -341,11 +432,9 @@ class GoogleAdsExecutor(PlatformExecutor):
 
     def _spend(self, micros: int, quantum: Decimal) -> Decimal:
         """A day's cost in the account currency. Google accrues cost in micros but bills whole
-        minor units, so a cost finer than that is rounded half-even to the minor unit."""
-        try:
-            return from_micros(micros, self.config.currency)
-        except MoneyError:
-            return Decimal(micros).scaleb(-6).quantize(quantum, ROUND_HALF_EVEN)
+        minor units, so a reported cost is rounded half-even to the display precision (a
+        report, never a value BudgetRadar writes back)."""
+        return (Decimal(micros) / MICROS_PER_UNIT).quantize(quantum, ROUND_HALF_EVEN)
 
     def _readers(self) -> list[tuple[EntityType, tuple[str, ...], str, Any]]:
         return [
@@ -359,14 +448,17 @@ class GoogleAdsExecutor(PlatformExecutor):
         request = _sdk().SearchStreamRequest(customer_id=self.customer_id, query=query)
         self.throttle(1)
         self.round_trips += 1
-        try:
-            self._refresh_token_if_needed()
+
+        def read() -> list[Any]:
             stream = self._service("GoogleAdsService").search_stream(
                 request=request, timeout=self.config.request_timeout
             )
             if raw:
                 return [row for batch in stream for row in type(batch).pb(batch).results]
             return [row for batch in stream for row in batch.results]
+
+        try:
+            return self._call(read)
         except _PLATFORM_EXCEPTIONS as exc:
             raise PlatformCallError(classify_exception(exc)) from exc
 
@@ -383,6 +475,7 @@ class GoogleAdsExecutor(PlatformExecutor):
             budget_id=str(budget.id) if budget.id else None,
             budget_shared=budget.explicitly_shared,
             budget_reference_count=budget.reference_count,
+            bid_strategy=_strategy_name(campaign),
         )
 
     def _ad_group_state(self, row: Any) -> EntityState:
@@ -394,20 +487,18 @@ class GoogleAdsExecutor(PlatformExecutor):
             status=_entity_status(ad_group.status.name, f"ad group {ad_group.id}"),
             currency=self.config.currency,
             parent_external_id=str(row.campaign.id),
-            bid=self._money(ad_group, "cpc_bid_micros"),
+            # The bid in force: null under automated bidding, where a CPC bid is ignored.
+            bid=self._money(ad_group, "effective_cpc_bid_micros"),
+            bid_strategy=_strategy_name(row.campaign),
         )
 
     def _money(self, message: Any, name: str) -> Decimal | None:
-        """An optional micros field as Decimal in the account currency (None when unset)."""
+        """An optional micros field as Decimal in the account currency (None when unset),
+        exact: a live value finer than the billable unit is shown as it is, never rounded,
+        so a diff shows the truth (and reading needs no billable unit)."""
         if name not in message:
             return None
-        micros = getattr(message, name)
-        try:
-            return from_micros(micros, self.config.currency)
-        except MoneyError:
-            # The live value is finer than the currency's minor unit (the API should not
-            # allow it): report it exactly rather than rounded, so a diff shows the truth.
-            return Decimal(micros).scaleb(-6)
+        return self._display.exact(getattr(message, name))
 
     # Writes ----------------------------------------------------------------------------
 
@@ -425,6 +516,12 @@ class GoogleAdsExecutor(PlatformExecutor):
     def apply(self, changes: Sequence[Change], *, validate_only: bool = False) -> list[ChangeOutcome]:
         outcomes: dict[int, ChangeOutcome] = {}
         writes: list[_Write] = []
+        self._rules_error = None
+        if any(change.field in MONEY_FIELDS for change in changes):
+            try:
+                self.money_rules()
+            except PlatformCallError as exc:  # every money change fails with it; nothing is sent
+                self._rules_error = exc.error
         for index, change in enumerate(changes):
             prepared = self.unsupported(change) or self._prepare(index, change)
             if isinstance(prepared, ChangeOutcome):
@@ -432,6 +529,8 @@ class GoogleAdsExecutor(PlatformExecutor):
             else:
                 writes.append(prepared)
         writes = self._resolve_budgets(writes, outcomes)
+        writes = self._refuse_budget_conflicts(writes, outcomes)
+        writes = self._refuse_ignored_bids(writes, outcomes)
         stop_error: PlatformError | None = None
         for request in _plan_requests(writes):
             if stop_error is not None:
@@ -452,8 +551,16 @@ class GoogleAdsExecutor(PlatformExecutor):
             )
         if change.field == Field.STATUS:
             return self._prepare_status(index, change, target)
+        if self._rules is None:
+            return _failed(
+                change,
+                self._rules_error.code if self._rules_error else ErrorCode.UNKNOWN,
+                f"{change.field} of {change.ref.entity_type} {change.ref.external_id} was not sent: the billable "
+                f"unit of {self.config.currency} could not be read. "
+                + (self._rules_error.message if self._rules_error else ""),
+            )
         try:
-            micros = to_micros(change.value, self.config.currency)
+            micros = self._rules.to_platform(change.value)
         except MoneyError as exc:
             return _failed(
                 change,
@@ -503,6 +610,50 @@ class GoogleAdsExecutor(PlatformExecutor):
                 outcomes[write.index] = _failed(write.change, ErrorCode.NOT_FOUND, message)
         return [w for w in writes if w.resource_id]
 
+    def _refuse_budget_conflicts(self, writes: list[_Write], outcomes: dict[int, ChangeOutcome]) -> list[_Write]:
+        """Two values for one (shared) budget in one apply: refuse every change involved,
+        naming the others, instead of letting the last one win."""
+        budget_writes = [w for w in writes if w.target == "budget"]
+        changes = [w.change for w in budget_writes]
+        refused: set[int] = set()
+        for conflict in shared_budget_conflicts(changes, [w.resource_id for w in budget_writes]):
+            for position in conflict.positions:
+                write = budget_writes[position]
+                refused.add(write.index)
+                outcomes[write.index] = _failed(
+                    write.change, ErrorCode.INVALID_VALUE, conflict.message_for(changes, position)
+                )
+        return [w for w in writes if w.index not in refused]
+
+    def _refuse_ignored_bids(self, writes: list[_Write], outcomes: dict[int, ChangeOutcome]) -> list[_Write]:
+        """CPC bids of ad groups whose campaign bids automatically are ignored by Google
+        (see ``platforms.bidding``): read the strategies (one GAQL read per 1,000 ad
+        groups) and refuse those bids rather than send a change that does nothing."""
+        bids = [w for w in writes if w.target == "ad_group" and w.proto_field == "cpc_bid_micros"]
+        if not bids:
+            return writes
+        try:
+            strategies = self._bidding_strategies(_google_ids(w.resource_id for w in bids))
+        except PlatformCallError as exc:
+            outcomes.update((w.index, failed_outcomes([w.change], exc.error)[0]) for w in bids)
+            return [w for w in writes if w not in bids]
+        refused: set[int] = set()
+        for write in bids:
+            subject = f"ad group {write.resource_id}"
+            reason = bid_change_refusal(self.platform, strategies.get(write.resource_id), subject=subject)
+            if reason:
+                refused.add(write.index)
+                outcomes[write.index] = _failed(write.change, ErrorCode.NOT_SUPPORTED, f"{reason} Not sent.")
+        return [w for w in writes if w.index not in refused]
+
+    def _bidding_strategies(self, ad_group_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for ids_chunk in chunked(ad_group_ids, MAX_IDS_PER_QUERY):
+            where = f"ad_group.id IN ({', '.join(ids_chunk)})"
+            query = _query(("ad_group.id", "campaign.bidding_strategy_type"), "ad_group", where)
+            found.update((str(row.ad_group.id), row.campaign.bidding_strategy_type.name) for row in self._search(query))
+        return found
+
     def _budget_ids(self, campaign_ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for ids_chunk in chunked(campaign_ids, MAX_IDS_PER_QUERY):
@@ -524,15 +675,18 @@ class GoogleAdsExecutor(PlatformExecutor):
                 validate_only=validate_only,
             )
         )
-        self.throttle(len(request.operations))
+        try:
+            self.throttle(len(request.operations))
+        except PlatformCallError as exc:  # the daily operations budget is spent: nothing sent
+            writes = request.writes
+            outcomes = failed_outcomes([w.change for w in writes], exc.error)
+            return {w.index: o for w, o in zip(writes, outcomes, strict=True)}, exc.error
         if not validate_only:
             self.before_write([w.change for w in request.writes])
         self.round_trips += 1
+        method = getattr(self._service(target.service), target.method)
         try:
-            self._refresh_token_if_needed()
-            response = getattr(self._service(target.service), target.method)(
-                request=api_request, timeout=self.config.request_timeout
-            )
+            response = self._call(lambda: method(request=api_request, timeout=self.config.request_timeout))
         except _PLATFORM_EXCEPTIONS as exc:
             error = classify_exception(exc)
             # A mutate that timed out may have been applied; a validate-only one changed nothing.
@@ -783,21 +937,46 @@ def _exception_text(exc: BaseException) -> str:
 # Small helpers ---------------------------------------------------------------------------
 
 
-def _build_client(config: ConnectionConfig) -> GoogleAdsClient:
-    """An SDK client from the connection's secrets; never refreshes a token at build time.
+def build_credentials(secrets: dict[str, Any]) -> Credentials:
+    """OAuth credentials from the client id/secret and the refresh token.
 
-    ``load_from_dict`` would refresh the access token over the network immediately, so
-    the credentials are built here: with an access token and no expiry they are used as
-    they are; without one, google-auth refreshes through ``token_uri`` on first use.
+    A stored ``access_token`` is only a cache: it is used with its ``token_expiry`` (ISO
+    8601) and refreshed before that; without an expiry it is dropped, because google-auth
+    would take a token without expiry as valid for ever while Google's last about an hour.
+    ``token_uri`` overrides Google's token endpoint (tests point it at a local one).
+    Raises ``ValueError`` naming the missing fields.
     """
-    secrets = config.credentials
-    credentials = Credentials(
-        token=secrets.get("access_token") or None,
-        refresh_token=secrets.get("refresh_token") or None,
+    missing = missing_credentials("google_ads", secrets)  # the fields the admin form asks for
+    if missing:
+        raise ValueError(f"Google Ads credentials lack {', '.join(missing)}; reconnect the account.")
+    expiry = _expiry(secrets.get("token_expiry"))
+    return Credentials(
+        token=(secrets.get("access_token") or None) if expiry is not None else None,
+        expiry=expiry,
+        refresh_token=secrets["refresh_token"],
         token_uri=secrets.get("token_uri") or DEFAULT_TOKEN_URI,
-        client_id=secrets.get("client_id") or None,
-        client_secret=secrets.get("client_secret") or None,
+        client_id=secrets["client_id"],
+        client_secret=secrets["client_secret"],
     )
+
+
+def _expiry(raw: Any) -> dt.datetime | None:
+    """A stored token expiry as the naive UTC datetime google-auth compares with."""
+    if not raw:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(raw))
+    except ValueError:
+        return None
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _build_client(config: ConnectionConfig) -> GoogleAdsClient:
+    """An SDK client from the connection's secrets; never refreshes a token at build time
+    (``load_from_dict`` would, over the network, at once): ``build_credentials`` makes
+    credentials that google-auth refreshes through ``token_uri`` on first use."""
+    secrets = config.credentials
+    credentials = build_credentials(secrets)
     login_customer_id = _digits(secrets.get("login_customer_id") or "") or None
     return GoogleAdsClient(
         credentials=credentials,
@@ -807,6 +986,12 @@ def _build_client(config: ConnectionConfig) -> GoogleAdsClient:
         version=API_VERSION,
         use_proto_plus=True,
     )
+
+
+def _strategy_name(campaign: Any) -> str | None:
+    """The campaign's BiddingStrategyType name; None when the API left it unset."""
+    name = campaign.bidding_strategy_type.name if "bidding_strategy_type" in campaign else ""
+    return name if name not in ("", "UNSPECIFIED", "UNKNOWN") else None
 
 
 def _query(fields: Sequence[str], resource: str, where: str) -> str:

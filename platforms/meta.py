@@ -14,8 +14,9 @@ copy the object per call, which cost more than the HTTP request itself at 50 ite
 batch (bench/platform_apply.py), while this module already converts and checks values.
 
 Shapes this adapter speaks:
-- budgets and ``bid_amount`` are integers in the currency's minor units on Meta and
-  ``Decimal`` in the account currency here (``platforms.money``);
+- budgets and ``bid_amount`` are integers on Meta: the amount times Meta's offset for
+  the currency (1 for HUF, JPY, TWD and eight others, 100 for the rest, whatever the
+  ISO exponent; ``platforms.money.meta_rules``), ``Decimal`` in the account currency here;
 - ``Field.SCHEDULE`` is ``{"day_parts": [...]}`` where the list is Meta's
   ``adset_schedule`` (``start_minute``, ``end_minute``, ``days``, ...);
 - ``Field.TARGETING`` is Meta's targeting spec as a dict, sent and read unchanged;
@@ -44,8 +45,10 @@ from facebook_business.session import FacebookSession
 from urllib3.exceptions import NewConnectionError
 
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.money import MoneyError, currency_exponent, from_minor_units, to_minor_units
+from platforms.bidding import bid_change_refusal
+from platforms.money import MoneyError, MoneyRules, meta_rules
 from platforms.types import (
+    ENTITY_SCOPE,
     MONEY_FIELDS,
     Change,
     ChangeOutcome,
@@ -66,9 +69,18 @@ T = TypeVar("T")
 
 GRAPH_API_VERSION = "v26.0"
 MAX_BATCH_REQUESTS = 50  # Meta refuses larger batches
+# "a read API call is equal to 1 point, and a write API call is equal to 3 points"
+# (https://developers.facebook.com/docs/marketing-api/overview/rate-limiting): the throttle
+# is asked for points, so writes take three times the tokens of reads.
+WRITE_POINTS = 3
 DEFAULT_RETRY_AFTER = 60.0  # seconds, when a rate limit names no time to regain access
+# "For each ad set, the budget is only allowed to change 4 times per hour, if exceeds the
+# limit, the budget change for that ad set is blocked for an hour. Related error code: 17"
+# (https://developers.facebook.com/docs/marketing-api/overview/rate-limiting, Ad Set Level).
+BUDGET_CHANGE_BLOCK_SECONDS = 3600.0
+_BUDGET_PARAMS = frozenset({"daily_budget", "lifetime_budget"})
 
-CAMPAIGN_FIELDS = ("id", "name", "status", "effective_status", "daily_budget", "lifetime_budget")
+CAMPAIGN_FIELDS = ("id", "name", "status", "effective_status", "daily_budget", "lifetime_budget", "bid_strategy")
 AD_SET_FIELDS = (
     "id",
     "name",
@@ -80,6 +92,7 @@ AD_SET_FIELDS = (
     "bid_amount",
     "targeting",
     "adset_schedule",
+    "bid_strategy",
 )
 INSIGHT_FIELDS = ("spend", "impressions", "clicks", "actions", "action_values")
 # (insights level, the row's id field) per entity type.
@@ -122,6 +135,8 @@ _CONFLICT_TEXT = re.compile(r"in progress|being (updated|edited|modified)|concur
 _NOT_FOUND_SUBCODE = 33
 # Errors about the whole account: sending the remaining batches would only fail the same way.
 _ACCOUNT_WIDE = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.AUTH_EXPIRED, ErrorCode.PERMISSION_DENIED})
+# Item errors that hold for the whole account (a permission error may be about one object).
+_ITEM_HALTS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.AUTH_EXPIRED})
 
 _TOKEN_IN_URL = re.compile(r"(access_token|appsecret_proof|client_secret)=[^&\s'\"]+")
 
@@ -159,18 +174,28 @@ def classify_graph_error(error: Mapping[str, Any], http_status: int | None = Non
     return ErrorCode.UNKNOWN
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float:
+def retry_after_seconds(headers: Mapping[str, str], *fallbacks: Mapping[str, str]) -> float:
     """Seconds until Meta lifts a rate limit, from its usage headers (lower-cased keys).
 
-    ``estimated_time_to_regain_access`` is in minutes; the longest one named wins.
+    ``estimated_time_to_regain_access`` is in minutes; the longest one named wins. A batch
+    item often carries no usage headers of its own: then the first of ``fallbacks`` (the
+    batch's top-level headers) that names a time is used, else ``DEFAULT_RETRY_AFTER``.
     """
-    minutes = [
+    for candidate in (headers, *fallbacks):
+        minutes = regain_minutes(candidate)
+        if minutes:
+            return max(minutes) * 60.0
+    return DEFAULT_RETRY_AFTER
+
+
+def regain_minutes(headers: Mapping[str, str]) -> list[float]:
+    """Every positive ``estimated_time_to_regain_access`` in the usage headers."""
+    return [
         value
-        for name in ("x-business-use-case-usage", "x-app-usage")
+        for name in ("x-business-use-case-usage", "x-ad-account-usage", "x-app-usage")
         for value in _values_of(_json_or_none(headers.get(name)), "estimated_time_to_regain_access")
         if isinstance(value, int | float) and value > 0
     ]
-    return max(minutes) * 60.0 if minutes else DEFAULT_RETRY_AFTER
 
 
 def _values_of(document: Any, key: str) -> Iterable[Any]:
@@ -292,6 +317,10 @@ class MetaExecutor(PlatformExecutor):
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
         super().__init__(config, throttle=throttle)
         self.account_id = normalise_account_id(config.account_id)
+        try:
+            self.money: MoneyRules = meta_rules(config.currency)
+        except MoneyError as exc:
+            raise ValueError(f"Meta connection {config.connection_id}: {exc}") from None
         self._last_headers: dict[str, str] = {}
         self._api, self._secrets = self._build_api(config)
         self._count_lock = threading.Lock()
@@ -383,6 +412,27 @@ class MetaExecutor(PlatformExecutor):
             rows.extend(self._performance_row(entity_type, row, id_field) for row in self._pages("insights", params))
         return rows
 
+    def minimum_budgets(self) -> dict[str, Decimal]:
+        """``act_<id>/minimum_budgets``: the smallest daily budget of an ad set per kind of
+        optimisation (``min_daily_budget_imp``, ``_high_freq``, ``_low_freq``,
+        ``_video_views``), as amounts of the account currency
+        (https://developers.facebook.com/docs/marketing-api/reference/ad-account/minimum_budgets)."""
+        response = self._request(1, partial(self._api.call, "GET", (self.account_id, "minimum_budgets"), {}))
+        rows = response.json().get("data") or []
+        row = next((r for r in rows if str(r.get("currency", "")).upper() == self.money.currency), None)
+        if row is None:
+            return {}
+        return {
+            name: self.money.from_platform(value)
+            for name, value in row.items()
+            if name.startswith("min_daily_budget") and _as_int(value) is not None
+        }
+
+    def account_facts(self) -> dict[str, Any]:
+        """The account's minimum daily budgets, for the connection to remember (and the
+        preflight to check against)."""
+        return {"minimum_budgets": {name: str(amount) for name, amount in self.minimum_budgets().items()}}
+
     def test_connection(self) -> str:
         """Read the account and check that its currency is the one money is converted with."""
         response = self._request(1, lambda: self._api.call("GET", (self.account_id,), {"fields": "name,currency"}))
@@ -470,17 +520,47 @@ class MetaExecutor(PlatformExecutor):
         return PlatformError(code=ErrorCode.UNKNOWN, message=f"{subject} failed: {type(exc).__name__}.")
 
     def _graph_error(
-        self, error: Mapping[str, Any], http_status: int | None, headers: Any, subject: str
+        self,
+        error: Mapping[str, Any],
+        http_status: int | None,
+        headers: Any,
+        subject: str,
+        *,
+        budget_write: bool = False,
     ) -> PlatformError:
-        """A ``PlatformError`` from a Graph API ``error`` object, scrubbed of secrets."""
+        """A ``PlatformError`` from a Graph API ``error`` object, scrubbed of secrets.
+
+        ``budget_write``: the error answers an ad set budget change. Code 17 there, while
+        the usage headers name no time to regain access for the account, is the ad set's
+        own budget-change limit (the docs: "Verify the error code (17) and API end point to
+        confirm the throttling type"): it blocks that ad set for an hour, not the account.
+        """
         headers = _header_map(headers)
         code = classify_graph_error(error, http_status)
         text = error.get("error_user_msg") or error.get("message") or f"HTTP {http_status} without an error message"
         numbers = "/".join(str(n) for n in (error.get("code"), error.get("error_subcode")) if n is not None)
+        account_throttled = bool(regain_minutes(headers) or regain_minutes(self._last_headers))
+        if (
+            code == ErrorCode.RATE_LIMITED
+            and budget_write
+            and _as_int(error.get("code")) == 17
+            and not account_throttled
+        ):
+            return PlatformError(
+                code=code,
+                message=self._scrub(
+                    f"{subject}: Meta allows 4 budget changes per ad set per hour and blocks the ad set's "
+                    f"budget for an hour after that; try again in an hour ({text}, Meta error {numbers})."
+                ),
+                retry_after=BUDGET_CHANGE_BLOCK_SECONDS,
+                request_id=error.get("fbtrace_id") or _request_id(headers) or _request_id(self._last_headers),
+                raw=json.loads(self._scrub(json.dumps({"http_status": http_status, "error": dict(error)}))),
+                scope=ENTITY_SCOPE,
+            )
         return PlatformError(
             code=code,
             message=self._scrub(f"{subject}: {text}" + (f" (Meta error {numbers})" if numbers else "")),
-            retry_after=retry_after_seconds(headers) if code == ErrorCode.RATE_LIMITED else None,
+            retry_after=retry_after_seconds(headers, self._last_headers) if code == ErrorCode.RATE_LIMITED else None,
             request_id=error.get("fbtrace_id") or _request_id(headers) or _request_id(self._last_headers),
             raw=json.loads(self._scrub(json.dumps({"http_status": http_status, "error": dict(error)}))),
         )
@@ -519,12 +599,22 @@ class MetaExecutor(PlatformExecutor):
     def _on_read(self, results: dict[int, Any], index: int, response: FacebookResponse) -> None:
         results[index] = response.json()
 
-    def _on_failure(self, results: dict[int, Any], index: int, subject: str, response: FacebookResponse) -> None:
+    def _on_failure(
+        self,
+        results: dict[int, Any],
+        index: int,
+        subject: str,
+        response: FacebookResponse,
+        *,
+        budget_write: bool = False,
+    ) -> None:
         body = response.json()
         error = body.get("error") if isinstance(body, dict) else None
         if error is None:  # a body without an error, such as {"success": false}
             error = {"message": f"Meta did not confirm it (answered {str(body)[:200]})"}
-        results[index] = self._graph_error(error, response.status(), response.headers(), subject)
+        results[index] = self._graph_error(
+            error, response.status(), response.headers(), subject, budget_write=budget_write
+        )
 
     def _list_edge(self, entity_type: EntityType) -> list[EntityState]:
         params = {"fields": ",".join(_READ_FIELDS[entity_type]), "limit": self.page_size}
@@ -567,7 +657,7 @@ class MetaExecutor(PlatformExecutor):
     def _reported_amount(self, amount: Any) -> Decimal:
         """An amount Meta reports as a decimal string in the account currency, rounded
         half-even to the currency's minor unit (purchase values can carry more decimals)."""
-        quantum = Decimal(1).scaleb(-currency_exponent(self.config.currency))
+        quantum = Decimal(1).scaleb(-self.money.display_places)
         return Decimal(str(amount)).quantize(quantum, ROUND_HALF_EVEN)
 
     def _state(self, entity_type: EntityType, row: Mapping[str, Any]) -> EntityState:
@@ -579,6 +669,7 @@ class MetaExecutor(PlatformExecutor):
             status=_status(row),
             currency=self.config.currency,
             parent_external_id=row.get("campaign_id"),
+            bid_strategy=row.get("bid_strategy") or None,
             daily_budget=self._budget(row.get("daily_budget")),
             lifetime_budget=self._budget(row.get("lifetime_budget")),
             bid=self._money(row.get("bid_amount")),
@@ -591,7 +682,8 @@ class MetaExecutor(PlatformExecutor):
         return self._money(minor) if _as_int(minor) else None
 
     def _money(self, minor: Any) -> Decimal | None:
-        return from_minor_units(minor, self.config.currency) if minor is not None else None
+        """Meta's integer (amount x the currency's Meta offset) as an amount."""
+        return self.money.from_platform(minor) if minor is not None else None
 
     # Writes ---------------------------------------------------------------------------
 
@@ -626,7 +718,7 @@ class MetaExecutor(PlatformExecutor):
     def _param_value(self, change: Change) -> Any:
         """The Graph API value of a change; raises ``ValueError`` for values Meta cannot take."""
         if change.field in MONEY_FIELDS:
-            return to_minor_units(change.value, self.config.currency)
+            return self.money.to_platform(change.value)
         if change.field == Field.STATUS:
             return _META_STATUS[EntityStatus(change.value)]
         if change.field == Field.TARGETING and isinstance(change.value, Mapping):
@@ -637,8 +729,10 @@ class MetaExecutor(PlatformExecutor):
         raise ValueError(f"{change.value!r} is not a valid {change.field} for Meta.")
 
     def _resolve_families(self, posts: list[_Post], outcomes: dict[int, ChangeOutcome]) -> list[_Post]:
-        """Find the campaign of ad sets whose ref does not name it (batching needs it)."""
-        unknown = [post for post in posts if post.family is None]
+        """Find the campaign of ad sets whose ref does not name it (batching needs it), and
+        refuse bids that the ad set's bid strategy does not use (read in the same batches)."""
+        bidding = [post for post in posts if "bid_amount" in post.params]
+        unknown = [post for post in posts if post.family is None or post in bidding]
         if not unknown:
             return posts
         try:
@@ -647,14 +741,37 @@ class MetaExecutor(PlatformExecutor):
             for post in unknown:
                 outcomes.update(zip(post.indices, failed_outcomes(post.changes, exc.error), strict=True))
             return [post for post in posts if post.family is not None]
+        strategies = self._campaign_strategies(states, bidding)
         for post in unknown:
             state = states.get(post.ref.key)
             if state is None:
                 error = PlatformError(code=ErrorCode.NOT_FOUND, message=f"{_describe(post.ref)} is not on Meta.")
                 outcomes.update(zip(post.indices, failed_outcomes(post.changes, error), strict=True))
-            else:
-                post.family = state.parent_external_id
+                post.family = None
+                continue
+            post.family = state.parent_external_id
+            strategy = state.bid_strategy or strategies.get(state.parent_external_id or "")
+            reason = bid_change_refusal("meta", strategy, subject=_describe(post.ref)) if post in bidding else None
+            if reason:
+                error = PlatformError(code=ErrorCode.NOT_SUPPORTED, message=f"{reason} It was not sent to Meta.")
+                outcomes.update(zip(post.indices, failed_outcomes(post.changes, error), strict=True))
+                post.family = None
         return [post for post in posts if post.family is not None]
+
+    def _campaign_strategies(
+        self, states: dict[tuple[str, str], EntityState], bidding: list[_Post]
+    ) -> dict[str, str | None]:
+        """Bid strategies of the campaigns of bidding ad sets that report none of their own
+        (a campaign budget campaign sets the strategy for its ad sets)."""
+        parents = {
+            state.parent_external_id
+            for post in bidding
+            if (state := states.get(post.ref.key)) is not None and not state.bid_strategy and state.parent_external_id
+        }
+        if not parents:
+            return {}
+        campaigns = self.read_state(EntityRef(EntityType.CAMPAIGN, campaign_id) for campaign_id in sorted(parents))
+        return {state.external_id: state.bid_strategy for state in campaigns.values()}
 
     def _write_batch(
         self, posts: Sequence[_Post], validate_only: bool, outcomes: dict[int, ChangeOutcome]
@@ -669,11 +786,20 @@ class MetaExecutor(PlatformExecutor):
                 (post.ref.external_id,),
                 params=params,
                 success=partial(self._on_write, results, index),
-                failure=partial(self._on_failure, results, index, f"Changing {_describe(post.ref)}"),
+                failure=partial(
+                    self._on_failure,
+                    results,
+                    index,
+                    f"Changing {_describe(post.ref)}",
+                    budget_write=post.ref.entity_type == EntityType.AD_SET
+                    and bool(_BUDGET_PARAMS & post.params.keys()),
+                ),
             )
         try:
             self._send(
-                len(posts), batch.execute, changes=None if validate_only else [c for p in posts for c in p.changes]
+                len(posts) * WRITE_POINTS,
+                batch.execute,
+                changes=None if validate_only else [c for p in posts for c in p.changes],
             )
         except _TRANSPORT_ERRORS as exc:
             error = self._request_error(exc, len(posts))
@@ -689,7 +815,16 @@ class MetaExecutor(PlatformExecutor):
         applied = OutcomeStatus.VALIDATED if validate_only else OutcomeStatus.APPLIED
         for index, post in enumerate(posts):
             outcomes.update(zip(post.indices, self._post_outcomes(post, results.get(index), applied), strict=True))
-        return None
+        # An item-level throttle of the account (80004 and the other codes of a whole-account
+        # limit) holds for the next batches too: hand it back so they are not sent.
+        return next(
+            (
+                r
+                for r in results.values()
+                if isinstance(r, PlatformError) and r.code in _ITEM_HALTS and r.scope != ENTITY_SCOPE
+            ),
+            None,
+        )
 
     def _on_write(self, results: dict[int, Any], index: int, response: FacebookResponse) -> None:
         results[index] = _Accepted(request_id=_request_id(self._last_headers))

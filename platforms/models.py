@@ -51,6 +51,17 @@ class PlatformConnection(models.Model):
     last_test_message = models.CharField(max_length=500, blank=True)
     last_tested_at = models.DateTimeField(null=True, blank=True)
 
+    # Facts about the account that planning needs before sending, read by sync
+    # (``PlatformExecutor.account_facts``): Google's billable unit of the currency, Meta's
+    # minimum daily budgets (amounts as decimal strings).
+    billable_unit_micros = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Google Ads: currency_constant.billable_unit_micros of the account currency."
+    )
+    minimum_budgets = models.JSONField(
+        null=True, blank=True, help_text="Meta: the account's minimum daily budgets (act_<id>/minimum_budgets)."
+    )
+    account_facts_read_at = models.DateTimeField(null=True, blank=True)
+
     circuit_state = models.CharField(max_length=10, choices=CircuitState.choices, default=CircuitState.CLOSED)
     consecutive_failures = models.PositiveIntegerField(default=0)
     circuit_opened_at = models.DateTimeField(null=True, blank=True)
@@ -88,6 +99,7 @@ class PlatformConnection(models.Model):
             credentials=dict(self.credentials),
             api_base_url=self.api_base_url,
             request_timeout=settings.PLATFORM_REQUEST_TIMEOUT_SECONDS,
+            billable_unit_micros=self.billable_unit_micros,
         )
 
 
@@ -113,6 +125,11 @@ class PlatformEntity(models.Model):
     budget_reference_count = models.PositiveIntegerField(default=0)
     targeting = models.JSONField(null=True, blank=True)
     schedule = models.JSONField(null=True, blank=True)
+    bid_strategy = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Bidding strategy in force (Google campaign.bidding_strategy_type, Meta bid_strategy).",
+    )
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -184,3 +201,18 @@ class RateLimitBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tokens:.1f}/{self.capacity:g} tokens for connection {self.connection_id}"
+
+
+class DeveloperTokenUsage(models.Model):
+    """Google Ads operations spent by one developer token on one day, shared by every
+    worker through this row (``platforms.quota``). The token is kept as a SHA-256 digest."""
+
+    token_digest = models.CharField(max_length=64)
+    day = models.DateField()
+    operations = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["token_digest", "day"], name="uniq_token_usage_day")]
+
+    def __str__(self) -> str:
+        return f"{self.operations} operations on {self.day}"

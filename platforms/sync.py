@@ -53,6 +53,7 @@ MIRRORED_FIELDS = (
     "budget_reference_count",
     "targeting",
     "schedule",
+    "bid_strategy",
     "parent_id",
 )
 PERFORMANCE_FIELDS = ("spend", "impressions", "clicks", "conversions", "revenue")
@@ -117,6 +118,7 @@ def sync_connection(
     """
     since, until = sync_window(connection, days, now=now)
     states = _read(connection, executor.list_entities, sleep)
+    facts = _read(connection, executor.account_facts, sleep)
     note = ""
     try:
         rows: Sequence[PerformanceRow] = _read(connection, lambda: executor.read_performance(since, until), sleep)
@@ -128,10 +130,17 @@ def sync_connection(
         ids, created, updated = _upsert_entities(connection, states, stamp)
         removed = _mark_removed(connection, stamp)
         written = _upsert_performance(connection, rows, ids)
-        PlatformConnection.objects.filter(pk=connection.pk).update(last_synced_at=stamp)
+        PlatformConnection.objects.filter(pk=connection.pk).update(
+            last_synced_at=stamp, account_facts_read_at=stamp, **_fact_columns(facts)
+        )
     result = SyncResult(connection.pk, len(states), created, updated, removed, written, since, until, note)
     logger.info("sync: %s", result.message, extra={"connection_id": connection.pk, "tenant_id": connection.tenant_id})
     return result
+
+
+def _fact_columns(facts: dict) -> dict:
+    """The connection columns an executor's ``account_facts`` fill (others stay as they are)."""
+    return {name: facts[name] for name in ("billable_unit_micros", "minimum_budgets") if name in facts}
 
 
 def _read(connection: PlatformConnection, fn: Callable[[], T], sleep: Callable[[float], None]) -> T:
@@ -217,6 +226,7 @@ def _entity(connection: PlatformConnection, state: EntityState, ids: dict[Key, i
         budget_reference_count=state.budget_reference_count,
         targeting=state.targeting,
         schedule=state.schedule,
+        bid_strategy=(state.bid_strategy or "")[:40],
         synced_at=stamp,
     )
 

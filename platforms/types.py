@@ -60,6 +60,9 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+ACCOUNT_SCOPE = "account"
+ENTITY_SCOPE = "entity"
+
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.TRANSIENT, ErrorCode.CONFLICT})
 
 HINTS: dict[ErrorCode, str] = {
@@ -93,6 +96,10 @@ class PlatformError:
     retry_after: float | None = None  # seconds, when the platform said so
     request_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # What a rate limit blocks: "account" (every request of the connection must wait) or
+    # "entity" (only this entity: Meta's per-ad-set budget-change limit), so the engine
+    # can park just that entity's action until ``retry_after`` has passed.
+    scope: str = "account"
 
     @property
     def retryable(self) -> bool:
@@ -110,6 +117,7 @@ class PlatformError:
             "hint": self.hint,
             "retry_after": self.retry_after,
             "request_id": self.request_id,
+            "scope": self.scope,
         }
 
 
@@ -163,6 +171,9 @@ class EntityState:
     budget_reference_count: int = 0
     targeting: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
+    # The platform's own bidding strategy name (Google BiddingStrategyType, Meta bid_strategy)
+    # in force for the entity; None when the platform has none or BudgetRadar did not read it.
+    bid_strategy: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -189,6 +200,7 @@ class EntityState:
             "budget_reference_count",
             "targeting",
             "schedule",
+            "bid_strategy",
         ):
             value = getattr(self, name)
             if isinstance(value, Decimal | enum.Enum):
@@ -265,3 +277,5 @@ class ConnectionConfig:
     credentials: dict[str, Any] = field(default_factory=dict, repr=False)
     api_base_url: str = ""
     request_timeout: float = 30.0  # seconds before a request counts as timed out
+    # Google Ads: the account currency's billable unit as last read (None: read it on use).
+    billable_unit_micros: int | None = None

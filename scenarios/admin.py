@@ -130,6 +130,10 @@ RULE_LABELS = {
     "notes_required": "Notes required",
     "entity_missing": "Entity missing on the platform",
     "low_confidence_forecast": "Low-confidence forecast",
+    "change_rate_limit": "Meta budget changes per ad set per hour",
+    "shared_budget_conflict": "Conflicting values for one shared budget",
+    "platform_minimum_budget": "Meta minimum daily budget",
+    "google_operations_quota": "Google Ads daily operations",
 }
 
 

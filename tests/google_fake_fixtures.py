@@ -14,35 +14,35 @@ import pytest
 
 from platforms.fakes.google_ads_fake import GoogleAdsFake, ensure_test_tls_roots
 from platforms.google_ads import GoogleAdsExecutor
+from platforms.money import default_billable_unit_micros
 from platforms.types import ConnectionConfig
 
 GOOGLE_CUSTOMER_ID = "1234567890"
 GOOGLE_LOGIN_CUSTOMER_ID = "9998887776"
-GOOGLE_TEST_CREDENTIALS = {
-    "developer_token": "test-developer-token",
-    "access_token": "test-access-token",
-    "refresh_token": "test-refresh-token",
-    "client_id": "test-client-id",
-    "client_secret": "test-client-secret",
-    "login_customer_id": "999-888-7776",
-    # The access token has no expiry, so google-auth never refreshes it; should it ever
-    # try, the refresh fails on loopback instead of reaching Google.
-    "token_uri": "http://127.0.0.1:9/token",
-}
 
 
-def google_ads_connection(endpoint: str, **overrides: object) -> ConnectionConfig:
+def google_test_credentials(fake: GoogleAdsFake, **extra: str) -> dict[str, str]:
+    """Credentials for ``fake``: an OAuth client registered with its local token endpoint
+    (so every test refreshes a real, expiring bearer token), a developer token and a
+    login customer id."""
+    return fake.credentials(login_customer_id="999-888-7776", **extra)
+
+
+def google_ads_connection(fake: GoogleAdsFake, **overrides: object) -> ConnectionConfig:
     """A ConnectionConfig for the fake's customer, EUR, 5 s timeout unless overridden."""
     values: dict[str, object] = {
         "connection_id": 1,
         "platform": "google_ads",
         "account_id": "123-456-7890",
         "currency": "EUR",
-        "credentials": dict(GOOGLE_TEST_CREDENTIALS),
-        "api_base_url": endpoint,
+        "credentials": google_test_credentials(fake),
+        "api_base_url": fake.endpoint,
         "request_timeout": 5.0,
     }
     values.update(overrides)
+    # As sync stores it on the connection (the ISO minor unit, the fake's default); tests of
+    # the read itself pass None.
+    values.setdefault("billable_unit_micros", default_billable_unit_micros(str(values["currency"])))
     return ConnectionConfig(**values)  # type: ignore[arg-type]
 
 
@@ -64,7 +64,7 @@ def google_ads_fake(google_ads_fake_server: GoogleAdsFake) -> Iterator[GoogleAds
 
 @pytest.fixture
 def google_ads_config(google_ads_fake: GoogleAdsFake) -> ConnectionConfig:
-    return google_ads_connection(google_ads_fake.endpoint)
+    return google_ads_connection(google_ads_fake)
 
 
 @pytest.fixture

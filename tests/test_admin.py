@@ -3,8 +3,6 @@ credentials, and approve/reject/cancel only through confirmed service calls."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.contrib import admin
 from django.db import connection as db_connection
@@ -234,7 +232,7 @@ def test_a_new_connection_belongs_to_the_members_tenant(client, tenant_admin, te
         "currency": "EUR",
         "time_zone": "UTC",
         "is_active": "on",
-        "new_credentials": json.dumps({"access_token": SECRET}),
+        "cred_sandbox__access_token": SECRET,
     }
     assert client.post(url(PlatformConnection, "add"), data).status_code == 302
     created = PlatformConnection.objects.get(account_id="sbx-new")
@@ -262,14 +260,14 @@ def test_credentials_never_appear_in_admin_html(client, tenant_admin, connection
         assert SECRET not in html
 
 
-def test_credentials_are_replaced_write_only(client, tenant_admin, connection_):
+def test_credentials_are_replaced_write_only_field_by_field(client, tenant_admin, connection_):
     client.force_login(tenant_admin)
     data = {
         "name": connection_.name,
         "currency": "EUR",
         "time_zone": "Europe/Berlin",
         "is_active": "on",
-        "new_credentials": json.dumps({"access_token": SECRET}),
+        "cred_sandbox__access_token": SECRET,
     }
     invalid = client.post(url(PlatformConnection, "change", connection_.pk), {**data, "currency": "XXX"})
     assert invalid.status_code == 200 and SECRET not in invalid.content.decode()
@@ -278,18 +276,68 @@ def test_credentials_are_replaced_write_only(client, tenant_admin, connection_):
     assert connection_.credentials == {"access_token": SECRET}
     latest = connection_.history.latest()
     assert latest.history_user == tenant_admin
-    assert latest.history_change_reason == "changed in the admin: Replace credentials"
-    assert client.post(url(PlatformConnection, "change", connection_.pk), {**data, "new_credentials": ""})
+    assert "access token" in latest.history_change_reason
+    assert client.post(url(PlatformConnection, "change", connection_.pk), {**data, "cred_sandbox__access_token": ""})
     connection_.refresh_from_db()
     assert connection_.credentials == {"access_token": SECRET}  # blank keeps them
 
 
-def test_credentials_must_be_a_json_object(client, tenant_admin, connection_):
+def test_the_google_form_asks_for_each_credential_by_name_and_says_which_are_required(client, tenant_admin):
     client.force_login(tenant_admin)
-    data = {"name": "x", "currency": "EUR", "time_zone": "UTC", "new_credentials": '["' + SECRET + '"]'}
-    response = client.post(url(PlatformConnection, "change", connection_.pk), data)
-    assert "must be a non-empty JSON object" in response.content.decode()
+    page = client.get(url(PlatformConnection, "add")).content.decode()
+    for label in ("developer token", "OAuth client id", "OAuth client secret", "refresh token"):
+        assert f"Google Ads: {label}" in page
+    assert "Required." in page and "Optional." in page
+    assert "<textarea" not in page.split("Credentials")[1][:3000]  # no raw JSON
+
+    data = {
+        "name": "Google",
+        "platform": "google_ads",
+        "account_id": "123-456-7890",
+        "currency": "EUR",
+        "time_zone": "UTC",
+        "cred_google_ads__developer_token": SECRET,
+        "cred_google_ads__client_id": "client",
+    }
+    refused = client.post(url(PlatformConnection, "add"), data)
+    body = refused.content.decode()
+    assert refused.status_code == 200 and SECRET not in body
+    assert "OAuth client secret is required for a Google Ads connection." in body
+    assert "refresh token is required for a Google Ads connection." in body
+    assert not PlatformConnection.objects.filter(account_id="123-456-7890").exists()
+
+    data.update({"cred_google_ads__client_secret": "s3", "cred_google_ads__refresh_token": "1//r"})
+    assert client.post(url(PlatformConnection, "add"), data).status_code == 302
+    created = PlatformConnection.objects.get(account_id="123-456-7890")
+    assert created.credentials == {
+        "developer_token": SECRET,
+        "client_id": "client",
+        "client_secret": "s3",
+        "refresh_token": "1//r",
+    }
+
+
+def test_a_field_of_another_platform_is_refused_on_the_add_page(client, tenant_admin):
+    client.force_login(tenant_admin)
+    data = {
+        "name": "x",
+        "platform": "sandbox",
+        "account_id": "sbx-x",
+        "currency": "EUR",
+        "time_zone": "UTC",
+        "cred_sandbox__access_token": "token",
+        "cred_meta__access_token": SECRET,
+    }
+    response = client.post(url(PlatformConnection, "add"), data)
+    assert "This is a Meta field" in response.content.decode()
     assert SECRET not in response.content.decode()
+    assert not PlatformConnection.objects.filter(account_id="sbx-x").exists()
+
+
+def test_the_change_page_shows_only_the_connections_own_credential_fields(client, tenant_admin, connection_):
+    client.force_login(tenant_admin)
+    page = client.get(url(PlatformConnection, "change", connection_.pk)).content.decode()
+    assert "Sandbox: access token" in page and "Google Ads: refresh token" not in page
 
 
 def test_connection_buttons_are_permission_gated(client, tenant_admin, viewer, connection_):

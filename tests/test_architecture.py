@@ -15,7 +15,7 @@ import pytest
 from actions.models import Action
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ["actions", "budgetradar", "platforms", "scenarios"]
+APPS = ["actions", "budgetradar", "observability", "planning", "platforms", "scenarios"]
 SETTLEMENT = ROOT / "actions" / "services" / "settlement.py"
 TRANSITIONS = {
     name

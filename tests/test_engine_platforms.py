@@ -21,7 +21,7 @@ from platforms.retry import RetryPolicy
 from platforms.sync import sync_connection
 from tests.engine_helpers import approved, run_worker
 from tests.factories import ConnectionFactory
-from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, GOOGLE_TEST_CREDENTIALS
+from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, google_test_credentials
 from tests.meta_fake_fixtures import META_ACCOUNT, META_HANG, META_TOKEN
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,7 +68,7 @@ def platformed(request, tenant, settings):
             tenant=tenant,
             platform=Platform.GOOGLE_ADS,
             account_id=GOOGLE_CUSTOMER_ID,
-            credentials=GOOGLE_TEST_CREDENTIALS,
+            credentials=google_test_credentials(fake),
             api_base_url=fake.endpoint,
         )
     else:

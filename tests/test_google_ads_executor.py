@@ -5,12 +5,9 @@ The google_ads_* fixtures come from tests/google_fake_fixtures.py (imported by t
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from google.ads.googleads.errors import GoogleAdsException
@@ -28,7 +25,7 @@ from platforms.types import (
     OutcomeStatus,
     PlatformCallError,
 )
-from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, GOOGLE_TEST_CREDENTIALS, google_ads_connection
+from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, google_ads_connection, google_test_credentials
 
 CID = GOOGLE_CUSTOMER_ID
 
@@ -55,52 +52,12 @@ def make_executor(google_ads_fake: GoogleAdsFake) -> Iterator[Callable[..., Goog
     executors: list[GoogleAdsExecutor] = []
 
     def make(**overrides: object) -> GoogleAdsExecutor:
-        executors.append(GoogleAdsExecutor(google_ads_connection(google_ads_fake.endpoint, **overrides)))
+        executors.append(GoogleAdsExecutor(google_ads_connection(google_ads_fake, **overrides)))
         return executors[-1]
 
     yield make
     for executor in executors:
         executor.close()
-
-
-class TokenEndpoint(HTTPServer):
-    """An OAuth token endpoint on loopback that answers every refresh with ``reply``."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _TokenHandler)
-        self.reply: tuple[int, dict] = (200, {"access_token": "fresh-token", "expires_in": 3600})
-        self.calls = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/token"
-
-
-class _TokenHandler(BaseHTTPRequestHandler):
-    server: TokenEndpoint
-
-    def do_POST(self) -> None:
-        self.server.calls += 1
-        status, payload = self.server.reply
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint()
-    thread = threading.Thread(target=endpoint.serve_forever, daemon=True)
-    thread.start()
-    yield endpoint
-    endpoint.shutdown()
-    endpoint.server_close()
 
 
 @pytest.fixture
@@ -167,14 +124,15 @@ def test_read_state_shows_removed_entities_as_removed(google_ads_fake, google_ad
 
 
 def test_read_failures_raise_a_classified_platform_call_error(brand, google_ads_executor):
-    brand.faults.add(FaultKind.AUTH_EXPIRED, scope=FaultScope.READ)
+    brand.faults.add(FaultKind.AUTH_EXPIRED, scope=FaultScope.READ, remaining=2)  # refused again after a refresh
 
     with pytest.raises(PlatformCallError) as raised:
         google_ads_executor.read_state([campaign_ref(111)])
 
     assert raised.value.error.code is ErrorCode.AUTH_EXPIRED
     assert raised.value.error.request_id == brand.requests[-1].request_id
-    assert "test-access-token" not in raised.value.error.message
+    secrets = google_ads_executor.config.credentials
+    assert not any(secrets[name] in raised.value.error.message for name in ("refresh_token", "client_secret"))
 
 
 def test_list_entities_returns_every_campaign_and_ad_group_that_is_not_removed(brand, google_ads_executor):
@@ -324,15 +282,17 @@ def test_read_performance_refuses_a_reversed_range_without_a_request(brand, goog
     ],
 )
 def test_a_failed_performance_read_raises_a_classified_error(delivering, google_ads_executor, fault, expected):
-    delivering.faults.add(fault, scope=FaultScope.READ, retry_after=4)
+    # A refused token is refreshed and the read sent once more: the fault refuses that too.
+    sent = 2 if fault is FaultKind.AUTH_EXPIRED else 1
+    delivering.faults.add(fault, scope=FaultScope.READ, retry_after=4, remaining=sent)
 
     with pytest.raises(PlatformCallError) as raised:
         google_ads_executor.read_performance(MARCH_1, MARCH_7)
 
     assert raised.value.error.code is expected
     assert not raised.value.ambiguous
-    assert raised.value.error.request_id == delivering.requests[0].request_id
-    assert len(delivering.requests) == 1  # the ad group level is not read after the campaign level failed
+    assert raised.value.error.request_id == delivering.requests[-1].request_id
+    assert len(delivering.requests) == sent  # the ad group level is not read after the campaign level failed
     if expected is ErrorCode.RATE_LIMITED:
         assert raised.value.error.retry_after == 4.0
 
@@ -474,7 +434,7 @@ def test_a_sub_cent_eur_value_is_refused_without_being_sent(brand, google_ads_ex
     )
 
     assert [(o.status, o.error.code) for o in outcomes] == [(OutcomeStatus.FAILED, ErrorCode.INVALID_VALUE)] * 2
-    assert "cannot represent it exactly" in outcomes[0].error.message
+    assert "smallest amount Google Ads accepts in EUR" in outcomes[0].error.message
     assert brand.requests == []
 
 
@@ -527,24 +487,26 @@ def test_25000_budget_changes_take_exactly_three_mutate_requests(google_ads_fake
     assert google_ads_fake.budget_of(CID, 124_999).amount_micros == 25_000_000
 
 
-def test_two_campaigns_on_a_shared_budget_never_go_in_one_request(google_ads_fake, google_ads_executor):
+def test_two_values_for_one_shared_budget_are_both_refused_naming_each_other(google_ads_fake, google_ads_executor):
+    """Both used to report applied while the last one won; a shared budget has one amount."""
     google_ads_fake.add_campaign(CID, 111, shared_budget_id=55, budget_micros=50_000_000)
     google_ads_fake.add_campaign(CID, 112, shared_budget_id=55)
     google_ads_fake.add_campaign(CID, 113)
 
-    outcomes = google_ads_executor.apply(
+    first, second, other = google_ads_executor.apply(
         [
             daily_budget(111, "40.00", google_ads_fake),
-            daily_budget(112, "60.00", google_ads_fake),
+            daily_budget(112, "60.00"),  # no budget id in the ref: resolved from the campaign
             daily_budget(113, "70.00", google_ads_fake),
         ]
     )
 
-    assert [o.status for o in outcomes] == [OutcomeStatus.APPLIED] * 3
-    requests = google_ads_fake.mutate_requests()
-    assert [len(r.resource_names) for r in requests] == [2, 1]
-    assert all(len(set(r.resource_names)) == len(r.resource_names) for r in requests)
-    assert google_ads_fake.budget(CID, 55).amount_micros == 60_000_000  # applied in the caller's order
+    assert [(o.status, o.error.code) for o in (first, second)] == [(OutcomeStatus.FAILED, ErrorCode.INVALID_VALUE)] * 2
+    assert "campaign 112 to 60.00 (budget-112)" in first.error.message
+    assert "campaign 111 to 40.00 (budget-111)" in second.error.message
+    assert other.status is OutcomeStatus.APPLIED
+    assert [len(r.resource_names) for r in google_ads_fake.mutate_requests()] == [1]
+    assert google_ads_fake.budget(CID, 55).amount_micros == 50_000_000
 
 
 def test_the_same_value_for_a_shared_budget_is_sent_once(google_ads_fake, google_ads_executor):
@@ -574,8 +536,9 @@ def test_throttle_is_called_before_every_request_with_its_operation_count(brand,
     finally:
         executor.close()
 
-    assert calls == [1, 1, 1]
-    assert executor.round_trips == len(brand.requests) == 3
+    # read, the bid's bidding-strategy read, the budget mutate, the ad group mutate
+    assert calls == [1, 1, 1, 1]
+    assert executor.round_trips == len(brand.requests) == 4
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -649,8 +612,8 @@ def test_a_timeout_before_apply_is_also_unknown_and_nothing_changed(brand, make_
     assert brand.budget_of(CID, 111).amount_micros == 12_340_000
 
 
-def test_an_expired_token_is_auth_expired(brand, google_ads_executor):
-    brand.faults.add(FaultKind.AUTH_EXPIRED)
+def test_a_token_refused_twice_is_auth_expired(brand, google_ads_executor):
+    brand.faults.add(FaultKind.AUTH_EXPIRED, remaining=2)
 
     (outcome,) = google_ads_executor.apply([Change(campaign_ref(111), Field.STATUS, EntityStatus.PAUSED)])
 
@@ -704,25 +667,75 @@ def test_request_ids_are_kept_on_outcomes_and_errors(brand, google_ads_executor)
     assert denied.request_id == denied.error.request_id == denied_request.request_id
 
 
-def test_a_missing_access_token_is_refreshed_through_the_token_uri(brand, make_executor, token_endpoint):
-    executor = make_executor(credentials=dict(GOOGLE_TEST_CREDENTIALS, access_token="", token_uri=token_endpoint.url))
+# OAuth: credentials are client id/secret + refresh token; an access token is only a cache ---------
+
+
+def test_a_stored_access_token_without_expiry_is_refreshed_before_it_is_used(brand, make_executor):
+    """google-auth takes a token without expiry as valid for ever; Google's expire within an hour."""
+    executor = make_executor(credentials=google_test_credentials(brand, access_token="stale-token-from-last-week"))
 
     states = executor.read_state([campaign_ref(111)])
 
     assert ("campaign", "111") in states
-    assert token_endpoint.calls == 1
-    assert brand.requests[0].has_bearer_token
+    assert brand.oauth.refreshes == 1
 
 
-def test_a_revoked_refresh_token_is_auth_expired(brand, make_executor, token_endpoint):
-    token_endpoint.reply = (400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
-    executor = make_executor(credentials=dict(GOOGLE_TEST_CREDENTIALS, access_token="", token_uri=token_endpoint.url))
+def test_a_cached_access_token_is_used_until_its_expiry(brand, make_executor):
+    token = brand.oauth.issue(lifetime=3600)
+    expiry = (datetime.now(UTC) + timedelta(minutes=50)).isoformat()
+    executor = make_executor(credentials=google_test_credentials(brand, access_token=token, token_expiry=expiry))
 
-    (outcome,) = executor.apply([daily_budget(111, "20.00", brand)])
+    executor.read_state([campaign_ref(111)])
+
+    assert brand.oauth.refreshes == 0
+
+
+def test_a_cached_access_token_past_its_expiry_is_refreshed(brand, make_executor):
+    expiry = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    cached = google_test_credentials(brand, access_token=brand.oauth.issue(lifetime=0), token_expiry=expiry)
+    executor = make_executor(credentials=cached)
+
+    executor.read_state([campaign_ref(111)])
+
+    assert brand.oauth.refreshes == 1
+
+
+def test_a_token_that_expires_while_in_use_is_refreshed_once_and_the_call_sent_again(brand, google_ads_executor):
+    google_ads_executor.read_state([campaign_ref(111)])
+    brand.oauth.expire_all()  # an hour later: google-auth still believes its token valid
+
+    (outcome,) = google_ads_executor.apply([daily_budget(111, "20.00", brand)])
+
+    assert outcome.status is OutcomeStatus.APPLIED
+    assert brand.oauth.refreshes == 2
+    assert [r.method for r in brand.requests][-2:] == ["MutateCampaignBudgets", "MutateCampaignBudgets"]
+    assert brand.budget_of(CID, 111).amount_micros == 20_000_000
+
+
+def test_one_refused_token_is_healed_by_one_refresh(brand, google_ads_executor):
+    brand.faults.add(FaultKind.AUTH_EXPIRED, remaining=1)
+
+    (outcome,) = google_ads_executor.apply([Change(campaign_ref(111), Field.STATUS, EntityStatus.PAUSED)])
+
+    assert outcome.status is OutcomeStatus.APPLIED
+    assert brand.oauth.refreshes == 2  # the first token, and one more after the refusal
+
+
+def test_a_revoked_refresh_token_is_auth_expired_without_calling_the_api(brand, google_ads_executor):
+    brand.oauth.revoke(google_ads_executor.config.credentials["refresh_token"])
+
+    (outcome,) = google_ads_executor.apply([Change(campaign_ref(111), Field.STATUS, EntityStatus.PAUSED)])
 
     assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.AUTH_EXPIRED)
-    assert "test-refresh-token" not in outcome.error.message
+    assert google_ads_executor.config.credentials["refresh_token"] not in outcome.error.message
     assert brand.requests == []
+
+
+def test_credentials_without_an_oauth_client_are_refused_by_name(brand):
+    config = google_ads_connection(brand, credentials={"developer_token": "x", "access_token": "y"})
+
+    with pytest.raises(ValueError, match="client_id, client_secret, refresh_token"):
+        GoogleAdsExecutor(config)
 
 
 def test_requests_carry_the_developer_token_bearer_token_and_login_customer_id(brand, google_ads_executor):
@@ -807,3 +820,74 @@ def test_fake_filters_on_segments_date_with_between_and_other_conditions(brand, 
     rows = [row for batch in service.search_stream(customer_id=CID, query=query) for row in batch.results]
 
     assert [(row.campaign.id, row.segments.date, row.metrics.impressions) for row in rows] == [(112, "2026-03-05", 1)]
+
+
+# Platform truth: billable units, bidding strategies, GAQL list sizes ------------------------------
+
+
+def test_amounts_follow_the_currencys_billable_unit_not_the_iso_exponent(google_ads_fake, make_executor):
+    """HUF has two ISO decimals; an account whose billable unit is a whole forint refuses 5000.50."""
+    google_ads_fake.set_billable_unit("HUF", 1_000_000)
+    google_ads_fake.add_customer("5555555555", currency="HUF")
+    google_ads_fake.add_campaign("5555555555", 501, budget_micros=5_000_000_000)
+    executor = make_executor(account_id="5555555555", currency="HUF", billable_unit_micros=None)
+
+    (refused,) = executor.apply([Change(campaign_ref(501), Field.DAILY_BUDGET, Decimal("5000.50"))])
+    (applied,) = executor.apply([Change(campaign_ref(501), Field.DAILY_BUDGET, Decimal("6000"))])
+
+    assert (refused.status, refused.error.code) == (OutcomeStatus.FAILED, ErrorCode.INVALID_VALUE)
+    assert "1.00 HUF" in refused.error.message
+    assert applied.status is OutcomeStatus.APPLIED
+    assert google_ads_fake.budget_of("5555555555", 501).amount_micros == 6_000_000_000
+    queries = [r.query for r in google_ads_fake.requests if "FROM currency_constant" in r.query]
+    assert len(queries) == 1  # read once, kept for the executor's life
+    assert executor.account_facts() == {"billable_unit_micros": 1_000_000}
+
+
+def test_the_fake_refuses_an_amount_off_the_billable_unit_as_the_api_does(google_ads_fake, make_executor):
+    google_ads_fake.set_billable_unit("HUF", 1_000_000)
+    google_ads_fake.add_customer("5555555555", currency="HUF")
+    google_ads_fake.add_campaign("5555555555", 501, budget_micros=5_000_000_000)
+    trusting = make_executor(account_id="5555555555", currency="HUF", billable_unit_micros=10_000)
+
+    (outcome,) = trusting.apply([Change(campaign_ref(501), Field.DAILY_BUDGET, Decimal("5000.50"))])
+
+    assert outcome.error.raw["errors"] == [("campaign_budget_error", "NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT")]
+
+
+def test_a_cpc_bid_under_automated_bidding_is_refused_not_reported_applied(brand, google_ads_executor):
+    brand.set_bidding_strategy(CID, 111, "TARGET_CPA")
+
+    (outcome,) = google_ads_executor.apply([Change(ad_group_ref(211), Field.BID, Decimal("2.00"))])
+    state = google_ads_executor.read_state([ad_group_ref(211), campaign_ref(111)])
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.NOT_SUPPORTED)
+    assert "TARGET_CPA" in outcome.error.message
+    assert brand.mutate_requests() == []
+    assert brand.ad_group(CID, 211).cpc_bid_micros == 1_230_000
+    assert state[("ad_set", "211")].bid is None  # effective_cpc_bid_micros: no CPC bid in force
+    assert state[("ad_set", "211")].bid_strategy == state[("campaign", "111")].bid_strategy == "TARGET_CPA"
+
+
+def test_a_cpc_bid_under_manual_cpc_is_applied_and_read_back(brand, google_ads_executor):
+    (outcome,) = google_ads_executor.apply([Change(ad_group_ref(211), Field.BID, Decimal("2.00"))])
+
+    assert outcome.status is OutcomeStatus.APPLIED
+    assert google_ads_executor.read_state([ad_group_ref(211)])[("ad_set", "211")].bid == Decimal("2.00")
+
+
+def test_id_lists_are_chunked_below_the_apis_filter_limit(google_ads_fake, google_ads_executor):
+    for campaign_id in range(1, 2_502):
+        google_ads_fake.add_campaign(CID, campaign_id)
+
+    states = google_ads_executor.read_state([campaign_ref(i) for i in range(1, 2_502)])
+
+    assert len(states) == 2_501
+    assert len(google_ads_fake.requests) == 3  # 1,000 + 1,000 + 501 ids
+
+
+def test_the_fake_refuses_a_filter_with_too_many_values(google_ads_fake, google_ads_executor):
+    ids = ", ".join(str(i) for i in range(1, 5_002))
+
+    with pytest.raises(PlatformCallError, match="FILTER_HAS_TOO_MANY_VALUES"):
+        google_ads_executor._search(f"SELECT campaign.id FROM campaign WHERE campaign.id IN ({ids})")

@@ -203,7 +203,9 @@ def test_entity_missing_is_always_critical():
 
 def test_every_code_has_a_default_severity():
     assert set(g.DEFAULT_SEVERITIES.values()) == {"warning", "critical"}
-    assert len(g.DEFAULT_SEVERITIES) == 16
+    assert (
+        len(g.DEFAULT_SEVERITIES) == 20
+    )  # issue 9 added change_rate_limit, shared_budget_conflict, platform_minimum_budget, google_operations_quota
 
 
 # Change windows and blackout dates in the account's time zone --------------------------------

@@ -78,7 +78,14 @@ def abo(meta_fake: MetaGraphFake) -> dict[str, str]:
     campaign_id = meta_fake.add_campaign(META_ACCOUNT, name="EU Prospecting")
     return {
         "campaign": campaign_id,
-        "first": meta_fake.add_ad_set(campaign_id, name="Lookalike 1%", daily_budget=9550, bid_amount=180),
+        # bid_amount is a bid cap: the ad set must bid with one (platforms.bidding cites the docs).
+        "first": meta_fake.add_ad_set(
+            campaign_id,
+            name="Lookalike 1%",
+            daily_budget=9550,
+            bid_amount=180,
+            bid_strategy="LOWEST_COST_WITH_BID_CAP",
+        ),
         "second": meta_fake.add_ad_set(campaign_id, name="Interests", daily_budget=4000, status="PAUSED"),
     }
 
@@ -357,7 +364,8 @@ def test_two_fields_of_one_ad_set_travel_as_one_post(meta_executor, meta_fake, a
     outcomes = meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal("99")), change(first, Field.BID, "1.5")])
 
     assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 2
-    (batch,) = meta_fake.batches()
+    bid_strategy_read, batch = meta_fake.batches()  # a bid is sent only under a strategy that uses it
+    assert not bid_strategy_read.is_write
     assert batch.item_ids == (abo["first"],)
     assert (meta_fake.node(abo["first"])["daily_budget"], meta_fake.node(abo["first"])["bid_amount"]) == (9900, 150)
 
@@ -470,7 +478,7 @@ def test_a_sub_cent_eur_value_is_refused_without_being_sent(meta_executor, meta_
 
     assert outcome.status == OutcomeStatus.FAILED
     assert outcome.error.code == ErrorCode.INVALID_VALUE
-    assert "cannot represent" in outcome.error.message
+    assert "smallest amount Meta accepts in EUR" in outcome.error.message
     assert meta_fake.requests == []
 
 
@@ -520,7 +528,9 @@ def test_outcomes_carry_meta_request_ids(meta_executor, meta_fake, cbo):
     assert outcome.request_id
 
 
-def test_throttle_is_asked_before_every_request_with_its_operation_count(meta_config, meta_fake, abo, cbo):
+def test_throttle_is_asked_before_every_request_for_its_points(meta_config, meta_fake, abo, cbo):
+    """Meta scores a write 3 points and a read 1 (marketing-api rate limiting): the throttle
+    is asked for points, not for calls."""
     asked: list[int] = []
     executor = MetaExecutor(meta_config, throttle=asked.append)
     changes = [change(ad_set(abo[n], abo["campaign"]), Field.STATUS, EntityStatus.PAUSED) for n in ("first", "second")]
@@ -528,7 +538,7 @@ def test_throttle_is_asked_before_every_request_with_its_operation_count(meta_co
     executor.apply([change(campaign(cbo), Field.STATUS, EntityStatus.PAUSED), *changes])
     executor.list_entities()
 
-    assert asked == [2, 1, 1, 1]
+    assert asked == [2 * 3, 1 * 3, 1, 1]  # two write batches, then a page of campaigns and of ad sets
     assert executor.round_trips == len(meta_fake.requests) == 4
 
 
@@ -634,7 +644,7 @@ def test_an_html_502_on_a_write_is_unknown_for_every_change_of_the_request(meta_
     assert statuses(outcomes) == [OutcomeStatus.UNKNOWN] * 3
     assert error_codes(outcomes) == [ErrorCode.TRANSIENT] * 3
     assert "read the entities before sending it again" in outcomes[0].error.message
-    assert len(meta_fake.batches()) == 1
+    assert len([b for b in meta_fake.batches() if b.is_write]) == 1
 
 
 def test_an_html_502_on_a_validate_only_write_is_a_plain_failure(meta_executor, meta_fake, cbo):
@@ -802,3 +812,111 @@ def test_a_bare_account_number_is_accepted(meta_config):
 def test_a_connection_without_a_token_is_refused_at_once(meta_config):
     with pytest.raises(ValueError, match="no access_token"):
         MetaExecutor(replace(meta_config, credentials={}))
+
+
+# Platform truth: offsets, the budget-change limit, bid strategies, throttles, minimum budgets -----
+
+
+@pytest.fixture
+def huf_executor(meta_fake: MetaGraphFake, meta_config) -> MetaExecutor:
+    meta_fake.add_account("act_2000", currency="HUF")
+    return MetaExecutor(replace(meta_config, account_id="act_2000", currency="HUF"))
+
+
+def test_a_5000_huf_budget_is_sent_as_5000_and_read_back_as_5000(meta_fake, huf_executor):
+    """Meta's offset for HUF is 1: the integer is the amount (ISO's two decimals would send 500000)."""
+    campaign_id = meta_fake.add_campaign("act_2000", daily_budget=4000)
+
+    (outcome,) = huf_executor.apply([change(campaign(campaign_id), Field.DAILY_BUDGET, Decimal("5000"))])
+
+    assert outcome.status is OutcomeStatus.APPLIED
+    assert meta_fake.node(campaign_id)["daily_budget"] == 5000
+    assert huf_executor.read_state([campaign(campaign_id)])[campaign(campaign_id).key].daily_budget == Decimal("5000")
+
+
+def test_a_bhd_budget_is_counted_in_hundredths_not_thousandths(meta_fake, meta_config):
+    meta_fake.add_account("act_3000", currency="BHD")
+    executor = MetaExecutor(replace(meta_config, account_id="act_3000", currency="BHD"))
+    campaign_id = meta_fake.add_campaign("act_3000", daily_budget=1000)
+
+    applied, refused = executor.apply(
+        [
+            change(campaign(campaign_id), Field.DAILY_BUDGET, Decimal("10.50")),
+            change(ad_set("999", campaign_id), Field.DAILY_BUDGET, Decimal("10.505")),
+        ]
+    )
+
+    assert applied.status is OutcomeStatus.APPLIED
+    assert meta_fake.node(campaign_id)["daily_budget"] == 1050  # 10.500 BHD, not 1.050
+    assert (refused.status, refused.error.code) == (OutcomeStatus.FAILED, ErrorCode.INVALID_VALUE)
+
+
+def test_a_fifth_budget_change_in_an_hour_is_an_entity_scoped_rate_limit_of_one_hour(meta_executor, meta_fake, abo):
+    first = ad_set(abo["first"], abo["campaign"])
+    for amount in ("91", "92", "93", "94"):
+        assert statuses(meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal(amount))])) == [
+            OutcomeStatus.APPLIED
+        ]
+
+    (fifth,) = meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal("95"))])
+
+    assert (fifth.status, fifth.error.code) == (OutcomeStatus.FAILED, ErrorCode.RATE_LIMITED)
+    assert (fifth.error.retry_after, fifth.error.scope) == (3600.0, "entity")
+    assert "4 budget changes per ad set per hour" in fifth.error.message
+    assert meta_fake.node(abo["first"])["daily_budget"] == 9400
+
+
+def test_the_fake_blocks_an_ad_sets_budget_for_an_hour_after_the_fifth_change(meta_executor, meta_fake, abo):
+    now = [1000.0]
+    meta_fake.clock = lambda: now[0]
+    first = ad_set(abo["first"], abo["campaign"])
+    for amount in ("91", "92", "93", "94", "95"):
+        meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal(amount))])
+    now[0] += 3599  # the first four changes are an hour old, the block is not
+    (blocked,) = meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal("96"))])
+    now[0] += 2
+    (allowed,) = meta_executor.apply([change(first, Field.DAILY_BUDGET, Decimal("96"))])
+
+    assert blocked.error.code is ErrorCode.RATE_LIMITED
+    assert allowed.status is OutcomeStatus.APPLIED
+
+
+def test_a_bid_under_a_strategy_without_caps_is_refused_without_being_sent(meta_executor, meta_fake, abo):
+    second = ad_set(abo["second"], abo["campaign"])  # bids as its campaign: LOWEST_COST_WITHOUT_CAP
+
+    (outcome,) = meta_executor.apply([change(second, Field.BID, Decimal("2.00"))])
+
+    assert (outcome.status, outcome.error.code) == (OutcomeStatus.FAILED, ErrorCode.NOT_SUPPORTED)
+    assert "LOWEST_COST_WITHOUT_CAP" in outcome.error.message
+    assert not [b for b in meta_fake.batches() if b.is_write]
+    states = meta_executor.read_state([second, ad_set(abo["first"], None)])
+    assert states[second.key].bid_strategy == "LOWEST_COST_WITHOUT_CAP"
+    assert states[ad_set(abo["first"], None).key].bid_strategy == "LOWEST_COST_WITH_BID_CAP"
+
+
+def test_an_item_level_account_throttle_stops_the_remaining_batches(meta_executor, meta_fake):
+    campaigns = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(120)]
+    # The item names no usage of its own; the batch's top-level header says 7 minutes.
+    meta_fake.faults.add(FaultKind.RATE_LIMIT, entity_ids=[campaigns[0]], retry_after=7 * 60)
+
+    outcomes = meta_executor.apply([change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in campaigns])
+
+    write_batches = [b for b in meta_fake.batches() if b.is_write]
+    assert len(write_batches) == 1  # 120 changes would take 3 batches
+    throttled = [o for o in outcomes if o.error is not None and o.error.code is ErrorCode.RATE_LIMITED]
+    assert len(throttled) == 1 + 80  # the item itself, and the 40 changes of each batch not sent
+    assert {o.error.retry_after for o in throttled} == {420.0}
+
+
+def test_minimum_budgets_are_read_from_the_account_in_its_currency(meta_fake, huf_executor):
+    meta_fake.add_account(
+        "act_2000", currency="HUF", minimum_budgets={"min_daily_budget_imp": 331, "min_daily_budget_high_freq": 1653}
+    )
+
+    assert huf_executor.minimum_budgets() == {
+        "min_daily_budget_imp": Decimal("331.00"),
+        "min_daily_budget_high_freq": Decimal("1653.00"),
+    }
+    assert huf_executor.account_facts() == {
+        "minimum_budgets": {"min_daily_budget_imp": "331.00", "min_daily_budget_high_freq": "1653.00"}
+    }

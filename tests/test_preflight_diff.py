@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from actions.models import ActionStatus
 from budgetradar.errors import PermissionDenied, ValidationFailed
 from platforms.models import EntityPerformanceDaily, Platform, PlatformEntity
+from platforms.quota import quota_take
 from platforms.registry import get_executor
 from platforms.sandbox.models import SandboxEntity, SandboxRequest
 from platforms.sync import sync_connection
@@ -32,7 +33,7 @@ from tests.factories import (
     SandboxCampaignFactory,
     sandbox_connection,
 )
-from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, GOOGLE_TEST_CREDENTIALS
+from tests.google_fake_fixtures import GOOGLE_CUSTOMER_ID, google_test_credentials
 from tests.meta_fake_fixtures import META_ACCOUNT, META_TOKEN
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -294,7 +295,7 @@ def google_world(tenant, google_ads_fake):
         name="Google",
         platform=Platform.GOOGLE_ADS,
         account_id=GOOGLE_CUSTOMER_ID,
-        credentials=GOOGLE_TEST_CREDENTIALS,
+        credentials=google_test_credentials(google_ads_fake),
         api_base_url=google_ads_fake.endpoint,
     )
     sync_connection(connection=connection, executor=get_executor(connection), days=1)
@@ -607,3 +608,89 @@ def test_shuffled_inputs_give_the_same_document(tenant, order: random.Random):
         shuffled.append(TargetItem(entity=entity, targets={k: target[k] for k in keys}))
 
     assert comparable(run(tenant, shuffled)) == reference
+
+
+# Platform rules (issue 9) ---------------------------------------------------------------------
+
+
+def test_two_values_for_one_shared_google_budget_are_critical_naming_both_items(tenant, google_world):
+    first, second = (
+        google_world.entities.select_related("connection", "parent").get(external_id=i) for i in ("101", "102")
+    )
+
+    payload = run(tenant, [item(first, daily_budget="60.00"), item(second, daily_budget="70.00")])
+
+    breaches = {
+        e["external_id"]: [b for b in change(e, "daily_budget")["breaches"] if b["code"] == "shared_budget_conflict"]
+        for e in payload["entities"]
+    }
+    assert breaches["101"][0]["severity"] == "critical"
+    assert "(google_ads:campaign:102) sets it to 70.00" in breaches["101"][0]["message"]
+    assert "(google_ads:campaign:101) sets it to 60.00" in breaches["102"][0]["message"]
+    assert payload["has_critical"] is True
+
+
+def test_the_same_value_for_one_shared_budget_is_no_conflict(tenant, google_world):
+    entities = google_world.entities.select_related("connection", "parent").filter(external_id__in=["101", "102"])
+
+    payload = run(tenant, [item(e, daily_budget="60.00") for e in entities])
+
+    assert not [b for b in payload["breaches"] if b["code"] == "shared_budget_conflict"]
+
+
+def test_the_google_connection_shows_its_daily_operations_and_warns_when_they_run_out(tenant, google_world, settings):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 15_000
+    quota_take(developer_token=google_world.credentials["developer_token"], operations=14_999, now=NOW)
+    entity = google_world.entities.select_related("connection", "parent").get(external_id="104")
+
+    payload = run(tenant, [item(entity, daily_budget="90.00")])
+
+    [account] = payload["connections"]
+    assert account["google_operations"]["limit"] == 15_000
+    assert account["google_operations"]["remaining"] <= 1
+    [breach] = [b for b in payload["breaches"] if b["code"] == "google_operations_quota"]
+    assert breach["severity"] == "warning"
+
+
+@pytest.fixture
+def meta_world(tenant, meta_fake):
+    meta_fake.add_account(META_ACCOUNT, currency="EUR", minimum_budgets={"min_daily_budget_imp": 100})
+    campaign = meta_fake.add_campaign(META_ACCOUNT, campaign_id="700", name="Prospecting")
+    meta_fake.add_ad_set(campaign, ad_set_id="7001", daily_budget=2000)
+    connection = ConnectionFactory(
+        tenant=tenant,
+        platform=Platform.META,
+        account_id=META_ACCOUNT,
+        credentials={"access_token": META_TOKEN},
+        api_base_url=meta_fake.base_url,
+    )
+    sync_connection(connection=connection, executor=get_executor(connection), days=1)
+    connection.refresh_from_db()
+    return connection
+
+
+def test_sync_keeps_metas_minimum_budgets_and_the_preflight_checks_them(tenant, meta_world):
+    assert meta_world.minimum_budgets == {"min_daily_budget_imp": "1.00"}
+    ad_set = meta_world.entities.select_related("connection", "parent").get(external_id="7001")
+    assert ad_set.bid_strategy == "LOWEST_COST_WITHOUT_CAP"  # inherited from the campaign, mirrored
+
+    payload = run(tenant, [item(ad_set, daily_budget="0.50")])
+
+    [breach] = [
+        b
+        for b in change(entity_doc(payload, "7001"), "daily_budget")["breaches"]
+        if b["code"] == "platform_minimum_budget"
+    ]
+    assert (breach["severity"], breach["limit"]) == ("critical", "1.00")
+
+
+def test_a_fifth_meta_budget_change_within_the_hour_is_a_change_rate_limit_warning(tenant, meta_world):
+    ad_set = meta_world.entities.select_related("connection", "parent").get(external_id="7001")
+    for minutes in (50, 40, 30, 20):
+        ActionFactory(entity=ad_set, status=ActionStatus.SUCCEEDED, finished_at=NOW - timedelta(minutes=minutes))
+
+    payload = run(tenant, [item(ad_set, daily_budget="25.00")])
+
+    [breach] = [b for b in entity_doc(payload, "7001")["breaches"] if b["code"] == "change_rate_limit"]
+    assert breach["severity"] == "warning"
+    assert "next is allowed at 2026-11-20 10:10 UTC" in breach["message"]  # the oldest change plus an hour

@@ -368,3 +368,38 @@ def test_a_fault_for_named_entities_waits_for_a_request_that_names_them(executor
     SandboxFaultFactory(account=account, kind=FaultKind.CONFLICT, entity_ids=[adset.external_id])
     assert executor.apply([budget_change(cmp, "460.00")])[0].status == OutcomeStatus.APPLIED
     assert executor.apply([budget_change(adset, "95.50")])[0].error.code == ErrorCode.CONFLICT
+
+
+def test_a_stored_amount_finer_than_the_minor_unit_reads_back_exactly_never_rounded(db):
+    """The sandbox claims whole ISO minor units; a value written past its checks is shown as it is."""
+    from platforms.sandbox.executor import entity_state
+    from platforms.sandbox.models import SandboxEntity
+    from tests.factories import SandboxCampaignFactory
+
+    campaign = SandboxCampaignFactory()
+    SandboxEntity.objects.filter(pk=campaign.pk).update(daily_budget=Decimal("10.0050"))
+    row = SandboxEntity.objects.select_related("parent").get(pk=campaign.pk)
+
+    assert entity_state(row, "EUR").daily_budget == Decimal("10.005")
+
+
+def test_nothing_in_the_product_imports_a_fake(settings):
+    """Importing every product module (not tests, benchmarks or platforms.fakes) loads no fake."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django, os, pathlib, importlib, sys;"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'budgetradar.settings'); django.setup();"
+        "names = ['.'.join(f.with_suffix('').parts).removesuffix('.__init__')"
+        " for p in ('budgetradar', 'platforms', 'actions', 'scenarios') for f in pathlib.Path(p).rglob('*.py')"
+        " if 'fakes' not in f.parts];"
+        "[importlib.import_module(n) for n in names];"
+        "loaded = sorted(m for m in sys.modules if m.startswith('platforms.fakes'));"
+        "print(len(names), loaded); sys.exit(1 if loaded else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]

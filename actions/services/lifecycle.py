@@ -16,11 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from actions.changes import bid_strategy_refusal
 from actions.models import Action, ActionStatus, LogEvent
 from actions.services.settlement import transition_one
 from budgetradar.audit import actor_label
 from budgetradar.entitlements import entitlement_check_action_approvals
-from budgetradar.errors import DomainError, InvalidState, PermissionDenied
+from budgetradar.errors import DomainError, InvalidState, PermissionDenied, ValidationFailed
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.money import quantize
 
@@ -66,6 +67,9 @@ def action_approve(*, action: Action, actor, reason: str = "") -> Action:
         )
     if not can_proceed(action.approve):
         raise _refuse_transition(action, "approved")
+    refusal = bid_strategy_refusal(action.action_type, action.params, action.entity)
+    if refusal:  # the strategy may have changed since the action was proposed
+        raise ValidationFailed(f"Action #{action.pk} cannot be approved: {refusal}", details={"params": refusal})
     with transaction.atomic():
         entitlement_check_action_approvals(tenant=tenant)
         now = timezone.now()

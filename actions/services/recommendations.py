@@ -40,7 +40,11 @@ def _validate(item: RecommendationInput, entities: dict[int, PlatformEntity]) ->
             "action_type", f"Unknown action type {item.action_type!r}; expected one of {', '.join(ActionType.values)}."
         )
     params = normalize_params(
-        item.action_type, item.params, entity_type=entity.entity_type, currency=entity.connection.currency
+        item.action_type,
+        item.params,
+        entity_type=entity.entity_type,
+        currency=entity.connection.currency,
+        entity=entity,
     )
     return entity, params
 

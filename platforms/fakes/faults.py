@@ -1,35 +1,17 @@
 """Fault injection shared by the local fake servers (tests and benchmarks only).
 
-The sandbox platform persists the same fault kinds in its own tables, so a test can
-inject "rate limit twice, then succeed" the same way on every platform.
+The fault kinds are the sandbox's (``platforms.sandbox.faults``); the fakes reuse them,
+so a test can inject "rate limit twice, then succeed" the same way on every platform.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 from dataclasses import dataclass
 
+from platforms.sandbox.faults import FaultKind, FaultScope
 
-class FaultKind(enum.StrEnum):
-    RATE_LIMIT = "rate_limit"  # refuse with the platform's rate-limit error and a retry-after
-    SERVER_ERROR = "server_error"  # 5xx / INTERNAL / UNAVAILABLE
-    TIMEOUT_BEFORE_APPLY = "timeout_before_apply"  # hang past the client timeout, apply nothing
-    TIMEOUT_AFTER_APPLY = "timeout_after_apply"  # apply, then hang past the client timeout
-    AUTH_EXPIRED = "auth_expired"  # the token is refused
-    PERMISSION_DENIED = "permission_denied"
-    ENTITY_DELETED = "entity_deleted"  # the targeted entities are removed before the call
-    PARTIAL_FAILURE = "partial_failure"  # the targeted entities fail with invalid value, others apply
-    INVALID_VALUE = "invalid_value"  # the whole write is refused as an invalid value
-    CONFLICT = "conflict"  # concurrent modification
-    SILENT_NOOP = "silent_noop"  # report success but change nothing (Meta has done this)
-    HTML_502 = "html_502"  # an HTML error page instead of JSON (Meta proxies)
-
-
-class FaultScope(enum.StrEnum):
-    ANY = "any"
-    READ = "read"
-    WRITE = "write"
+__all__ = ["Fault", "FaultKind", "FaultPlan", "FaultScope"]
 
 
 @dataclass

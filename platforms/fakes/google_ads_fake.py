@@ -7,7 +7,18 @@ CustomerService ListAccessibleCustomers) with the SDK's own message classes, and
 its own accounts: budgets (shared ones with a computed ``reference_count``), campaigns and
 ad groups. Reads show writes.
 
-Where BudgetRadar depends on the API's behaviour, the fake behaves like the API:
+Where BudgetRadar depends on the API's behaviour, the fake behaves like the API (each
+rule cites its page where it is implemented):
+- bearer tokens come from its OAuth endpoint (``oauth``, ``google_oauth_fake``), are
+  refreshed with a registered client and refresh token (``credentials()``) and expire;
+  an unknown or expired token is UNAUTHENTICATED (OAUTH_TOKEN_INVALID / _EXPIRED);
+- the ``request-id`` of a successful call travels in the trailing metadata;
+- money must be a multiple of the currency's billable unit, served as
+  ``currency_constant.billable_unit_micros`` (``set_billable_unit``);
+- a campaign has a ``bidding_strategy_type`` (``set_bidding_strategy``); an ad group's
+  ``effective_cpc_bid_micros`` is null, and a CPC bid change accepted but without effect,
+  unless the strategy is Manual CPC, Enhanced CPC, Page One Promoted or Target Outrank Share;
+- an IN list of more than ``MAX_FILTER_VALUES`` values is FILTER_HAS_TOO_MANY_VALUES;
 - errors are aborted with the ``googleadsfailure-bin`` trailer and a ``request-id``, so
   the SDK raises ``GoogleAdsException`` (or ``ResourceExhausted``, ``InternalServerError``,
   ``ServiceUnavailable``, ``DeadlineExceeded`` for those statuses);
@@ -63,6 +74,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.ads.googleads.v26.enums.types.ad_group_status import AdGroupStatusEnum
+from google.ads.googleads.v26.enums.types.bidding_strategy_type import BiddingStrategyTypeEnum
 from google.ads.googleads.v26.enums.types.budget_status import BudgetStatusEnum
 from google.ads.googleads.v26.enums.types.campaign_status import CampaignStatusEnum
 from google.ads.googleads.v26.errors.types import errors as ads_errors
@@ -92,14 +104,32 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import status_pb2
 
 from platforms.fakes.faults import Fault, FaultKind, FaultPlan, FaultScope
-from platforms.money import MICROS_PER_UNIT, currency_exponent
+from platforms.fakes.google_oauth_fake import OAuthTokenFake
+from platforms.money import KNOWN_CURRENCIES, MICROS_PER_UNIT, currency_exponent
 
 API_VERSION = "v26"
 FAILURE_METADATA_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
 REQUEST_ID_METADATA_KEY = "request-id"
 MAX_OPERATIONS_PER_REQUEST = 10_000
 SEARCH_PAGE_SIZE = 10_000
+# The API refuses a filter with too many values (QueryError.FILTER_HAS_TOO_MANY_VALUES,
+# "The number of values (right-hand-side operands) in a filter exceeds the limit",
+# https://developers.google.com/google-ads/api/reference/rpc/v26/QueryErrorEnum.QueryError)
+# without documenting the limit. The fake enforces this one: below the 10,000 ids the
+# executor once sent in one IN list, above the 1,000 it sends now.
+MAX_FILTER_VALUES = 5_000
+# ad_group.effective_cpc_bid_micros "will be same as that of the CPC (cost-per-click) bid
+# value when the bidding strategy is one of manual cpc, enhanced cpc, page one promoted or
+# target outrank share, otherwise the value will be null"; cpc_bid_micros "is used when the
+# ad group's effective bidding strategy is Manual CPC ... and will be ignored" otherwise
+# (https://developers.google.com/google-ads/api/reference/rpc/v26/AdGroup).
+CPC_BIDDING_STRATEGIES = frozenset({"MANUAL_CPC", "ENHANCED_CPC", "PAGE_ONE_PROMOTED", "TARGET_OUTRANK_SHARE"})
 _SERVICES = f"google.ads.googleads.{API_VERSION}.services"
+FAKE_OAUTH_CLIENT = {
+    "client_id": "fake-client-id.apps.googleusercontent.com",
+    "client_secret": "fake-client-secret",
+    "refresh_token": "1//fake-refresh-token",
+}
 _FIRST_BUDGET_ID = 8_000_000_001
 _FAILURE_TYPE_URL = f"type.googleapis.com/google.ads.googleads.{API_VERSION}.errors.GoogleAdsFailure"
 
@@ -183,6 +213,7 @@ class FakeCampaign:
     name: str
     status: str  # CampaignStatus name: ENABLED, PAUSED or REMOVED
     budget_id: int
+    bidding_strategy_type: str = "MANUAL_CPC"  # BiddingStrategyType name
 
 
 @dataclass
@@ -257,6 +288,11 @@ class FakeCustomer:
     ad_groups: dict[int, FakeAdGroup] = field(default_factory=dict)
     performance_seed: int = 0
     pinned_metrics: dict[tuple[str, int, dt.date], FakeMetrics] = field(default_factory=dict)
+    # Money amounts must be multiples of the currency's billable unit: "Billed amounts should
+    # be multiples of this value" (CurrencyConstant.billable_unit_micros,
+    # https://developers.google.com/google-ads/api/reference/rpc/v26/CurrencyConstant); a
+    # budget that is not fails NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT.
+    billable_unit_micros: int = 10_000
 
     def metrics(
         self, level: str, entity_id: int, day: dt.date, ad_group_ids: Sequence[int] | None = None
@@ -426,7 +462,7 @@ def _check_budget(
     where = ("update", path)
     if amount < 0:
         return [_error("Too low.", index=index, path=where, range_error=RangeErrorEnum.RangeError.TOO_LOW)]
-    if amount % _minimum_unit_micros(customer.currency):
+    if amount % customer.billable_unit_micros:
         return [
             _error(
                 "A money amount was not a multiple of a minimum unit.",
@@ -497,7 +533,7 @@ def _check_ad_group(
     bid = update.cpc_bid_micros
     if bid < 0:
         return [_error("Too low.", index=index, path=("update", path), range_error=RangeErrorEnum.RangeError.TOO_LOW)]
-    if bid % _minimum_unit_micros(customer.currency):
+    if bid % customer.billable_unit_micros:
         return [
             _error(
                 "Bid has too many fractional digit precision.",
@@ -569,7 +605,8 @@ def _enum_name(enum_cls: Any, number: int) -> str:
 
 
 def _minimum_unit_micros(currency: str) -> int:
-    """Micros of the currency's minimum unit: 10,000 for EUR/USD, 1,000,000 for JPY."""
+    """Micros of the currency's ISO minor unit: 10,000 for EUR/USD, 1,000,000 for JPY (the
+    fake's default billable unit; ``GoogleAdsFake.set_billable_unit`` overrides it)."""
     return MICROS_PER_UNIT // 10 ** currency_exponent(currency)
 
 
@@ -585,6 +622,12 @@ class _RowSource:
     ad_group: FakeAdGroup | None = None
     day: dt.date | None = None
     metrics: FakeMetrics | None = None
+    currency: tuple[str, int] | None = None  # a currency_constant row: (code, billable unit micros)
+
+
+def _effective_cpc_bid(s: _RowSource) -> int | None:
+    campaign = s.customer.campaigns[s.ad_group.campaign_id]
+    return s.ad_group.cpc_bid_micros if campaign.bidding_strategy_type in CPC_BIDDING_STRATEGIES else None
 
 
 def _customer_name(s: _RowSource) -> str:
@@ -600,6 +643,9 @@ _FIELDS: dict[str, Callable[[_RowSource], Any]] = {
     "campaign.name": lambda s: s.campaign.name,
     "campaign.status": lambda s: CampaignStatusEnum.CampaignStatus[s.campaign.status],
     "campaign.campaign_budget": lambda s: f"{_customer_name(s)}/campaignBudgets/{s.campaign.budget_id}",
+    "campaign.bidding_strategy_type": lambda s: BiddingStrategyTypeEnum.BiddingStrategyType[
+        s.campaign.bidding_strategy_type
+    ],
     "campaign_budget.id": lambda s: s.budget.id,
     "campaign_budget.resource_name": lambda s: f"{_customer_name(s)}/campaignBudgets/{s.budget.id}",
     "campaign_budget.name": lambda s: s.budget.name,
@@ -614,6 +660,10 @@ _FIELDS: dict[str, Callable[[_RowSource], Any]] = {
     "ad_group.status": lambda s: AdGroupStatusEnum.AdGroupStatus[s.ad_group.status],
     "ad_group.campaign": lambda s: f"{_customer_name(s)}/campaigns/{s.ad_group.campaign_id}",
     "ad_group.cpc_bid_micros": lambda s: s.ad_group.cpc_bid_micros,
+    "ad_group.effective_cpc_bid_micros": _effective_cpc_bid,
+    "currency_constant.code": lambda s: s.currency[0],
+    "currency_constant.resource_name": lambda s: f"currencyConstants/{s.currency[0]}",
+    "currency_constant.billable_unit_micros": lambda s: s.currency[1],
     "segments.date": lambda s: s.day.isoformat(),
     "metrics.cost_micros": lambda s: s.metrics.cost_micros,
     "metrics.impressions": lambda s: s.metrics.impressions,
@@ -627,6 +677,7 @@ _SELECTABLE = {
     "campaign": ("campaign", "campaign_budget", "customer", "segments", "metrics"),
     "ad_group": ("ad_group", "campaign", "customer", "segments", "metrics"),
     "campaign_budget": ("campaign_budget", "customer"),
+    "currency_constant": ("currency_constant",),
 }
 
 _QUERY = re.compile(
@@ -771,6 +822,11 @@ def _parse_condition(text: str) -> _Condition | _Between:
         values = [_unquote(v) for v in raw[1:-1].split(",") if v.strip()]
         if not values:
             raise _query_error("Empty list.", QueryErrorEnum.QueryError.PROHIBITED_EMPTY_LIST_IN_CONDITION)
+        if len(values) > MAX_FILTER_VALUES:
+            raise _query_error(
+                "The number of values (right-hand-side operands) in a filter exceeds the limit.",
+                QueryErrorEnum.QueryError.FILTER_HAS_TOO_MANY_VALUES,
+            )
     else:
         values = [_unquote(raw)]
     return _Condition(match["field"], op in ("NOT IN", "!="), frozenset(values))
@@ -791,8 +847,13 @@ def _comparable(value: Any) -> str:
     return str(value)
 
 
-def _sources(customer: FakeCustomer, query: _Query) -> Iterator[_RowSource]:
+def _sources(customer: FakeCustomer, query: _Query, units: dict[str, int] | None = None) -> Iterator[_RowSource]:
     resource = query.resource
+    if resource == "currency_constant":  # a global table, not the customer's
+        for code in sorted(KNOWN_CURRENCIES):
+            unit = (units or {}).get(code) or _minimum_unit_micros(code)
+            yield _RowSource(customer, Counter(), currency=(code, unit))
+        return
     if query.days is not None:
         yield from _daily_sources(customer, resource, query.days)
         return
@@ -861,8 +922,11 @@ class GoogleAdsFake:
         self._customers: dict[int, FakeCustomer] = {}
         self._requests: list[RecordedRequest] = []
         self._next_budget_id = _FIRST_BUDGET_ID
+        self._billable_units: dict[str, int] = {}
         self._server: grpc.Server | None = None
         self._port = 0
+        # Bearer tokens must be ones this endpoint issued and that have not expired.
+        self.oauth = OAuthTokenFake()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -880,6 +944,7 @@ class GoogleAdsFake:
         self._port = server.add_secure_port("127.0.0.1:0", credentials)
         server.start()
         self._server = server
+        self.oauth.start()
         return self
 
     def stop(self) -> None:
@@ -887,6 +952,7 @@ class GoogleAdsFake:
             self._server.stop(grace=None)
             self._server = None
             self._port = 0
+        self.oauth.stop()
 
     def __enter__(self) -> GoogleAdsFake:
         return self.start()
@@ -900,16 +966,52 @@ class GoogleAdsFake:
             self._customers.clear()
             self._requests.clear()
             self._next_budget_id = _FIRST_BUDGET_ID
+            self._billable_units.clear()
         self.faults = FaultPlan()
+        self.oauth.reset()
 
     # Seeding and inspection --------------------------------------------------------------
 
     def add_customer(self, customer_id: str | int, currency: str = "EUR") -> FakeCustomer:
         """The customer, created with ``currency`` (an ISO 4217 code) if it is new."""
         currency_exponent(currency)  # refuse an unknown currency now, not inside a request
+        code = currency.upper()
         with self._lock:
             key = _id(customer_id)
-            return self._customers.setdefault(key, FakeCustomer(id=key, currency=currency.upper()))
+            unit = self._billable_units.get(code) or _minimum_unit_micros(code)
+            return self._customers.setdefault(key, FakeCustomer(id=key, currency=code, billable_unit_micros=unit))
+
+    def credentials(self, **extra: str) -> dict[str, str]:
+        """Connection credentials that work against this fake: an OAuth client registered
+        with its token endpoint (``token_uri``) and a developer token; ``extra`` adds or
+        overrides fields (``login_customer_id``, an ``access_token`` cache, ...)."""
+        self.oauth.register(
+            client_id=FAKE_OAUTH_CLIENT["client_id"],
+            client_secret=FAKE_OAUTH_CLIENT["client_secret"],
+            refresh_token=FAKE_OAUTH_CLIENT["refresh_token"],
+        )
+        return {
+            **FAKE_OAUTH_CLIENT,
+            "developer_token": "fake-developer-token",
+            "token_uri": self.oauth.token_uri,
+            **extra,
+        }
+
+    def set_billable_unit(self, currency: str, micros: int) -> None:
+        """``currency_constant.billable_unit_micros`` of ``currency`` (a global constant, so it
+        applies to every customer billed in it)."""
+        code = currency.upper()
+        with self._lock:
+            self._billable_units[code] = micros
+            for customer in self._customers.values():
+                if customer.currency == code:
+                    customer.billable_unit_micros = micros
+
+    def set_bidding_strategy(self, customer_id: str | int, campaign_id: str | int, strategy: str) -> None:
+        """A campaign's ``bidding_strategy_type`` (a BiddingStrategyType name such as TARGET_CPA)."""
+        BiddingStrategyTypeEnum.BiddingStrategyType[strategy]  # refuse a name the API does not know
+        with self._lock:
+            self.campaign(customer_id, campaign_id).bidding_strategy_type = strategy
 
     def add_campaign(
         self,
@@ -1109,7 +1211,10 @@ class GoogleAdsFake:
                 response = body(call, request)
             except _Refusal as refusal:
                 self._abort(call, refusal)
-            context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, call.request_id),))
+            # The request id travels in the trailing metadata, where the SDK's own logging
+            # interceptor reads it (google/ads/googleads/interceptors/logging_interceptor.py,
+            # _get_trailing_metadata / get_request_id_from_metadata).
+            context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, call.request_id),))
             return response
 
         return handler
@@ -1157,6 +1262,23 @@ class GoogleAdsFake:
                     _error(
                         "Authorization header is missing or invalid.",
                         authentication_error=AuthenticationErrorEnum.AuthenticationError.OAUTH_TOKEN_HEADER_INVALID,
+                    )
+                ],
+            )
+        # Only tokens from the OAuth endpoint, and only for their lifetime: the API answers
+        # UNAUTHENTICATED with AuthenticationError OAUTH_TOKEN_EXPIRED / OAUTH_TOKEN_INVALID
+        # (https://developers.google.com/google-ads/api/reference/rpc/v26/AuthenticationErrorEnum.AuthenticationError).
+        verdict = self.oauth.accepts(str(call.metadata["authorization"]).removeprefix("Bearer "))
+        if verdict != "valid":
+            expired = verdict == "expired"
+            raise _Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                [
+                    _error(
+                        "The OAuth token in the header has expired." if expired else "The OAuth token is not valid.",
+                        authentication_error=AuthenticationErrorEnum.AuthenticationError.OAUTH_TOKEN_EXPIRED
+                        if expired
+                        else AuthenticationErrorEnum.AuthenticationError.OAUTH_TOKEN_INVALID,
                     )
                 ],
             )
@@ -1208,7 +1330,8 @@ class GoogleAdsFake:
             customer = self._customer(customer_id)
             if call.kind_is(FaultKind.ENTITY_DELETED):
                 self._delete(customer, call.fault.entity_ids)
-            rows = [_row(query, s) for s in _sources(customer, query) if all(c.matches(s) for c in query.conditions)]
+            sources = _sources(customer, query, self._billable_units)
+            rows = [_row(query, s) for s in sources if all(c.matches(s) for c in query.conditions)]
         if call.kind_is(FaultKind.TIMEOUT_AFTER_APPLY):
             self._hang(call)
         return query, rows
@@ -1232,7 +1355,7 @@ class GoogleAdsFake:
             query, rows = self._rows(call, pb.customer_id, pb.query)
         except _Refusal as refusal:
             self._abort(call, refusal)
-        context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, call.request_id),))
+        context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, call.request_id),))
         # Like the API: batches of up to 10,000 rows, and one (empty) batch for no rows.
         for start in range(0, max(len(rows), 1), SEARCH_PAGE_SIZE):
             batch = google_ads_service.SearchGoogleAdsStreamResponse.pb()()

@@ -18,6 +18,15 @@ What it serves (``/v26.0`` only):
   (``generated_insights``), can be pinned per day (``set_insights``), and a campaign with
   ad sets reports the sum of its ad sets.
 
+Rules from Meta's documentation (each cited where it is implemented): money is the
+amount times Meta's offset for the currency (``platforms.money.meta_offset``); an
+account answers ``act_<id>/minimum_budgets`` and refuses a daily budget below its
+impression minimum; an ad set's budget may change 4 times an hour, then code 17 and a
+one-hour block (``clock`` is injectable); ``bid_amount`` is taken only under
+LOWEST_COST_WITH_BID_CAP or COST_CAP, an ad set without its own ``bid_strategy`` bidding
+as its campaign; an item-level rate limit is code 80004 with the usage header on the
+batch's HTTP response.
+
 Faults come from a ``FaultPlan``. A fault without ``entity_ids`` hits the whole HTTP
 request; one with ``entity_ids`` hits only those entities' requests inside it, the way
 Meta fails single items of a batch. A fault is consumed by the next request of its scope
@@ -48,7 +57,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from platforms.fakes.faults import Fault, FaultKind, FaultPlan, FaultScope
-from platforms.money import currency_exponent
+from platforms.money import meta_offset
 
 API_VERSION = "v26.0"
 MAX_BATCH_REQUESTS = 50
@@ -57,6 +66,23 @@ SUBCODE_MISSING_OBJECT = 33
 SUBCODE_INVALID_PARAMETER = 1487100
 SUBCODE_RATE_LIMIT = 2446079
 SUBCODE_SESSION_EXPIRED = 463
+# Ad set level rate limiting: "For each ad set, the budget is only allowed to change 4 times
+# per hour, if exceeds the limit, the budget change for that ad set is blocked for an hour.
+# Related error code: 17, Message: User request limit reached"
+# (https://developers.facebook.com/docs/marketing-api/overview/rate-limiting). The page
+# gives no subcode for this limit; the fake answers 17 with the account-level subcode
+# 2446079, which is what the page lists for code 17.
+BUDGET_CHANGES_PER_HOUR = 4
+BUDGET_BLOCK_SECONDS = 3600.0
+# bid_amount is the cap of LOWEST_COST_WITH_BID_CAP and the target of COST_CAP
+# (https://developers.facebook.com/docs/marketing-api/bidding/overview/bid-strategy).
+BID_AMOUNT_STRATEGIES = frozenset({"LOWEST_COST_WITH_BID_CAP", "COST_CAP"})
+MINIMUM_BUDGET_FIELDS = (
+    "min_daily_budget_imp",
+    "min_daily_budget_high_freq",
+    "min_daily_budget_low_freq",
+    "min_daily_budget_video_views",
+)
 
 CAMPAIGN = "campaign"
 AD_SET = "adset"
@@ -85,11 +111,21 @@ _READABLE = {
         "bid_amount",
         "targeting",
         "adset_schedule",
+        "bid_strategy",
     },
 }
 _WRITABLE = {
     CAMPAIGN: {"name", "status", "daily_budget", "lifetime_budget", "bid_strategy"},
-    AD_SET: {"name", "status", "daily_budget", "lifetime_budget", "bid_amount", "targeting", "adset_schedule"},
+    AD_SET: {
+        "name",
+        "status",
+        "daily_budget",
+        "lifetime_budget",
+        "bid_amount",
+        "targeting",
+        "adset_schedule",
+        "bid_strategy",
+    },
 }
 _NODE_TYPES = {ACCOUNT: "AdAccount", CAMPAIGN: "Campaign", AD_SET: "AdSet"}
 _STATUSES = {"ACTIVE", "PAUSED", "ARCHIVED", "DELETED"}
@@ -315,6 +351,11 @@ class MetaGraphFake:
         self._ids = itertools.count(120_000_000_000_001)
         self.performance_seed = 0
         self._pinned_insights: dict[tuple[str, dt.date], FakeInsights] = {}
+        self._minimum_budgets: dict[str, dict[str, int]] = {}
+        # ad set id -> when its budget changed (clock seconds), and until when it is blocked
+        self._budget_changes: dict[str, list[float]] = {}
+        self._budget_blocked_until: dict[str, float] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -358,14 +399,34 @@ class MetaGraphFake:
             self._ad_sets_of.clear()
             self._log.clear()
             self._pinned_insights.clear()
+            self._minimum_budgets.clear()
+            self._budget_changes.clear()
+            self._budget_blocked_until.clear()
+            self.clock = time.monotonic
             self.performance_seed = 0
             self.faults.clear()
             self.faults.hang_seconds = FaultPlan().hang_seconds
 
     # Seeding and inspection -----------------------------------------------------------
 
-    def add_account(self, account_id: str = "act_1000", *, currency: str = "EUR", name: str = "Fake account") -> str:
+    def add_account(
+        self,
+        account_id: str = "act_1000",
+        *,
+        currency: str = "EUR",
+        name: str = "Fake account",
+        minimum_budgets: dict[str, int] | None = None,
+    ) -> str:
+        """An ad account billed in ``currency`` (one Meta lists, or ``MoneyError``).
+
+        ``minimum_budgets`` are what ``act_<id>/minimum_budgets`` answers (fields of Meta's
+        MinimumBudget, integers in the currency's offset units,
+        https://developers.facebook.com/docs/marketing-api/reference/minimum-budget);
+        a daily budget below ``min_daily_budget_imp`` is refused as too low.
+        """
+        meta_offset(currency)
         account_id = f"act_{account_id.removeprefix('act_')}"
+        self._minimum_budgets[account_id] = dict(minimum_budgets or {})
         with self._lock:
             self._nodes[account_id] = _Node(
                 ACCOUNT,
@@ -417,7 +478,9 @@ class MetaGraphFake:
         bid_amount: int | None = None,
         targeting: dict[str, Any] | None = None,
         adset_schedule: list[dict[str, Any]] | None = None,
+        bid_strategy: str | None = None,
     ) -> str:
+        """An ad set; without ``bid_strategy`` it bids as its campaign does."""
         node_id = ad_set_id or str(next(self._ids))
         with self._lock:
             campaign = self._nodes[campaign_id].data
@@ -435,6 +498,7 @@ class MetaGraphFake:
                     "bid_amount": bid_amount,
                     "targeting": targeting or {"geo_locations": {"countries": ["DE"]}},
                     "adset_schedule": adset_schedule,
+                    "bid_strategy": bid_strategy,
                 },
             )
         return node_id
@@ -511,6 +575,11 @@ class MetaGraphFake:
             return reply if reply is not None else self._hang(None)
         first_write = next((op for op in ops if op.method == "POST"), None)
         items = [self._answer_op(op, fault, first_write=op is first_write) for op in ops]
+        throttled = (
+            fault is not None
+            and fault.kind == FaultKind.RATE_LIMIT
+            and any(_targets(fault, op, op is first_write) for op in ops)
+        )
         body = [
             None
             if item is None
@@ -524,7 +593,7 @@ class MetaGraphFake:
             }
             for item in items
         ]
-        return Reply(200, body)
+        return Reply(200, body, self._rate_limit_headers(fault) if throttled else {})
 
     def _answer_op(self, op: _Op, fault: Fault | None, *, first_write: bool) -> Reply | None:
         """One operation, with the fault applied if it targets it; None = no answer in time."""
@@ -621,8 +690,15 @@ class MetaGraphFake:
         return _usage_header(account, max(1, math.ceil(fault.retry_after / 60)))
 
     def _item_rate_limit(self, fault: Fault, op: _Op | None) -> Reply:
+        """An ads_management business-use-case throttle of the account inside a batch: code
+        80004 (https://developers.facebook.com/docs/graph-api/overview/rate-limiting, Business
+        Use Case Rate Limits). The item carries no usage header of its own; the usage, with
+        ``estimated_time_to_regain_access``, is on the batch's HTTP response (``_answer``)."""
         return graph_error(
-            400, 17, "User request limit reached", subcode=SUBCODE_RATE_LIMIT, headers=self._rate_limit_headers(fault)
+            400,
+            80004,
+            "There have been too many calls to this ad-account. Wait a bit and try again.",
+            subcode=SUBCODE_RATE_LIMIT,
         )
 
     def _server_error(self, fault: Fault, op: _Op | None) -> Reply:
@@ -664,9 +740,21 @@ class MetaGraphFake:
                 return self._list(op.node_id, op.segments[1], op.params)
             if op.method == "GET" and len(op.segments) == 2 and op.segments[1] == "insights":
                 return self._insights(op.node_id, op.params)
+            if op.method == "GET" and len(op.segments) == 2 and op.segments[1] == "minimum_budgets":
+                return self._minimum_budgets_of(op.node_id)
             if op.method == "POST" and len(op.segments) == 1:
                 return self._update(op.node_id, dict(op.params), apply=apply)
         return graph_error(400, 2500, f"Unknown path components: /{'/'.join(op.segments)}")
+
+    def _minimum_budgets_of(self, account_id: str) -> Reply:
+        """``GET act_<id>/minimum_budgets``: a list of MinimumBudget nodes (one, in the
+        account currency)."""
+        account = self._nodes.get(account_id)
+        if account is None or account.kind != ACCOUNT:
+            return _missing("GET", account_id)
+        values = self._minimum_budgets.get(account_id, {})
+        row = {"currency": account.data["currency"], **{f: values[f] for f in MINIMUM_BUDGET_FIELDS if f in values}}
+        return Reply(200, {"data": [row], "paging": {}})
 
     def _read(self, node_id: str, params: dict[str, str]) -> Reply:
         node = self._nodes.get(node_id)
@@ -769,12 +857,18 @@ class MetaGraphFake:
     def _render(self, node: _Node, fields: list[str]) -> dict[str, Any]:
         """A node as Meta returns it: money as strings, unset fields left out."""
         values = {**node.data, "effective_status": self._effective_status(node)}
+        if node.kind == AD_SET:
+            values["bid_strategy"] = self._bid_strategy_of(node.data)
         out: dict[str, Any] = {}
         for name in ["id", *fields]:
             value = values.get(name)
             if value is not None:
                 out[name] = str(value) if name in ("daily_budget", "lifetime_budget") else value
         return out
+
+    def _bid_strategy_of(self, ad_set: dict[str, Any]) -> str | None:
+        """An ad set's own bid strategy, else its campaign's (CBO campaigns set it there)."""
+        return ad_set.get("bid_strategy") or self._nodes[ad_set["campaign_id"]].data.get("bid_strategy")
 
     def _effective_status(self, node: _Node) -> str | None:
         status = node.data.get("status")
@@ -801,9 +895,30 @@ class MetaGraphFake:
         refusal = self._check(node, {**node.data, **parsed})
         if refusal is not None:
             return refusal
+        changes_budget = node.kind == AD_SET and any(
+            name in parsed and parsed[name] != node.data.get(name) for name in ("daily_budget", "lifetime_budget")
+        )
+        if changes_budget:
+            refusal = self._budget_change_limit(node_id)
+            if refusal is not None:
+                return refusal
         if apply and "validate_only" not in options:
             node.data.update(parsed)
+            if changes_budget:
+                self._budget_changes.setdefault(node_id, []).append(self.clock())
         return Reply(200, {"success": True})
+
+    def _budget_change_limit(self, ad_set_id: str) -> Reply | None:
+        """The 5th budget change of an ad set within an hour is refused with code 17, and
+        its budget changes stay blocked for an hour (see BUDGET_CHANGES_PER_HOUR)."""
+        now = self.clock()
+        recent = [t for t in self._budget_changes.get(ad_set_id, []) if now - t < 3600]
+        self._budget_changes[ad_set_id] = recent
+        if now >= self._budget_blocked_until.get(ad_set_id, now) and len(recent) < BUDGET_CHANGES_PER_HOUR:
+            return None
+        if now >= self._budget_blocked_until.get(ad_set_id, now):
+            self._budget_blocked_until[ad_set_id] = now + BUDGET_BLOCK_SECONDS
+        return graph_error(400, 17, "User request limit reached", subcode=SUBCODE_RATE_LIMIT)
 
     def _check(self, node: _Node, new: dict[str, Any]) -> Reply | None:
         """Meta's cross-field rules for the state an update would produce."""
@@ -826,6 +941,18 @@ class MetaGraphFake:
             )
         ):
             return _invalid("Ad set budgets are on", "Remove the ad set budgets before setting a campaign budget.")
+        if node.kind == AD_SET and new.get("bid_amount") and new.get("bid_amount") != node.data.get("bid_amount"):
+            strategy = self._bid_strategy_of(new) or "LOWEST_COST_WITHOUT_CAP"
+            if strategy not in BID_AMOUNT_STRATEGIES:
+                return _invalid(
+                    "Bid amount not used",
+                    f"bid_amount cannot be set on an ad set bidding with {strategy}; use a bid cap or cost cap.",
+                )
+        account = self._nodes[f"act_{new['account_id']}"].data
+        minimum = self._minimum_budgets.get(account["id"], {}).get("min_daily_budget_imp")
+        if minimum and new.get("daily_budget") and new["daily_budget"] < minimum:
+            floor = _amount(minimum, account["currency"])
+            return _invalid("Budget Is Too Low", f"The daily budget must be at least {floor} {account['currency']}.")
         if node.kind == AD_SET and new.get("adset_schedule") and not new.get("lifetime_budget"):
             return _invalid(
                 "Schedule needs a lifetime budget",
@@ -887,8 +1014,9 @@ def _insight_request(params: dict[str, str]) -> tuple[str, list[dt.date], list[s
 
 
 def _amount(minor: int, currency: str) -> str:
-    """Minor units as Meta writes insights money: a decimal string in the currency (12.34)."""
-    return str(Decimal(minor).scaleb(-currency_exponent(currency)))
+    """Meta's integer (amount x offset) as insights write money: a decimal string in the
+    currency (12.34 EUR, 5000 HUF)."""
+    return str(Decimal(minor) / meta_offset(currency))
 
 
 def _is_day_part(part: Any) -> bool:

@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from budgetradar.bulk import bulk_set
 from platforms.base import PlatformExecutor, Throttle, chunked, failed_outcomes, no_throttle
-from platforms.fakes.faults import FaultKind, FaultScope
 from platforms.money import MoneyError, check_precision, currency_exponent
+from platforms.sandbox.faults import FaultKind, FaultScope
 from platforms.sandbox.models import (
     WRITE_ONLY_FAULT_KINDS,
     SandboxAccount,
@@ -162,7 +162,12 @@ def entity_state(row: SandboxEntity, currency: str) -> EntityState:
     quantum = Decimal(1).scaleb(-currency_exponent(currency))
 
     def money(value: Decimal | None) -> Decimal | None:
-        return None if value is None else value.quantize(quantum)
+        """Shown with the currency's decimals when that is exact; a stored value finer than
+        the minor unit (written past the sandbox's own checks) as it is, never rounded."""
+        if value is None:
+            return None
+        shown = value.quantize(quantum)
+        return shown if shown == value else value.normalize()
 
     return EntityState(
         entity_type=EntityType(row.entity_type),

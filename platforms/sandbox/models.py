@@ -18,8 +18,8 @@ from django.db import models
 from django.db.models import Q
 
 from budgetradar.models import validate_currency, validate_time_zone
-from platforms.fakes.faults import FaultKind, FaultScope
 from platforms.money import MoneyError, check_precision
+from platforms.sandbox.faults import FaultKind, FaultScope
 from platforms.types import EntityStatus, EntityType
 
 MONEY = {"max_digits": 18, "decimal_places": 4}

@@ -55,8 +55,13 @@ DEFAULT_SEVERITIES: dict[str, str] = {
     "notes_required": CRITICAL,
     "entity_missing": CRITICAL,
     "low_confidence_forecast": WARNING,
+    "change_rate_limit": WARNING,
+    "shared_budget_conflict": CRITICAL,
+    "platform_minimum_budget": CRITICAL,
+    "google_operations_quota": WARNING,
 }
-FIXED_SEVERITIES = {"entity_missing": CRITICAL}
+# Rules about what the platform cannot do at all: no policy can soften them.
+FIXED_SEVERITIES = {"entity_missing": CRITICAL, "shared_budget_conflict": CRITICAL}
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 PCT_QUANTUM = Decimal("0.01")
 
@@ -294,7 +299,68 @@ def evaluate_shared_budget_reach(
     )
 
 
+def evaluate_platform_minimum_budget(
+    policy: GuardrailPolicy, *, subject: str, key: str, after: Decimal, unit: str, minimums: dict[str, Any] | None
+) -> Breach | None:
+    """A Meta daily budget below the account's smallest minimum (``act_<id>/minimum_budgets``,
+    ``min_daily_budget_imp``): Meta refuses it whatever the ad set optimises for."""
+    if not minimums or "min_daily_budget_imp" not in minimums:
+        return None
+    floor = Decimal(str(minimums["min_daily_budget_imp"]))
+    if after >= floor:
+        return None
+    higher = ", ".join(
+        f"{name.removeprefix('min_daily_budget_').replace('_', ' ')} {Decimal(str(v))} {unit}"
+        for name, v in sorted(minimums.items())
+        if name != "min_daily_budget_imp"
+    )
+    return make_breach(
+        policy,
+        "platform_minimum_budget",
+        f"{subject}: the daily budget {after} {unit} is below Meta's minimum for this account of {floor} {unit} "
+        f"(impression-optimised ad sets; more for other goals{': ' + higher if higher else ''}). Meta refuses it; "
+        "set at least the minimum.",
+        limit=floor,
+        observed=after,
+        key=key,
+        field="daily_budget",
+    )
+
+
 # Entity rules --------------------------------------------------------------------------
+
+
+def evaluate_change_rate_limit(policy: GuardrailPolicy, *, subject: str, key: str, allowance: Any) -> Breach | None:
+    """A Meta ad set budget change beyond 4 an hour (``platforms.change_limits``): Meta would
+    refuse it and block the ad set's budget for an hour, so it waits until it is allowed."""
+    if allowance is None or allowance.allowed:
+        return None
+    return make_breach(
+        policy,
+        "change_rate_limit",
+        allowance.describe(subject) + " Deploy it after then.",
+        limit=allowance.limit,
+        observed=allowance.recent_changes,
+        key=key,
+    )
+
+
+def evaluate_shared_budget_conflict(
+    policy: GuardrailPolicy, *, subject: str, key: str, field: str, budget_id: str, others: list[tuple[str, Any]]
+) -> Breach | None:
+    """Two items set one shared budget to different values: there is one amount to set."""
+    if not others:
+        return None
+    named = "; ".join(f"{other} sets it to {value}" for other, value in others)
+    return make_breach(
+        policy,
+        "shared_budget_conflict",
+        f"{subject}: {_label(field)} is on shared budget {budget_id}, and {named}. A shared budget has one amount: "
+        "give these items the same value, or give a campaign its own budget.",
+        observed=len(others) + 1,
+        key=key,
+        field=field,
+    )
 
 
 def evaluate_entity_missing(policy: GuardrailPolicy, *, subject: str, key: str, removed: bool) -> Breach | None:
@@ -479,6 +545,23 @@ def evaluate_max_entities_per_deploy(policy: GuardrailPolicy, *, scope: str, cha
         "into smaller scenarios, or ask for an override.",
         limit=limit,
         observed=changed,
+    )
+
+
+def evaluate_google_operations_quota(
+    policy: GuardrailPolicy, *, account: str, needed: int, status: Any
+) -> Breach | None:
+    """The plan needs more Google Ads operations than the developer token has left today."""
+    if status is None or status.allows(needed):
+        return None
+    return make_breach(
+        policy,
+        "google_operations_quota",
+        f"{account}: the deploy needs about {needed} Google Ads operations and the developer token has "
+        f"{status.remaining} of its {status.limit} left today (resets {status.resets_at:%Y-%m-%d %H:%M %Z}). "
+        "The rest waits for the reset; split the plan, or ask Google for Standard access.",
+        limit=status.remaining,
+        observed=needed,
     )
 
 

@@ -27,8 +27,9 @@ from budgetradar.errors import InvalidState, ValidationFailed
 from budgetradar.inputs import NOTES_MAX_LENGTH, BadInput, check_document, check_text, load_json, money_limit
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm
+from platforms.bidding import bid_change_refusal
 from platforms.models import Platform, PlatformEntity
-from platforms.money import MoneyError, check_precision
+from platforms.money import MoneyError, check_precision, money_rules
 from platforms.types import EntityStatus, EntityType
 from scenarios.models import Scenario, ScenarioItem
 from scenarios.services.items import TARGET_FIELDS, TargetItem
@@ -117,8 +118,9 @@ def _size_text(size: int) -> str:
 # Value parsing -------------------------------------------------------------------------
 
 
-def _money(raw: Any, *, field: str, currency: str) -> Decimal:
-    """A finite amount > 0 that ``currency`` represents exactly."""
+def _money(raw: Any, *, field: str, currency: str, entity: PlatformEntity | None = None) -> Decimal:
+    """A finite amount > 0 that ``currency`` represents exactly (on the entity's platform:
+    Meta's offsets, Google's billable unit, when the entity is known)."""
     if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
         raise _Refused(field, "required", 'needs a decimal amount such as "120.00".')
     if not isinstance(raw, Decimal | int | float | str):
@@ -136,6 +138,11 @@ def _money(raw: Any, *, field: str, currency: str) -> Decimal:
     if amount >= MONEY_LIMIT:
         raise _Refused(field, "too_large", f"must be less than {MONEY_LIMIT:,}; got {_short(raw)}.")
     try:
+        if entity is not None:
+            connection = entity.connection
+            return money_rules(
+                connection.platform, currency, billable_unit_micros=connection.billable_unit_micros
+            ).check(amount)
         return check_precision(amount, currency)
     except MoneyError as exc:
         raise _Refused(field, "precision", str(exc)) from None
@@ -161,13 +168,20 @@ def _status(raw: Any, *, field: str = "status") -> str:
     raise _Refused(field, "invalid_status", f"must be active or paused; got {raw!r}.")
 
 
-def _value(name: str, raw: Any, *, currency: str, field: str) -> Decimal | str:
+def _value(name: str, raw: Any, *, currency: str, field: str, entity: PlatformEntity | None = None) -> Decimal | str:
     if name == "status":
         return _status(raw, field=field)
-    return _money(raw, field=field, currency=currency)
+    return _money(raw, field=field, currency=currency, entity=entity)
 
 
 def _check_entity_type(entity: PlatformEntity, name: str, *, field: str) -> None:
+    """The field can be set on this entity: its type takes it, and for a bid, its bidding
+    strategy uses bids (``platforms.bidding``)."""
+    if name == "bid":
+        subject = f"{entity.entity_type.replace('_', ' ')} {entity.external_id}"
+        refusal = bid_change_refusal(entity.connection.platform, entity.bid_strategy or None, subject=subject)
+        if refusal:
+            raise _Refused(field, "bid_ignored", refusal)
     allowed = FIELD_ENTITY_TYPES[name]
     if entity.entity_type not in allowed:
         kinds = " and ".join(sorted(str(t).replace("_", " ") + "s" for t in allowed))
@@ -449,7 +463,7 @@ def _bundle_field(section: str, key: str, spec: Any, entity: PlatformEntity) -> 
             f"the amount is in {unit} but the account of {entity.external_id} is in {currency}; "
             f"convert it to {currency}.",
         )
-    return name, _value(name, spec["value"], currency=currency, field=f"{path}.value")
+    return name, _value(name, spec["value"], currency=currency, field=f"{path}.value", entity=entity)
 
 
 # CSV -----------------------------------------------------------------------------------------
@@ -493,7 +507,7 @@ def parse_csv(*, tenant: Tenant, data: bytes | str) -> list[TargetItem]:
                     name, "duplicate", f"{name} of {row.external_id} is already set on line {earlier}; set it once."
                 )
             _check_entity_type(entity, name, field=name)
-            value = _value(name, row.value, currency=entity.connection.currency, field=name)
+            value = _value(name, row.value, currency=entity.connection.currency, field=name, entity=entity)
         except _Refused as exc:
             errors.append(_csv_error(row.line, row.external_id, exc))
             continue
@@ -712,7 +726,7 @@ def _item_targets(item: dict[str, Any], entity: PlatformEntity) -> dict[str, Dec
             continue
         try:
             _check_entity_type(entity, key, field=key)
-            targets[key] = _value(key, raw, currency=entity.connection.currency, field=key)
+            targets[key] = _value(key, raw, currency=entity.connection.currency, field=key, entity=entity)
         except _Refused as exc:
             problems.append(exc)
     if problems:

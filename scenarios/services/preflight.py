@@ -37,12 +37,15 @@ from typing import Any
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from actions.change_limits import budget_change_allowance
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.base import chunked
+from platforms.change_limits import ChangeAllowance, is_limited
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.money import quantize
+from platforms.quota import QuotaStatus, connection_quota
 from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import with_retries
@@ -395,6 +398,9 @@ def _build_document(
     cooldown_ids = [e.entity.pk for e in changed if policies[e.connection.pk].cooldown_hours is not None]
     last_changes = _last_changes(tenant, cooldown_ids)
     totals = _account_totals(entries, siblings)
+    allowances = _change_allowances(changed, now)
+    conflicts = _budget_conflicts(changed)
+    quotas = _google_quotas(connections, now)
 
     forecast_ids = {e.entity.pk for e in forecasting}
     documents = []
@@ -409,9 +415,11 @@ def _build_document(
                 curve=curve,
                 last_change=last_changes.get(entry.entity.pk),
                 now=now,
+                allowance=allowances.get(entry.entity.pk),
+                conflicts=conflicts.get(entry.key, {}),
             )
         )
-    run_breaches = _run_breaches(changed, connections, policies, totals, notes, now)
+    run_breaches = _run_breaches(changed, connections, policies, totals, notes, now, quotas)
     breaches = [b for doc in documents for b in _breaches_of(doc)] + run_breaches
     breaches.sort(key=g.breach_sort_key)
     summary = _summary(documents)
@@ -426,7 +434,7 @@ def _build_document(
         "source_plan_id": plan_id,
         "notes": notes,
         "forecast_model": FORECAST_MODEL,
-        "connections": _connection_documents(connections, policies, entries, totals),
+        "connections": _connection_documents(connections, policies, entries, totals, quotas),
         "entities": documents,
         "summary": summary,
         "breaches": breaches,
@@ -455,6 +463,8 @@ def _entity_document(
     curve: Curve | None,
     last_change: datetime | None,
     now: datetime,
+    allowance: ChangeAllowance | None = None,
+    conflicts: dict[str, list[tuple[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     changed = entry.changed_fields
     shared = _shared_budget_document(entry, siblings)
@@ -474,9 +484,15 @@ def _entity_document(
                 continue
             change = _field_change(entry, field, forecast_delta(forecast) if field == delta_field else None)
             if change["changed"] and not entry.missing:
-                change["breaches"] = _field_breaches(entry, field, policy, shared)
+                change["breaches"] = _field_breaches(entry, field, policy, shared, (conflicts or {}).get(field, []))
             sections[section].append(change)
     breaches = _entity_breaches(entry, policy, bool(changed), forecasting, forecast, last_change, now)
+    if not entry.missing and changed:
+        breaches += [
+            b
+            for b in [g.evaluate_change_rate_limit(policy, subject=entry.subject, key=entry.key, allowance=allowance)]
+            if b
+        ]
     return {
         "key": entry.key,
         "entity_id": entry.entity.pk,
@@ -524,7 +540,11 @@ def _field_change(entry: _Entry, field: str, delta: dict[str, str] | None) -> di
 
 
 def _field_breaches(
-    entry: _Entry, field: str, policy: GuardrailPolicy, shared: dict[str, Any] | None
+    entry: _Entry,
+    field: str,
+    policy: GuardrailPolicy,
+    shared: dict[str, Any] | None,
+    conflicting: list[tuple[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     if field == "status":
         return []
@@ -546,10 +566,21 @@ def _field_breaches(
     if field == "daily_budget":
         found.append(g.evaluate_min_daily_budget(policy, after=after, unit=unit, **common))
         found.append(g.evaluate_max_daily_budget(policy, after=after, unit=unit, **common))
+        if entry.connection.platform == "meta":
+            found.append(
+                g.evaluate_platform_minimum_budget(
+                    policy, after=after, unit=unit, minimums=entry.connection.minimum_budgets, **common
+                )
+            )
     if shared is not None and field in ("daily_budget", "lifetime_budget"):
         found.append(
             g.evaluate_shared_budget_reach(
                 policy, field=field, budget_id=shared["budget_id"], campaigns=shared["reference_count"], **common
+            )
+        )
+        found.append(
+            g.evaluate_shared_budget_conflict(
+                policy, field=field, budget_id=shared["budget_id"], others=conflicting or [], **common
             )
         )
     return sorted((b for b in found if b is not None), key=g.breach_sort_key)
@@ -598,8 +629,10 @@ def _run_breaches(
     totals: dict[int, tuple[Decimal, Decimal]],
     notes: str,
     now: datetime,
+    quotas: dict[int, QuotaStatus] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per connection with changes: window, blackout, account total; per policy: count, notes."""
+    """Per connection with changes: window, blackout, account total, Google's daily
+    operations; per policy: count, notes."""
     found = []
     changed_by_connection: dict[int, int] = defaultdict(int)
     for entry in changed:
@@ -617,6 +650,9 @@ def _run_breaches(
                 policy, account=account, before=quantize(before, unit), after=quantize(after, unit), unit=unit
             )
         )
+        if pk in (quotas or {}):
+            needed = _google_operations_needed([e for e in changed if e.connection.pk == pk])
+            found.append(g.evaluate_google_operations_quota(policy, account=account, needed=needed, status=quotas[pk]))
         by_policy[policy.pk].append(pk)
     for connection_pks in by_policy.values():
         policy = policies[connection_pks[0]]
@@ -628,6 +664,50 @@ def _run_breaches(
 
 
 # Facts from the database (a constant number of queries per batch) ---------------------------
+
+
+def _change_allowances(changed: list[_Entry], now: datetime) -> dict[int, ChangeAllowance]:
+    """Meta ad sets whose budget the plan changes: may one more change go now (one query)."""
+    limited = [
+        e.entity.pk
+        for e in changed
+        if not e.missing and is_limited(e.connection.platform, e.entity.entity_type, e.changed_fields)
+    ]
+    return budget_change_allowance(entity_ids=limited, now=now) if limited else {}
+
+
+def _budget_conflicts(changed: list[_Entry]) -> dict[str, dict[str, list[tuple[str, Any]]]]:
+    """Per entry key and budget field: the other items that set the same shared budget to
+    a different value (each named by its subject, with its value)."""
+    groups: dict[tuple[int, str, str], list[_Entry]] = defaultdict(list)
+    for entry in changed:
+        if entry.shared_budget_id is None:
+            continue
+        for field in ("daily_budget", "lifetime_budget"):
+            if field in entry.changed_fields:
+                groups[(entry.connection.pk, entry.shared_budget_id, field)].append(entry)
+    found: dict[str, dict[str, list[tuple[str, Any]]]] = defaultdict(dict)
+    for (_, _, field), members in groups.items():
+        if len({m.after(field) for m in members}) < 2:
+            continue
+        for entry in members:
+            others = [(m.subject, _money(m.after(field), m.currency)) for m in members if m is not entry]
+            found[entry.key][field] = others
+    return found
+
+
+def _google_quotas(connections: dict[int, PlatformConnection], now: datetime) -> dict[int, QuotaStatus]:
+    """Today's operations budget of each Google connection's developer token."""
+    quotas = {pk: connection_quota(connection, now) for pk, connection in connections.items()}
+    return {pk: status for pk, status in quotas.items() if status is not None}
+
+
+def _google_operations_needed(changed: list[_Entry]) -> int:
+    """Operations a live deploy of ``changed`` costs on Google Ads (rate sheet: one per mutated
+    item, one per query): a mutate per changed field, and reads before and after."""
+    mutations = sum(len(e.changed_fields) for e in changed)
+    reads = 2 * (-(-len(changed) // 1000)) * 2  # campaigns and ad groups, before and after
+    return mutations + reads
 
 
 def _shared_budget_campaigns(entries: list[_Entry]) -> dict[tuple[int, str], list[dict[str, Any]]]:
@@ -770,6 +850,7 @@ def _connection_documents(
     policies: dict[int | None, GuardrailPolicy],
     entries: list[_Entry],
     totals: dict[int, tuple[Decimal, Decimal]],
+    quotas: dict[int, QuotaStatus] | None = None,
 ) -> list[dict[str, Any]]:
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for entry in entries:
@@ -793,6 +874,7 @@ def _connection_documents(
                 "account_daily_budget_before": _money(before, connection.currency),
                 "account_daily_budget_after": _money(after, connection.currency),
                 "account_daily_budget_delta": _money(after - before, connection.currency),
+                "google_operations": (quotas or {})[pk].as_dict() if pk in (quotas or {}) else None,
             }
         )
     return out

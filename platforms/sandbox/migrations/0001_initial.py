@@ -2,7 +2,7 @@
 
 import budgetradar.models
 import django.db.models.deletion
-import platforms.fakes.faults
+import platforms.sandbox.faults
 import platforms.types
 from decimal import Decimal
 from django.db import migrations, models
@@ -86,7 +86,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('kind', models.CharField(choices=[('rate_limit', 'rate limit'), ('server_error', 'server error'), ('timeout_before_apply', 'timeout before apply'), ('timeout_after_apply', 'timeout after apply'), ('auth_expired', 'auth expired'), ('permission_denied', 'permission denied'), ('entity_deleted', 'entity deleted'), ('partial_failure', 'partial failure'), ('invalid_value', 'invalid value'), ('conflict', 'conflict'), ('silent_noop', 'silent noop'), ('html_502', 'html 502')], max_length=30)),
-                ('scope', models.CharField(choices=[('any', 'any'), ('read', 'read'), ('write', 'write')], default=platforms.fakes.faults.FaultScope['WRITE'], max_length=10)),
+                ('scope', models.CharField(choices=[('any', 'any'), ('read', 'read'), ('write', 'write')], default=platforms.sandbox.faults.FaultScope['WRITE'], max_length=10)),
                 ('remaining', models.PositiveIntegerField(blank=True, default=1, help_text='Empty means forever.', null=True)),
                 ('entity_ids', models.JSONField(blank=True, default=list, help_text='External ids; empty means any entity.')),
                 ('retry_after', models.FloatField(default=1.0, help_text='Seconds the platform asks to wait (rate limits).')),
