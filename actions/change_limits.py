@@ -31,7 +31,8 @@ IN_FLIGHT = (ActionStatus.QUEUED, ActionStatus.EXECUTING)
 BATCH = 5000
 
 
-def _changes_budget(action: Action) -> bool:
+def changes_budget(action: Action) -> bool:
+    """Whether the action sets a daily or lifetime budget."""
     try:
         return bool(set(target_values(action.action_type, action.params)) & BUDGET_FIELDS)
     except (KeyError, ValueError, TypeError):
@@ -54,7 +55,7 @@ def budget_change_times(
             Q(status__in=APPLIED, finished_at__gt=since) | Q(rolled_back_at__gt=since) | Q(status__in=IN_FLIGHT)
         )
         for action in rows.only("pk", "entity_id", "action_type", "params", "status", "finished_at", "rolled_back_at"):
-            if action.pk in excluded or not _changes_budget(action):
+            if action.pk in excluded or not changes_budget(action):
                 continue
             if action.status in IN_FLIGHT:
                 found[action.entity_id].append(now)
@@ -79,7 +80,7 @@ def next_budget_change_at(*, action: Action, now: datetime) -> datetime | None:
     """For the dispatcher: None when ``action`` may be sent now (not a Meta ad set budget
     change, or within the limit), else the moment to park it until."""
     entity = action.entity
-    if entity.connection.platform != "meta" or entity.entity_type != "ad_set" or not _changes_budget(action):
+    if entity.connection.platform != "meta" or entity.entity_type != "ad_set" or not changes_budget(action):
         return None
     allowance = budget_change_allowance(entity_ids=[entity.pk], now=now, exclude_action_ids=[action.pk])[entity.pk]
     return None if allowance.allowed else allowance.next_allowed_at

@@ -229,13 +229,6 @@ class Action(ConcurrentTransitionMixin, models.Model):
         self.queued_at = at
         self.wait_reason = ""
 
-    @transition(field=status, source=S.QUEUED, target=S.APPROVED)
-    def unqueue(self, *, reason: str, next_attempt_at) -> None:
-        """Taken out of its job before anything started (a long rate-limit block)."""
-        self.job = None
-        self.next_attempt_at = next_attempt_at
-        self.wait_reason = reason
-
     @transition(field=status, source=S.QUEUED, target=S.EXECUTING)
     def start(self, *, at, lease_owner: str, lease_expires_at) -> None:
         self.started_at = at

@@ -801,6 +801,10 @@ class MetaExecutor(PlatformExecutor):
                 batch.execute,
                 changes=None if validate_only else [c for p in posts for c in p.changes],
             )
+        except PlatformCallError as exc:  # the throttle refused to wait that long: nothing was sent
+            for post in posts:
+                outcomes.update(zip(post.indices, failed_outcomes(post.changes, exc.error), strict=True))
+            return exc.error
         except _TRANSPORT_ERRORS as exc:
             error = self._request_error(exc, len(posts))
             # A validate-only request changes nothing, so losing its answer is never ambiguous.

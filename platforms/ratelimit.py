@@ -148,8 +148,12 @@ class ConnectionThrottle:
         *,
         clock: Callable[[], datetime] = timezone.now,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float | None = None,
     ) -> None:
         self.connection_id = connection.pk
+        # A wait longer than this is refused as a rate limit instead of slept (the engine
+        # parks the work until then rather than holding a worker); None: always wait.
+        self.max_wait = max_wait
         self.limit = rate_limit_for(connection.platform)
         # Google Ads: every request also spends the developer token's daily operations.
         self.developer_token = (
@@ -161,8 +165,9 @@ class ConnectionThrottle:
 
     def __call__(self, operations: int) -> None:
         """Block until the bucket allows the request; raise ``PlatformCallError``
-        (rate_limited, retry-after until the reset) when a Google developer token's daily
-        operations would run out: no request is sent then."""
+        (rate_limited, with the retry-after) when a Google developer token's daily
+        operations would run out or the wait would exceed ``max_wait``: no request is
+        sent then."""
         if self.developer_token:
             self._spend_daily_operations(operations)
         cost = self.limit.cost(operations)
@@ -174,6 +179,15 @@ class ConnectionThrottle:
             wait = bucket_take_tokens(connection_id=self.connection_id, tokens=cost, limit=self.limit, now=self.clock())
             if wait <= 0:
                 return
+            if self.max_wait is not None and wait > self.max_wait:
+                raise PlatformCallError(
+                    PlatformError(
+                        code=ErrorCode.RATE_LIMITED,
+                        message=f"The connection's rate limit allows the next request in {wait:.0f}s, longer than "
+                        f"a worker waits ({self.max_wait:.0f}s); it was not sent.",
+                        retry_after=wait,
+                    )
+                )
             self.waited += wait
             self.sleep(wait)
 

@@ -24,7 +24,6 @@ ALLOWED = [
     (S.APPROVED, "cancel", {"reason": "", "at": NOW}, S.CANCELLED),
     (S.QUEUED, "start", {"at": NOW, "lease_owner": "worker:test", "lease_expires_at": NOW}, S.EXECUTING),
     (S.QUEUED, "cancel", {"reason": "", "at": NOW}, S.CANCELLED),
-    (S.QUEUED, "unqueue", {"reason": "rate limited", "next_attempt_at": NOW}, S.APPROVED),
     (S.EXECUTING, "succeed", {"at": NOW, "after_state": {}}, S.SUCCEEDED),
     (S.EXECUTING, "fail", {"error": ERR, "at": NOW}, S.FAILED),
     (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -24,6 +25,7 @@ from actions.services.rollback import action_rollback_request
 from budgetradar.outbox import outbox_drain
 from budgetradar.transactions import in_transaction
 from platforms.base import no_throttle
+from platforms.ratelimit import rate_limit_backoff
 from platforms.sandbox.executor import SandboxExecutor
 from scenarios.models import Scenario, ScenarioItem
 from scenarios.services.deploy import deployment_create
@@ -282,3 +284,20 @@ def test_retry_failed_reads_the_platform_outside_any_transaction(world, approver
     assert again.status_code == 202 and again.json()["id"] == response.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     outbox_drain()
+
+
+# 5b. A long block in the shared limiter parks the work instead of holding a worker ------------
+
+
+def test_a_drained_shared_rate_limit_parks_the_job_instead_of_sleeping(world, approver):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    rate_limit_backoff(connection=world.connection, seconds=600)  # another worker met a 10-minute block
+    [job_id] = actions_dispatch()
+    slept: list[float] = []
+    started = time.monotonic()
+    report = job_process(job_id=job_id, policy=FAST, sleep=slept.append)  # the connection's real limiter
+    assert time.monotonic() - started < 30 and not any(s >= 30 for s in slept)
+    action.refresh_from_db()
+    assert report.parked == 1 and action.status == ActionStatus.APPROVED
+    assert timedelta(minutes=9) < action.next_attempt_at - timezone.now() <= timedelta(minutes=10)
+    assert world.applied_count("sandbox-cmp-1") == 0

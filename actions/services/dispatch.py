@@ -10,7 +10,11 @@ database enforces and this code respects:
 - one queued/executing action per entity, in approval order: of several approved
   actions on one entity only the oldest goes, and if the oldest is not due yet (parked
   until a rate limit lifts, or waiting for a change window) the younger ones wait too;
-- a connection whose circuit is open gets no new jobs (the reason is logged).
+- a connection whose circuit is open gets no new jobs (the reason is logged);
+- platform limits are planned for, not run into: a Meta ad set budget change that would
+  exceed Meta's four changes per hour waits until it is allowed, and a Google Ads
+  connection whose developer token spent today's operations waits for the reset; both
+  keep the action approved with its next attempt time and the reason.
 Jobs are enqueued to django-q2 only after the transaction commits.
 """
 
@@ -24,11 +28,23 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from actions.models import ACTIVE_JOB_STATUSES, IN_FLIGHT, Action, ActionJob, ActionStatus, JobKind, JobStatus
+from actions.change_limits import budget_change_allowance, changes_budget
+from actions.models import (
+    ACTIVE_JOB_STATUSES,
+    IN_FLIGHT,
+    Action,
+    ActionJob,
+    ActionStatus,
+    JobKind,
+    JobStatus,
+    LogEvent,
+)
 from actions.services.circuit import circuit_refusal
+from actions.services.logs import log_events
 from actions.services.settlement import transition_actions
 from budgetradar.queue import enqueue_on_commit
 from platforms.models import PlatformConnection
+from platforms.quota import connection_quota
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +77,7 @@ def actions_dispatch(
     if limit:
         candidates = candidates[:limit]
     by_connection: dict[int, list[Action]] = defaultdict(list)
-    for action in candidates.select_related("connection"):
+    for action in candidates.select_related("connection", "entity"):
         by_connection[action.connection_id].append(action)
     job_ids = []
     for actions in by_connection.values():
@@ -73,6 +89,15 @@ def _dispatch_connection(connection: PlatformConnection, actions: list[Action]) 
     refusal = circuit_refusal(connection)
     if refusal:
         logger.warning("dispatch refused: %s", refusal, extra={"connection_id": connection.pk})
+        return []
+    quota = connection_quota(connection)
+    if quota is not None and not quota.allows(1):
+        _postpone(
+            actions,
+            until=quota.resets_at,
+            reason=f"The Google Ads developer token's {quota.limit:,} operations for today are used up; "
+            "BudgetRadar runs this when the daily budget resets.",
+        )
         return []
     job_ids = []
     for kind, status in ((JobKind.EXECUTE, ActionStatus.APPROVED), (JobKind.ROLLBACK, ActionStatus.ROLLING_BACK)):
@@ -143,8 +168,36 @@ def _open_job(connection: PlatformConnection, kind: str) -> ActionJob | None:
     return None
 
 
+def _within_change_limits(actions: list[Action], now) -> list[Action]:
+    """Meta lets an ad set's budget change 4 times an hour, then blocks it for an hour:
+    a change that would be the fifth waits (visibly) until it is allowed instead."""
+    budget_changes = [a for a in actions if a.platform == "meta" and a.entity.entity_type == "ad_set"]
+    if not budget_changes:
+        return actions
+    allowance = budget_change_allowance(
+        entity_ids=[a.entity_id for a in budget_changes], now=now, exclude_action_ids=[a.pk for a in actions]
+    )
+    held = [a for a in budget_changes if changes_budget(a) and not allowance[a.entity_id].allowed]
+    for action in held:
+        rule = allowance[action.entity_id]
+        _postpone([action], until=rule.next_allowed_at, reason=rule.describe(action.entity.name))
+    return [a for a in actions if a not in held]
+
+
+def _postpone(actions: list[Action], *, until, reason: str) -> None:
+    """Due approved actions that may not go yet: not a state change, a later attempt time
+    with the reason (shown on the action and in its timeline)."""
+    ids = [a.pk for a in actions]
+    with transaction.atomic():
+        Action.objects.filter(pk__in=ids, status=ActionStatus.APPROVED).update(
+            next_attempt_at=until, wait_reason=reason
+        )
+        log_events({"action": a, "event": LogEvent.PARKED, "actor": "dispatcher", "message": reason} for a in actions)
+
+
 def _queue_for_execution(job: ActionJob, actions: list[Action]) -> list[Action]:
     now = timezone.now()
+    actions = _within_change_limits(actions, now)
     return transition_actions(
         actions,
         "enqueue",

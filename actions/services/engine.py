@@ -67,7 +67,7 @@ from budgetradar import outbox
 from budgetradar.bulk import bulk_set
 from budgetradar.queue import enqueue_on_commit
 from platforms.base import Throttle
-from platforms.ratelimit import rate_limit_backoff
+from platforms.ratelimit import ConnectionThrottle, rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import RetryPolicy
 from platforms.types import (
@@ -165,6 +165,8 @@ class JobRun:
         self.connection_failed = False
         self.applied_any = False
         self.actions_by_id: dict[int, Action] = {}
+        if throttle is None:  # the shared limiter, but never a wait longer than parking
+            throttle = ConnectionThrottle(job.connection, max_wait=settings.ENGINE_PARK_AFTER_SECONDS)
         executor = get_executor(job.connection, throttle=throttle, before_write=self._before_write)
         self.runner = PlatformRunner(
             executor,

@@ -250,7 +250,7 @@ def _event(item: Settlement, target: str) -> tuple[str, int, dict[str, Any]] | N
     }
     if target in SETTLED:
         return "action.settled", action.tenant_id, base | {"error_code": action.error_code}
-    if item.transition in ("release", "unqueue"):
+    if item.transition == "release":
         return (
             "action.parked",
             action.tenant_id,
