@@ -303,23 +303,24 @@ def main() -> None:
     from budgetradar.plans import plan_named
     from tests.factories import member
 
-    tenant = Tenant.objects.create(name="Bench", slug="bench", plan=plan_named("enterprise"))
-    approver = member(tenant, "approver", "bench-approver")
     modes = ["off", "defaults"] if args.limiter == "both" else [args.limiter]
-    results = [
-        bench_platform(
-            p,
-            args.actions,
-            args.naive_sample,
-            args.latency_ms / 1000,
-            tenant,
-            approver,
-            limiter=mode,
-            real_clock=args.real_clock,
-        )
-        for mode in modes
-        for p in args.platforms.split(",")
-    ]
+    results = []
+    for mode in modes:  # a tenant per mode: the same fake account ids, their own connections
+        tenant = Tenant.objects.create(name=f"Bench {mode}", slug=f"bench-{mode}", plan=plan_named("enterprise"))
+        approver = member(tenant, "approver", f"bench-approver-{mode}")
+        for platform in args.platforms.split(","):
+            results.append(
+                bench_platform(
+                    platform,
+                    args.actions,
+                    args.naive_sample,
+                    args.latency_ms / 1000,
+                    tenant,
+                    approver,
+                    limiter=mode,
+                    real_clock=args.real_clock,
+                )
+            )
     from django.db import connection
 
     print(f"command: {' '.join(sys.argv)}  (database: {connection.vendor})")
