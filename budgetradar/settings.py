@@ -302,6 +302,7 @@ SPECTACULAR_SETTINGS = {
         "DeploymentStatusEnum": "scenarios.models.Deployment.Status",
         "DeploymentModeEnum": "scenarios.models.Deployment.Mode",
         "DeploymentResultStatusEnum": "scenarios.models.DeploymentResult.Status",
+        "AutomationModeEnum": "planning.models.Mode",
     },
 }
 

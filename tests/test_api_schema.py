@@ -8,7 +8,11 @@ from drf_spectacular.generators import SchemaGenerator
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 # Operations that take no body (any field sent is refused by name, see NoBodySerializer).
-BODILESS = {("delete", "/api/actions/{id}/"), ("post", "/api/overrides/{override_id}/approve/")}
+BODILESS = {
+    ("delete", "/api/actions/{id}/"),
+    ("post", "/api/overrides/{override_id}/approve/"),
+    ("post", "/api/automation-settings/for-connection/{connection_id}/"),  # creates the settings row
+}
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def test_worker_and_schedule_alerts_are_system_wide(settings):
     system_detectors_run(now=NOW)
     assert not active(AlertKind.WORKER_DOWN) and not active(AlertKind.SCHEDULE_MISSED)
     WorkerHeartbeat.objects.update(seen_at=NOW - timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS + 1))
-    Schedule.objects.filter(name="actions: reconcile stuck actions").update(next_run=NOW - timedelta(minutes=20))
+    Schedule.objects.filter(name="actions: reconcile unsettled actions").update(next_run=NOW - timedelta(minutes=20))
     system_detectors_run(now=NOW)
     [worker] = active(AlertKind.WORKER_DOWN)
     [schedule] = active(AlertKind.SCHEDULE_MISSED)

@@ -86,11 +86,11 @@ def test_heartbeat_just_inside_the_limit_is_fine(healthy, settings):
 
 def test_an_overdue_schedule_is_named_with_its_last_run(healthy, settings):
     late = timezone.now() - timedelta(seconds=settings.SCHEDULE_GRACE_SECONDS + 60)
-    Schedule.objects.filter(name="actions: reconcile stuck actions").update(next_run=late)
+    Schedule.objects.filter(name="actions: reconcile unsettled actions").update(next_run=late)
     status, body = ready()
     assert status == 503 and body["failing"] == ["schedules"]
     detail = body["checks"]["schedules"]["detail"]
-    assert "actions: reconcile stuck actions overdue by" in detail and "never ran" in detail
+    assert "actions: reconcile unsettled actions overdue by" in detail and "never ran" in detail
 
 
 def test_a_schedule_late_within_the_grace_is_fine(healthy, settings):

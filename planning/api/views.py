@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action as route
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from budgetradar.api import TenantScopedMixin
+from budgetradar.api import NoBodySerializer, ReasonSerializer, TenantScopedMixin
 from planning.api.serializers import (
     AutomationSettingsPatchSerializer,
     AutomationSettingsSerializer,
@@ -21,9 +21,6 @@ from planning.services.automation import automation_for, automation_update, brea
 from planning.services.external import external_proposals
 from planning.services.runs import connection_for_user, planner_run_request
 
-ERROR = OpenApiResponse(description="JSON error {code, message, errors?}")
-ERRORS = {400: ERROR, 402: ERROR, 403: ERROR, 404: ERROR, 409: ERROR}
-
 
 class AutomationSettingsViewSet(
     TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
@@ -34,7 +31,7 @@ class AutomationSettingsViewSet(
     serializer_class = AutomationSettingsSerializer
     filterset_fields = ["mode", "connection"]
 
-    @extend_schema(request=AutomationSettingsPatchSerializer, responses={200: AutomationSettingsSerializer, **ERRORS})
+    @extend_schema(request=AutomationSettingsPatchSerializer, responses={200: AutomationSettingsSerializer})
     def partial_update(self, request: Request, pk=None) -> Response:
         automation = self.get_object()
         body = AutomationSettingsPatchSerializer(data=request.data)
@@ -48,17 +45,20 @@ class AutomationSettingsViewSet(
         )
         return Response(AutomationSettingsSerializer(updated).data)
 
-    @extend_schema(request=None, responses={200: AutomationSettingsSerializer, **ERRORS})
+    @extend_schema(request=NoBodySerializer, responses={200: AutomationSettingsSerializer})
     @route(detail=False, methods=["post"], url_path=r"for-connection/(?P<connection_id>\d+)")
     def for_connection(self, request: Request, connection_id=None) -> Response:
         """The settings of a connection, created (mode off) if it has none yet."""
         connection = connection_for_user(user=request.user, pk=connection_id)
         return Response(AutomationSettingsSerializer(automation_for(connection)).data)
 
-    @extend_schema(request=None, responses={200: AutomationSettingsSerializer, **ERRORS})
+    @extend_schema(request=ReasonSerializer, responses={200: AutomationSettingsSerializer})
     @route(detail=True, methods=["post"], url_path="reset-breaker")
     def reset_breaker(self, request: Request, pk=None) -> Response:
-        updated = breaker_reset(automation=self.get_object(), actor=request.user, reason="reset through the API")
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason") or "reset through the API"
+        updated = breaker_reset(automation=self.get_object(), actor=request.user, reason=reason)
         return Response(AutomationSettingsSerializer(updated).data)
 
 
@@ -71,7 +71,7 @@ class PlannerRunViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.Retriev
     def get_serializer_class(self):
         return PlannerRunDetailSerializer if self.action == "retrieve" else PlannerRunSerializer
 
-    @extend_schema(request=RunNowSerializer, responses={202: PlannerRunSerializer, **ERRORS})
+    @extend_schema(request=RunNowSerializer, responses={202: PlannerRunSerializer})
     def create(self, request: Request) -> Response:
         """Run now: queue a run of the connection (the planner's plan or an external one)."""
         body = RunNowSerializer(data=request.data)

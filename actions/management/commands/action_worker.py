@@ -16,7 +16,7 @@ from actions.services.reconcile import actions_reconcile
 
 
 class Command(BaseCommand):
-    help = "Dispatch approved actions, process queued jobs, run rollbacks or reconcile stuck actions."
+    help = "Dispatch approved actions, process queued jobs, run rollbacks or reconcile unsettled actions."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("step", choices=["dispatch", "process", "rollback", "reconcile"])
