@@ -143,6 +143,7 @@ def approve_all(connection, entities, approver) -> list:
             status=ActionStatus.APPROVED,
             approved_by=approver,
             approved_at=now,
+            next_attempt_at=now,  # execute on approval
             baseline_state={"status": entity.status, "daily_budget": str(entity.daily_budget)},
         )
         for entity in entities
@@ -212,6 +213,8 @@ def run_engine(connection, *, limiter: str, real_clock: bool = False) -> dict:
         "jobs": len(job_ids),
         "tasks": tasks,
     }
+    if succeeded == 0:
+        raise SystemExit("the engine settled nothing: check that the bench's actions are due")
 
 
 def run_naive(connection, actions) -> dict:
