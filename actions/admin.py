@@ -25,8 +25,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
 from django_fsm import can_proceed
 
 from actions.changes import ParamsError, normalize_params, target_values
@@ -65,10 +67,22 @@ from budgetradar.admin_base import (
     pretty_json,
 )
 from budgetradar.entitlements import month_start
-from budgetradar.errors import InvalidState
+from budgetradar.errors import DomainError, InvalidState
 from budgetradar.models import Tenant
 from platforms.models import PlatformEntity
 from platforms.types import MONEY_FIELDS, Field
+from safety.gate import (
+    action_preflight_request,
+    actions_preflight,
+    gate_recommendation,
+    latest_preflight,
+    preflight_summary,
+    preflights_prefetch,
+)
+from safety.overrides import action_override_request, override_approve
+from safety.schedule import when_it_runs
+from scenarios.models import GuardrailOverride, PreflightRun
+from scenarios.services.guardrails import CRITICAL, policies_for
 
 STATUS_TONES = {
     ActionStatus.PENDING_APPROVAL: AMBER,
@@ -220,6 +234,62 @@ def rollback_deadline_text(action: Action) -> str:
     return f"Until {deadline:%Y-%m-%d %H:%M} UTC (in {remaining})."
 
 
+# The safety gate on an action's page ----------------------------------------------------------
+
+SEVERITY_TONES = {"warning": AMBER, CRITICAL: RED}
+
+
+def breach_pill(breach: dict) -> str:
+    return badge(breach.get("severity", ""), SEVERITY_TONES.get(breach.get("severity"), GREY))
+
+
+def when_texts(actions: list[Action]) -> dict[int, str]:
+    """What will happen to each action and when (one policy query per tenant)."""
+    now = timezone.now()
+    texts: dict[int, str] = {}
+    by_tenant: dict[int, list[Action]] = {}
+    for action in actions:
+        by_tenant.setdefault(action.tenant_id, []).append(action)
+    for group in by_tenant.values():
+        policies = policies_for(tenant=group[0].tenant, connections={a.connection for a in group})
+        for action in group:
+            texts[action.pk] = when_it_runs(action, policy=policies[action.connection_id], now=now)
+    return texts
+
+
+def _change_text(change: dict) -> str:
+    text = f"{change['label'].lower()} {change['before'] or EMPTY} → {change['after'] or EMPTY}"
+    if change["unit"]:
+        text += f" {change['unit']}"
+    pct = change["percent_delta"]
+    if pct:
+        text += f" ({'' if pct.startswith('-') else '+'}{pct}%)"
+    return text
+
+
+def gate_summary(action: Action) -> str:
+    """``Preflight pf-…: daily budget 91.00 → 910.00 EUR (+900.00%); 1 critical breach``."""
+    summary = preflight_summary(latest_preflight(action))
+    if summary is None:
+        return "No preflight yet: the gate runs one when the action is approved or executed."
+    if summary["status"] != PreflightRun.Status.SUCCEEDED:
+        return f"Preflight {summary['run_id']} {summary['status']}: {summary['error'] or 'not finished'}"
+    changes = "; ".join(
+        f"{c['label'].lower()} {c['before'] or EMPTY} → {c['after'] or EMPTY}"
+        + (f" {c['unit']}" if c["unit"] else "")
+        + (
+            f" ({'+' if not c['percent_delta'].startswith('-') else ''}{c['percent_delta']}%)"
+            if c["percent_delta"]
+            else ""
+        )
+        for c in summary["changes"]
+    )
+    critical = sum(1 for b in summary["breaches"] if b["severity"] == CRITICAL)
+    warnings = len(summary["breaches"]) - critical
+    verdict = f"{critical} critical, {warnings} warning breach{'es' if warnings != 1 else ''}"
+    return f"Preflight {summary['run_id']}: {changes or 'no change'}; {verdict}."
+
+
 # Read-only inlines ----------------------------------------------------------------------------
 
 
@@ -301,7 +371,8 @@ class ExecutionLogInline(ReadOnlyInline):
 
 
 class RecommendationForm(TenantOwnedForm):
-    """A new recommendation; validated with the same rules as the API."""
+    """A new recommendation; validated with the same rules as the API (the params and the
+    safety gate's value sanity), so a refused value is a form error, never a server error."""
 
     class Meta:
         model = Recommendation
@@ -325,6 +396,7 @@ class RecommendationForm(TenantOwnedForm):
                 currency=entity.connection.currency,
                 entity=entity,
             )
+            gate_recommendation(entity=entity, action_type=action_type, params=cleaned["params"])
         except ParamsError as exc:
             field = exc.field.split(".")[0]
             self.add_error(field if field in self.fields else None, exc.message)
@@ -428,9 +500,10 @@ OPERATIONS = {
             transition="approve",
             service=action_approve,
             reason_required=False,
-            consequence="Approved actions are handed to the execution engine, which changes the live ad "
-            "account and confirms each change by reading the platform back. Every approval counts "
-            "towards the plan's monthly limit.",
+            consequence="Approved actions run when their execution policy says (each row below says when: at "
+            "once, in the next change window, or once someone presses Execute); the execution engine then "
+            "changes the live ad account and confirms each change by reading the platform back. Every approval "
+            "counts towards the plan's monthly limit.",
         ),
         Operation(
             name="reject",
@@ -548,13 +621,25 @@ def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult
 
 
 def approval_notes(tenants: set[Tenant]) -> list[str]:
-    """Per tenant in the selection: its four-eyes rule and what is left of its monthly quota."""
+    """Per tenant in the selection: its four-eyes rule, its execution policy and what is
+    left of its monthly quota."""
     notes = []
     for tenant in sorted(tenants, key=lambda t: t.name):
         if tenant.four_eyes_required:
-            notes.append(f"Four-eyes approval is on for {tenant.name}: nobody may approve an action they proposed.")
+            notes.append(
+                f"Four-eyes approval is on for {tenant.name}: nobody may approve an action they proposed "
+                "(or a scenario's action they created or last changed)."
+            )
         else:
             notes.append(f"Four-eyes approval is off for {tenant.name}: proposers may approve their own actions.")
+        notes.append(
+            f"{tenant.name}'s execution policy: {tenant.get_execution_mode_display().lower()} (a connection may set "
+            "its own); each row below says when the action will run."
+        )
+        notes.append(
+            "Every approval passes the safety gate: a one-entity preflight reads the entity now, and a critical "
+            "guardrail breach is refused unless a second person approved an override."
+        )
         plan = tenant.plan
         if plan.actions_enabled and plan.actions_per_month is not None:
             used = Action.objects.filter(tenant=tenant, approved_at__gte=month_start(tenant)).count()
@@ -635,6 +720,8 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "decided_reason",
         "state_table",
         "before_after",
+        "when_display",
+        "gate_display",
         "rollback_deadline_display",
         "rollback_display",
         "rollback_requester",
@@ -667,6 +754,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
                 "Why and who",
                 {"fields": ["rationale", "params_display", "proposer", "approver", "decided_reason"]},
             ),
+            ("Safety gate", {"fields": ["when_display", "gate_display"]}),
             (
                 "State and rollback",
                 {
@@ -750,6 +838,14 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     @admin.display(description="Params")
     def params_display(self, action: Action):
         return pretty_json(action.params)
+
+    @admin.display(description="What will happen")
+    def when_display(self, action: Action) -> str:
+        return when_texts([action])[action.pk] or EMPTY
+
+    @admin.display(description="Guardrails")
+    def gate_display(self, action: Action) -> str:
+        return gate_summary(action)
 
     @admin.display(description="Rationale")
     def rationale(self, action: Action) -> str:
@@ -850,13 +946,45 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             for op in OPERATIONS.values()
             if op.possible(action) and request.user.has_perm(op.perm)
         ]
-        extra_context = {**(extra_context or {}), "operation_buttons": buttons}
+        extra_context = {**(extra_context or {}), "operation_buttons": buttons, "gate": self._gate(request, action)}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _gate(self, request: HttpRequest, action: Action) -> dict[str, Any]:
+        """The action's latest one-entity preflight, its breaches and overrides, and what the
+        user may do about them (run a preflight, request or approve an override)."""
+        user = request.user
+        summary = preflight_summary(latest_preflight(action))
+        critical = [b for b in (summary or {}).get("breaches", []) if b["severity"] == CRITICAL]
+        overrides = (summary or {}).get("overrides", [])
+        may_override = user.has_perm("scenarios.override_guardrail")
+        return {
+            "summary": summary,
+            "breaches": [(breach_pill(b), b["message"]) for b in (summary or {}).get("breaches", [])],
+            "critical": len(critical),
+            "pending": [
+                {**o, "can_approve": may_override and o["requested_by"] != user.get_username()}
+                for o in overrides
+                if o["approved_at"] is None
+            ],
+            "approved": [o for o in overrides if o["approved_at"] is not None],
+            "can_preflight": user.has_perm("scenarios.run_preflight"),
+            "can_request_override": may_override and bool(critical),
+            "preflight_url": self._url("preflight", action.pk),
+            "override_url": self._url("override_request", action.pk),
+        }
 
     def get_urls(self):
         view = self.admin_site.admin_view
         name = self._url_name
         return [
+            # Before the operations: "<id>/override/<n>/approve/" would otherwise match "approve".
+            path(
+                "<path:object_id>/override/<int:override_id>/approve/",
+                view(self.override_approve_view),
+                name=name("override_approve"),
+            ),
+            path("<path:object_id>/override/", view(self.override_request_view), name=name("override_request")),
+            path("<path:object_id>/preflight/", view(self.preflight_view), name=name("preflight")),
             *(
                 path(f"<path:object_id>/{op}/", view(self.operation_view), {"operation": op}, name=name(op))
                 for op in OPERATIONS
@@ -872,6 +1000,68 @@ class ActionAdmin(TenantScopedHistoryAdmin):
 
     def _url(self, suffix: str, *args: Any) -> str:
         return reverse(f"admin:{self._url_name(suffix)}", args=args)
+
+    # The safety gate's buttons ------------------------------------------------------------
+
+    @method_decorator(require_POST)
+    def preflight_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """Run the action's one-entity preflight now (of its rollback once it ran)."""
+        action = self.get_object(request, object_id)
+        try:
+            run = action_preflight_request(action=action, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, f"The preflight of action #{action.pk} was refused: {exc.message}")
+        else:
+            level = (
+                messages.WARNING
+                if run.has_critical or run.status != PreflightRun.Status.SUCCEEDED
+                else messages.SUCCESS
+            )
+            messages.add_message(request, level, gate_summary(Action.objects.get(pk=action.pk)))
+        return HttpResponseRedirect(self._url("change", action.pk) + "#safety-gate")
+
+    @method_decorator(require_POST)
+    def override_request_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """Ask to override the critical breaches of the action's latest preflight."""
+        action = self.get_object(request, object_id)
+        shown = request.POST.get("preflight", "")
+        latest = latest_preflight(action)
+        if latest is None or latest.run_id != shown:
+            messages.error(
+                request, "The preflight changed meanwhile; review the new one before requesting an override."
+            )
+        else:
+            try:
+                action_override_request(action=action, actor=request.user, reason=request.POST.get("reason", ""))
+            except DomainError as exc:
+                messages.error(request, f"The override was not requested: {exc.message}")
+            else:
+                messages.success(
+                    request,
+                    f"Override of {latest.run_id} requested. Another person with the override permission must "
+                    "approve it.",
+                )
+        return HttpResponseRedirect(self._url("change", action.pk) + "#safety-gate")
+
+    @method_decorator(require_POST)
+    def override_approve_view(self, request: HttpRequest, object_id: str, override_id: int) -> HttpResponseRedirect:
+        """The second person approves an override of this action's breaches."""
+        action = self.get_object(request, object_id)
+        override = (
+            GuardrailOverride.objects.filter(pk=override_id, preflight__action=action)
+            .select_related("tenant", "preflight__action", "requested_by")
+            .first()
+        )
+        if override is None:
+            messages.error(request, "That override no longer exists.")
+        else:
+            try:
+                override_approve(override=override, actor=request.user)
+            except DomainError as exc:
+                messages.error(request, f"The override was not approved: {exc.message}")
+            else:
+                messages.success(request, f"Override of {override.preflight.run_id} approved.")
+        return HttpResponseRedirect(self._url("change", action.pk) + "#safety-gate")
 
     # Bulk actions -------------------------------------------------------------------------
 
@@ -923,6 +1113,8 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         if pending["result"] is not None:
             return self._after(request, token, pending)  # a second submit shows the first outcome
         actions = list(self.get_queryset(request).filter(pk__in=pending["ids"]).order_by("pk"))
+        if request.method != "POST":
+            self._preflight_for(op, actions, request.user)
         form = OperationForm(request.POST if request.method == "POST" else None, operation=op, user=request.user)
         if request.method == "POST" and form.is_valid():
             results = actions_apply_bulk(actions=actions, actor=request.user, operation=op.service, **form.options())
@@ -931,11 +1123,39 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             return self._after(request, token, {**pending, "result": outcome}, report=True)
         return self._render_confirmation(request, op, actions, form, bulk=pending["bulk"])
 
+    @staticmethod
+    def _preflight_for(op: Operation, actions: list[Action], user) -> None:
+        """Before showing what approve, execute or roll back will do, the gate's one-entity
+        preflights (outside any transaction; fresh ones are reused), so the page and the
+        confirmation judge what the person sees."""
+        if op.name not in ("approve", "execute", "rollback"):
+            return
+        judged = [a for a in actions if op.possible(a)]
+        try:
+            actions_preflight(actions=judged, actor=user, rollback=op.name == "rollback")
+        except DomainError:
+            return  # the preview reports the refusal for each action
+
     def _render_confirmation(
         self, request: HttpRequest, op: Operation, actions: list[Action], form: OperationForm, *, bulk: bool
     ) -> TemplateResponse:
         outcomes = preview(op, [a.pk for a in actions], request.user)
-        rows = [action_row(a, op, will_apply=outcomes[a.pk].done, reason=outcomes[a.pk].reason) for a in actions]
+        ids = [a.pk for a in actions]
+        actions = list(
+            self.get_queryset(request).filter(pk__in=ids).prefetch_related(preflights_prefetch()).order_by("pk")
+        )
+        when = when_texts(actions) if op.name == "approve" else {}
+        rows = [
+            action_row(
+                a,
+                op,
+                will_apply=outcomes[a.pk].done,
+                reason=outcomes[a.pk].reason,
+                when=when.get(a.pk, "") if outcomes[a.pk].done else "",
+                gate=gate_summary(a) if op.name in ("approve", "execute", "rollback") else "",
+            )
+            for a in actions
+        ]
         single = None if bulk or not actions else actions[0]
         count = sum(row["will_apply"] for row in rows)
         subject = f"action #{single.pk}" if single else f"{len(actions)} action{'s' if len(actions) != 1 else ''}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from django_q.models import Schedule
 
+DISPATCH_SWEEP = "actions: dispatch due work"
+
 SCHEDULES = [
     # name, function, args, minutes
-    ("actions: dispatch due work", "actions.tasks.sweep_task", "", 1),
+    (DISPATCH_SWEEP, "actions.tasks.sweep_task", "", 1),
     ("actions: reconcile unsettled actions", "actions.tasks.reconcile_task", "", 1),
     ("outbox: run consumers", "budgetradar.tasks.outbox_drain_task", "", 1),
     ("outbox: prune processed events", "budgetradar.tasks.outbox_prune_task", "", 24 * 60),

@@ -68,12 +68,12 @@ class PlanAdmin(TenantScopedHistoryAdmin):
 class TenantAdmin(TenantScopedHistoryAdmin):
     """Customer organisations. A tenant admin edits their own tenant, but not its plan."""
 
-    list_display = ["name", "slug", "plan", "currency", "time_zone", "four_eyes", "created_at"]
+    list_display = ["name", "slug", "plan", "currency", "time_zone", "four_eyes", "execution_mode", "created_at"]
     list_select_related = ["plan"]
     list_filter = ["plan", "four_eyes_required", "currency"]
     search_fields = ["name", "slug"]
     date_hierarchy = "created_at"
-    fields = ["name", "slug", "plan", "currency", "time_zone", "four_eyes_required", "created_at"]
+    fields = ["name", "slug", "plan", "currency", "time_zone", "four_eyes_required", "execution_mode", "created_at"]
     readonly_fields = ["created_at"]
 
     @admin.display(description="Four-eyes", ordering="four_eyes_required")

@@ -87,7 +87,7 @@ def _row_item(row: Mapping, where: dict[str, Any]) -> dict[str, Any]:
 def _item(field: str, message: Any, where: dict[str, Any]) -> dict[str, Any]:
     label = f"Item {where['index']}, " if "index" in where else ""
     text = str(message)
-    if not text.startswith(field):  # services often name the field themselves
+    if field not in text:  # services often name the field (and the entity) themselves
         text = f"{field}: {text}"
     return {
         **where,

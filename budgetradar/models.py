@@ -52,6 +52,14 @@ class Plan(models.Model):
         return self.name
 
 
+class ExecutionMode(models.TextChoices):
+    """When an approved change runs: the execution policy of a tenant or a connection."""
+
+    ON_APPROVAL = "on_approval", "Execute on approval"
+    CHANGE_WINDOW = "change_window", "Execute in the next change window"
+    MANUAL = "manual", "Manual execute only"
+
+
 class Tenant(models.Model):
     """A customer organisation. Every other row belongs to exactly one tenant."""
 
@@ -61,7 +69,15 @@ class Tenant(models.Model):
     time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
     four_eyes_required = models.BooleanField(
-        default=False, help_text="When on, the person who proposed an action may not approve it."
+        default=False,
+        help_text="When on, whoever created or last changed a recommendation or scenario cannot alone approve it, "
+        "deploy it live or approve an override of its guardrail breaches.",
+    )
+    execution_mode = models.CharField(
+        max_length=20,
+        choices=ExecutionMode.choices,
+        default=ExecutionMode.ON_APPROVAL,
+        help_text="When approved changes run; a connection may set its own.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()

@@ -85,6 +85,7 @@ _ADMINISTER = [
     "platforms.reset_circuit",
     "scenarios.add_guardrailpolicy",
     "scenarios.change_guardrailpolicy",
+    "scenarios.delete_guardrailpolicy",
     "scenarios.override_guardrail",
     "actions.override_rollback_drift",
     "sandbox.add_sandboxfault",

@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -80,6 +81,23 @@ def env_float(name: str, default: float, *, minimum: float) -> float:
 
 def env_list(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def env_amounts(name: str) -> dict[str, str]:
+    """``EUR=50000,JPY=8000000``: a positive decimal amount per ISO currency code."""
+    amounts = {}
+    for part in env_list(name):
+        code, _, amount = part.partition("=")
+        code = code.strip().upper()
+        try:
+            valid = len(code) == 3 and code.isalpha() and Decimal(amount.strip()).is_finite()
+            valid = valid and Decimal(amount.strip()) > 0
+        except InvalidOperation:
+            valid = False
+        if not valid:
+            raise ImproperlyConfigured(f"{name}: {part!r} is not CODE=AMOUNT with a positive amount (EUR=50000).")
+        amounts[code] = amount.strip()
+    return amounts
 
 
 def database_from_url(url: str) -> dict:
@@ -357,6 +375,10 @@ PREFLIGHT_MAX_AGE_MINUTES = env_int("PREFLIGHT_MAX_AGE_MINUTES", 30, minimum=1)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 # Request bodies may carry a whole import (a JSON bundle), plus room for the envelope.
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
+# Value sanity of the safety gate: per-currency absolute floor and ceiling of any amount a
+# change sets (defaults in safety.values).
+MONEY_FLOORS = env_amounts("MONEY_FLOORS")
+MONEY_CEILINGS = env_amounts("MONEY_CEILINGS")
 AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # documents kept in state/ad_push_diffs.json
 
 AUTHENTICATION_BACKENDS = [

@@ -143,6 +143,7 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     date_hierarchy = "created_at"
     fieldsets = [
         (None, {"fields": ["tenant", "name", "platform", "account_id", "currency", "time_zone", "is_active"]}),
+        ("Execution policy", {"fields": ["execution_mode"]}),
         ("Credentials", {"fields": ["stored_credentials", *ALL_CREDENTIAL_INPUTS, "api_base_url"]}),
         (
             "Health",
@@ -187,8 +188,8 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: PlatformConnection | None = None):
         """No health facts on the add page; no credentials field for those who cannot change."""
         fieldsets = super().get_fieldsets(request, obj)
-        if obj is None:
-            fieldsets = [(name, options) for name, options in fieldsets if name != "Health"]
+        if obj is None:  # a new connection follows the tenant's execution policy until changed
+            fieldsets = [(name, options) for name, options in fieldsets if name not in ("Health", "Execution policy")]
         hidden = {"stored_credentials"} if obj is None else set()
         if obj is not None and not self.has_change_permission(request, obj):
             hidden.update(ALL_CREDENTIAL_INPUTS)

@@ -1,15 +1,16 @@
-"""Keeping BudgetRadar's mirror of platform entities true.
+"""Keeping the entity mirror true after a read of the platform.
 
-The mirror (``PlatformEntity``) is what people see in the admin and the API and what
-an approval records as its baseline. Sync refreshes it in bulk; besides that, every
-verified read-back — after an execution, a rollback, a reconciliation — refreshes the
-entities it read, in the same transaction as the settlement that read them, so
-BudgetRadar's own change is never shown stale nor taken for someone else's.
+A sync refreshes the whole account; this module refreshes just the entities some other
+read covered — a preflight's, and every verified read-back of the engine (execution,
+rollback, reconciliation; ``mirror_update``, in the settlement's own transaction) — so
+the mirror people see and the next approval's baseline start from what BudgetRadar last
+saw or set on the platform, and its own change is never taken for someone else's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 from django.utils import timezone
 
@@ -17,25 +18,67 @@ from budgetradar.bulk import bulk_set
 from platforms.models import PlatformEntity
 from platforms.types import EntityState
 
-MIRRORED = ["status", "daily_budget", "lifetime_budget", "bid", "budget_shared", "budget_reference_count", "synced_at"]
+# The values a change or a drift check reads; structure (parent, shared budget ids,
+# targeting) stays with the sync, which reads the whole account.
+VALUE_FIELDS = ("name", "status", "daily_budget", "lifetime_budget", "bid")
+CHUNK = 2000
+
+
+def mirror_refresh(
+    entities: Iterable[PlatformEntity],
+    states: Mapping[tuple[str, str], EntityState],
+    *,
+    at: datetime | None = None,
+) -> int:
+    """Write each read entity's live values and ``synced_at`` to its mirror row.
+
+    Guarantees: only entities present in ``states`` (keyed like ``EntityState.key``)
+    are touched, in memory and in the database alike, so callers holding the rows see
+    what was written; an entity the read did not return (deleted, or not visible) is
+    left as it is, for the next sync to judge. Rows whose values changed are written in
+    one statement; the others only get ``synced_at``, one statement per ``CHUNK`` rows.
+    Returns how many rows were refreshed.
+    """
+    stamp = at or timezone.now()
+    changed: list[PlatformEntity] = []
+    unchanged: list[int] = []
+    for entity in entities:
+        state = states.get((entity.entity_type, entity.external_id))
+        if state is None:
+            continue
+        values = _values_of(state)
+        if any(getattr(entity, name) != value for name, value in values.items()):
+            changed.append(entity)
+        else:
+            unchanged.append(entity.pk)
+        for name, value in values.items():
+            setattr(entity, name, value)
+        entity.synced_at = stamp
+    written = bulk_set(changed, [*VALUE_FIELDS, "synced_at"])
+    for start in range(0, len(unchanged), CHUNK):
+        written += PlatformEntity.objects.filter(pk__in=unchanged[start : start + CHUNK]).update(synced_at=stamp)
+    return written
+
+
+def _values_of(state: EntityState) -> dict[str, object]:
+    return {
+        "name": state.name[:255],
+        "status": str(state.status),
+        "daily_budget": state.daily_budget,
+        "lifetime_budget": state.lifetime_budget,
+        "bid": state.bid,
+    }
 
 
 def mirror_update(states: Sequence[tuple[int, EntityState]]) -> int:
-    """Copy each read state onto its mirrored entity (by primary key); one statement.
-
-    Returns the number of entities updated. The last state wins for an entity read twice.
-    """
-    now = timezone.now()
+    """``mirror_refresh`` for read-backs known by entity id: ``(entity_id, state)`` pairs,
+    the last state winning for an entity read twice (one query to load the rows)."""
     latest = dict(states)
-    rows = []
-    for entity_id, state in latest.items():
-        entity = PlatformEntity(pk=entity_id)
-        entity.status = str(state.status)
-        entity.daily_budget = state.daily_budget
-        entity.lifetime_budget = state.lifetime_budget
-        entity.bid = state.bid
-        entity.budget_shared = state.budget_shared
-        entity.budget_reference_count = state.budget_reference_count
-        entity.synced_at = now
-        rows.append(entity)
-    return bulk_set(rows, MIRRORED)
+    entities = list(
+        PlatformEntity.objects.filter(pk__in=list(latest)).only("pk", "entity_type", "external_id", *VALUE_FIELDS)
+    )
+    by_key = {}
+    for entity in entities:
+        state = latest[entity.pk]
+        by_key[(entity.entity_type, entity.external_id)] = state
+    return mirror_refresh(entities, by_key)

@@ -9,7 +9,7 @@ from django.db import models
 from simple_history.models import HistoricalRecords
 
 from budgetradar.crypto import EncryptedJSONField
-from budgetradar.models import Tenant, validate_currency, validate_time_zone
+from budgetradar.models import ExecutionMode, Tenant, validate_currency, validate_time_zone
 from platforms.types import ConnectionConfig, EntityRef, EntityStatus, EntityType
 
 MONEY = {"max_digits": 18, "decimal_places": 4}
@@ -46,6 +46,13 @@ class PlatformConnection(models.Model):
         max_length=200, blank=True, help_text="Endpoint override (tests and fakes). Empty means the real platform."
     )
     is_active = models.BooleanField(default=True)
+    execution_mode = models.CharField(
+        max_length=20,
+        choices=ExecutionMode.choices,
+        blank=True,
+        default="",
+        help_text="When approved changes on this account run; empty: the tenant's execution policy.",
+    )
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_test_ok = models.BooleanField(null=True, blank=True)
     last_test_message = models.CharField(max_length=500, blank=True)

@@ -815,12 +815,17 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         return self._render_deploy(request, scenario, latest)
 
     def _render_deploy(self, request: HttpRequest, scenario: Scenario, run: PreflightRun) -> TemplateResponse:
+        from safety.four_eyes import scenario_authors
+        from safety.gate import deploy_blocking, deploy_plans
+
         user = request.user
         overrides = list(run.overrides.select_related("requested_by", "approved_by").order_by("-created_at"))
         approved = next((o for o in overrides if o.approved), None)
         pending = [o for o in overrides if not o.approved]
         may_override = user.has_perm("scenarios.override_guardrail")
-        blocked = run.has_critical and approved is None
+        blocking = deploy_blocking(run)
+        blocked = bool(blocking) and approved is None
+        four_eyes = scenario.tenant.four_eyes_required and user.pk in scenario_authors(scenario)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -834,7 +839,9 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
             "pending_overrides": [
                 {"override": o, "can_approve": may_override and o.requested_by_id != user.pk} for o in pending
             ],
-            "can_request_override": may_override and run.has_critical and approved is None,
+            "can_request_override": may_override and bool(blocking) and approved is None,
+            "plans": [(name, plan.sentence()) for name, plan in deploy_plans(run)],
+            "four_eyes": four_eyes,
             "rollback_hours": settings.ROLLBACK_VALID_HOURS,
             "back_url": self._change_url(scenario),
         }
@@ -878,7 +885,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
 
     @method_decorator(require_POST)
     def override_request_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
-        from scenarios.services.deploy import override_request
+        from safety.overrides import override_request
 
         scenario = self._scenario_for(request, object_id, "scenarios.override_guardrail")
         run = _latest_preflight(scenario, succeeded=True)
@@ -901,7 +908,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
 
     @method_decorator(require_POST)
     def override_approve_view(self, request: HttpRequest, object_id: str, override_id: int) -> HttpResponseRedirect:
-        from scenarios.services.deploy import override_approve
+        from safety.overrides import override_approve
 
         scenario = self._scenario_for(request, object_id, "scenarios.override_guardrail")
         override = (
@@ -979,15 +986,26 @@ class OverridesInline(admin.TabularInline):
 class PreflightRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     """Every preflight ever run (read-only): the diff, the breaches and the totals."""
 
-    list_display = ["run_id", "scenario", "mode", "status_badge", "guardrails", "plan_id", "created_by", "created_at"]
+    list_display = [
+        "run_id",
+        "scenario",
+        "action",
+        "mode",
+        "status_badge",
+        "guardrails",
+        "plan_id",
+        "created_by",
+        "created_at",
+    ]
     list_display_links = ["run_id"]
-    list_select_related = ["scenario", "created_by"]
+    list_select_related = ["scenario", "action__entity", "created_by"]
     list_filter = ["status", "mode", "has_critical", "scenario"]
     search_fields = ["run_id", "plan_id", "scenario__name"]
     date_hierarchy = "created_at"
     fields = [
         "run_id",
         "scenario",
+        "action",
         "mode",
         "status_badge",
         "plan_id",
@@ -1222,16 +1240,17 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
 
 @admin.register(GuardrailOverride)
 class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
-    """Who asked to deploy despite critical breaches, why, and who approved (read-only;
-    requested and approved on the deploy confirmation page)."""
+    """Who asked to go ahead despite critical breaches, why, and who approved (read-only;
+    requested and approved on the deploy confirmation page or the action's page)."""
 
-    list_display = ["preflight", "scenario", "state", "reason", "requested_by", "approved_by", "created_at"]
-    list_select_related = ["preflight__scenario", "requested_by", "approved_by"]
+    list_display = ["preflight", "scenario", "action", "state", "reason", "requested_by", "approved_by", "created_at"]
+    list_select_related = ["preflight__scenario", "preflight__action__entity", "requested_by", "approved_by"]
     list_filter = ["requested_by", "approved_by"]
     search_fields = ["preflight__run_id", "reason"]
     fields = [
         "preflight_link",
         "scenario",
+        "action",
         "state",
         "reason",
         "requester",
@@ -1259,6 +1278,11 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     @admin.display(description="Scenario")
     def scenario(self, override: GuardrailOverride):
         return override.preflight.scenario or EMPTY
+
+    @admin.display(description="Action")
+    def action(self, override: GuardrailOverride):
+        action = override.preflight.action
+        return admin_link(action, f"#{action.pk} on {action.entity.name}") if action else EMPTY
 
     @admin.display(description="State", ordering="approved_at")
     def state(self, override: GuardrailOverride):

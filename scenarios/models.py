@@ -27,6 +27,14 @@ class Scenario(models.Model):
     notes = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    changed_by = models.ForeignKey(
+        USER,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last changed the plan (name, notes or items); deploying it is not a change.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, help_text="Any change to the plan or its items.")
     history = HistoricalRecords()
@@ -137,7 +145,8 @@ class PreflightRun(models.Model):
     """One preflight: the diff document of DESIGN.md section 6, persisted.
 
     ``inputs`` holds the normalised items it was asked about, so a run can be repeated
-    or executed in a worker without the scenario; ``payload`` is the document.
+    or executed in a worker without the scenario; ``payload`` is the document. A run with
+    an ``action`` is that single action's one-entity preflight (the safety gate's).
     """
 
     class Mode(models.TextChoices):
@@ -154,6 +163,14 @@ class PreflightRun(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="preflight_runs")
     run_id = models.CharField(max_length=64, unique=True)
     scenario = models.ForeignKey(Scenario, null=True, blank=True, on_delete=models.SET_NULL, related_name="preflights")
+    action = models.ForeignKey(
+        "actions.Action",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="preflights",
+        help_text="Set for a single action's one-entity preflight.",
+    )
     mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.MANUAL)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     plan_id = models.CharField(max_length=200, blank=True)
@@ -176,8 +193,11 @@ class PreflightRun(models.Model):
 
 
 class GuardrailOverride(models.Model):
-    """Permission to deploy one preflight despite its critical breaches: asked by one
-    person with a reason, approved by a second person (four eyes), both audited."""
+    """Permission to go ahead despite one preflight's critical breaches: asked by one
+    person with a reason, approved by a second person (four eyes), both audited.
+
+    The preflight is a scenario's (a live deploy) or a single action's (its approval,
+    execution or rollback; see ``safety.gate``)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     preflight = models.ForeignKey(PreflightRun, on_delete=models.CASCADE, related_name="overrides")

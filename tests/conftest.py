@@ -92,9 +92,20 @@ def other_admin(other_tenant):
 
 @pytest.fixture
 def connection_(tenant):
-    return factories.ConnectionFactory(tenant=tenant, name="Acme Sandbox")
+    """A sandbox connection whose account exists, so the safety gate's preflights can read it."""
+    connection = factories.ConnectionFactory(tenant=tenant, name="Acme Sandbox")
+    factories.SandboxAccountFactory(
+        account_id=connection.account_id,
+        token=connection.credentials["access_token"],
+        currency=connection.currency,
+        time_zone=connection.time_zone,
+    )
+    return connection
 
 
 @pytest.fixture
 def campaign(connection_):
-    return factories.EntityFactory(connection=connection_, name="EU Search - Brand", external_id="cmp-1001")
+    """A mirrored campaign and its twin on the sandbox platform (same values)."""
+    entity = factories.EntityFactory(connection=connection_, name="EU Search - Brand", external_id="cmp-1001")
+    factories.on_sandbox(entity)
+    return entity

@@ -6,12 +6,14 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from actions.models import Action, ActionStatus, ActionType, Recommendation
 from budgetradar.models import Membership, Plan, Tenant
 from budgetradar.plans import plan_named
 from budgetradar.roles import Role
 from platforms.models import EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
+from platforms.sandbox.models import SandboxAccount, SandboxEntity
 
 
 def plan(code: str = "pro") -> Plan:
@@ -143,6 +145,8 @@ class ActionFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
         status = kwargs.pop("status", ActionStatus.PENDING_APPROVAL)
+        if status == ActionStatus.APPROVED:
+            kwargs.setdefault("next_attempt_at", timezone.now())  # due, as "execute on approval" makes it
         obj = model_class(*args, **kwargs)
         obj.save()
         if status != ActionStatus.PENDING_APPROVAL:
@@ -232,3 +236,23 @@ def sandbox_connection(tenant: Tenant, account, *, token: str = SANDBOX_TOKEN, *
         "credentials": {"access_token": token},
     }
     return ConnectionFactory(tenant=tenant, **{**fields, **kwargs})
+
+
+def on_sandbox(entity: PlatformEntity):
+    """The platform twin of a mirrored entity on its connection's sandbox account (same
+    values), so a read of the platform finds what the mirror says."""
+    account = SandboxAccount.objects.get(account_id=entity.connection.account_id)
+    parent = None
+    if entity.parent_id is not None:
+        parent = SandboxEntity.objects.get(account=account, external_id=entity.parent.external_id)
+    return SandboxEntity.objects.create(
+        account=account,
+        entity_type=entity.entity_type,
+        external_id=entity.external_id,
+        parent=parent,
+        name=entity.name,
+        status=entity.status,
+        daily_budget=entity.daily_budget,
+        lifetime_budget=entity.lifetime_budget,
+        bid=entity.bid,
+    )

@@ -170,6 +170,7 @@ def test_a_tenant_admin_cannot_upgrade_their_own_plan(client, tenant_admin, tena
         "plan": factories.plan("enterprise").pk,
         "currency": "EUR",
         "time_zone": "Europe/Berlin",
+        "execution_mode": "on_approval",
     }
     assert client.post(url(Tenant, "change", tenant.pk), data).status_code == 302
     tenant.refresh_from_db()
@@ -533,7 +534,13 @@ def test_history_versions_are_read_only(client, tenant_admin, tenant):
 
 def test_admin_saves_record_the_change_reason(client, tenant_admin, tenant):
     client.force_login(tenant_admin)
-    data = {"name": "Acme", "slug": "acme", "currency": "EUR", "time_zone": "Europe/Berlin"}
+    data = {
+        "name": "Acme",
+        "slug": "acme",
+        "currency": "EUR",
+        "time_zone": "Europe/Berlin",
+        "execution_mode": "on_approval",
+    }
     client.post(url(Tenant, "change", tenant.pk), {**data, "four_eyes_required": "on", "change_reason": "SOX audit"})
     client.post(url(Tenant, "change", tenant.pk), data)
     first, second = tenant.history.order_by("history_date")[1:]

@@ -42,7 +42,10 @@ def test_approver_bulk_approves_a_pending_action(transactional_db, live_server, 
     tenant = factories.TenantFactory(slug="acme", name="Acme")
     approver = factories.member(tenant, Role.APPROVER, "acme-approver")
     operator = factories.member(tenant, Role.OPERATOR, "acme-operator")
-    entity = factories.EntityFactory(tenant=tenant, name="EU Search - Brand", daily_budget="100.00")
+    connection = factories.ConnectionFactory(tenant=tenant)
+    factories.SandboxAccountFactory(account_id=connection.account_id, token=connection.credentials["access_token"])
+    entity = factories.EntityFactory(connection=connection, name="EU Search - Brand", daily_budget="100.00")
+    factories.on_sandbox(entity)  # the safety gate reads the entity on the platform before approving
     action = factories.ActionFactory(entity=entity, proposed_by=operator)
     page = browser_page
 

@@ -15,7 +15,7 @@ import pytest
 from actions.models import Action
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ["actions", "budgetradar", "observability", "planning", "platforms", "scenarios"]
+APPS = ["actions", "budgetradar", "observability", "planning", "platforms", "safety", "scenarios"]
 SETTLEMENT = ROOT / "actions" / "services" / "settlement.py"
 TRANSITIONS = {
     name

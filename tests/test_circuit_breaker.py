@@ -23,9 +23,9 @@ def world(tenant):
 
 
 def fail_three_executions(world, approver):
-    world.fault("auth_expired", scope="any", remaining=3)
     for c in (1, 2, 3):
-        approved(world.entity(f"sandbox-cmp-{c}"), approver)
+        approved(world.entity(f"sandbox-cmp-{c}"), approver)  # the gate reads the platform: before the fault
+        world.fault("auth_expired", scope="any", remaining=1)
         run_worker()
 
 
@@ -80,8 +80,8 @@ def test_a_failed_half_open_probe_opens_the_circuit_again(world, approver, setti
     PlatformConnection.objects.filter(pk=world.connection.pk).update(
         circuit_opened_at=timezone.now() - timedelta(seconds=settings.CIRCUIT_BREAKER_COOLDOWN_SECONDS + 1)
     )
-    world.fault("auth_expired", scope="any")
     approved(world.entity("sandbox-cmp-4"), approver)
+    world.fault("auth_expired", scope="any")
     run_worker()
     connection = PlatformConnection.objects.get(pk=world.connection.pk)
     assert connection.circuit_state == CircuitState.OPEN

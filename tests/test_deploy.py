@@ -13,14 +13,13 @@ from actions.services.circuit import CircuitOpen
 from budgetradar.errors import Conflict, InvalidState, NotEntitled, PermissionDenied
 from platforms.models import CircuitState, PlatformConnection
 from platforms.sandbox.models import SandboxEntity, SandboxRequest
+from safety.gate import CriticalBreaches
+from safety.overrides import override_approve, override_request
 from scenarios.models import Deployment, GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
 from scenarios.services.deploy import (
-    CriticalBreaches,
     deployment_create,
     deployment_retry_failed,
     deployment_rollback,
-    override_approve,
-    override_request,
 )
 from scenarios.services.preflight import preflight_for_scenario
 from tests.engine_helpers import run_worker, sandbox_world

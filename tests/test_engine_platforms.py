@@ -143,8 +143,10 @@ def test_timeout_before_apply_is_read_then_sent_once_more(platformed, approver):
 
 
 def test_expired_token_fails_at_once_with_its_hint(platformed, approver):
+    action = approved(platformed.entity("101"), approver, new_budget="150.00")  # the gate reads before the fault
     platformed.fake.faults.add(FaultKind.AUTH_EXPIRED, remaining=None, scope="any")
-    action = execute(platformed, approver)
+    run_worker(policy=PATIENT)
+    action.refresh_from_db()
     assert action.status == ActionStatus.FAILED
     assert action.error_code == "auth_expired" and not action.error_retryable
     assert "Reconnect the account" in action.error_hint
@@ -152,8 +154,10 @@ def test_expired_token_fails_at_once_with_its_hint(platformed, approver):
 
 
 def test_entity_deleted_on_the_platform_fails_as_not_found(platformed, approver):
+    action = approved(platformed.entity("101"), approver, new_budget="150.00")  # deleted after the approval
     platformed.delete("101")
-    action = execute(platformed, approver)
+    run_worker(policy=PATIENT)
+    action.refresh_from_db()
     assert action.status == ActionStatus.FAILED
     assert action.error_code == "not_found"
     assert platformed.writes() == []

@@ -18,7 +18,7 @@ from budgetradar.entitlements import (
     month_start,
 )
 from budgetradar.errors import NotEntitled
-from tests.factories import ActionFactory, ConnectionFactory, EntityFactory, plan
+from tests.factories import ActionFactory, ConnectionFactory, EntityFactory, on_sandbox, plan
 
 
 def use_plan(tenant, code):
@@ -91,8 +91,9 @@ def test_connection_count_is_limited_by_plan(tenant, django_db_blocker):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_twenty_concurrent_approvals_against_five_remaining_let_exactly_five_pass(tenant, approver):
-    campaign = EntityFactory(connection=ConnectionFactory(tenant=tenant))
+def test_twenty_concurrent_approvals_against_five_remaining_let_exactly_five_pass(tenant, approver, connection_):
+    campaign = EntityFactory(connection=connection_)
+    on_sandbox(campaign)  # the safety gate reads it on the platform before each approval
     fill_quota(campaign, 95)
     pending = ActionFactory.create_batch(20, entity=campaign)
     barrier = threading.Barrier(20)

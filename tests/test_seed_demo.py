@@ -10,10 +10,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from actions.models import Action, ActionStatus, Recommendation
+from actions.services.lifecycle import action_approve, actions_apply_bulk
 from budgetradar.models import Membership, Tenant
 from platforms.models import EntityPerformanceDaily, PlatformConnection, PlatformEntity
 from platforms.registry import get_executor
 from platforms.sandbox.models import SandboxAccount, SandboxEntity
+from scenarios.models import GuardrailPolicy
 
 pytestmark = pytest.mark.django_db
 
@@ -30,14 +32,14 @@ def row_counts() -> dict[str, int]:
     return {
         model._meta.label: model._default_manager.count()
         for model in apps.get_models()
-        if model._meta.app_label in {"auth", "budgetradar", "platforms", "sandbox", "actions"}
+        if model._meta.app_label in {"auth", "budgetradar", "platforms", "sandbox", "actions", "scenarios"}
     }
 
 
 def test_seed_creates_the_tenant_users_synced_account_and_recommendations(capsys):
     out = seed(capsys)
     demo = Tenant.objects.get(slug="demo")
-    assert demo.plan.code == "pro" and demo.four_eyes_required is False
+    assert demo.plan.code == "pro" and demo.four_eyes_required is True
     roles = dict(Membership.objects.filter(tenant=demo).values_list("user__username", "role"))
     assert roles == {
         "demo-admin": "admin",
@@ -105,3 +107,23 @@ def test_another_slug_seeds_a_separate_tenant_with_its_own_account(capsys):
     assert SandboxAccount.objects.count() == 2
     assert Membership.objects.filter(tenant__slug="acme", user__username="acme-approver").exists()
     assert PlatformEntity.objects.filter(tenant__slug="acme", external_id="sandbox-cmp-1001").exists()
+
+
+def test_the_demo_shows_the_safety_gate_on_the_first_approval(capsys):
+    seed(capsys)
+    approver = get_user_model().objects.get(username="demo-approver")
+    policy = GuardrailPolicy.objects.get(tenant__slug="demo")
+    assert (policy.connection, policy.max_increase_pct) == (None, Decimal("50.00"))
+    actions = Action.objects.filter(tenant__slug="demo").select_related("entity", "tenant", "connection")
+    results = {
+        r.action.entity.external_id + ":" + r.action.action_type: r
+        for r in actions_apply_bulk(actions=list(actions), actor=approver, operation=action_approve)
+    }
+    assert "Four-eyes" in results["sandbox-adset-2007:adjust_bid"].reason
+    assert "critical guardrail breach" in results["sandbox-adset-2010:adjust_budget"].reason
+    assert "rises 122.22%" in results["sandbox-adset-2010:adjust_budget"].reason
+    assert results["sandbox-cmp-1001:adjust_budget"].done
+    policy.max_increase_pct = Decimal("10")
+    policy.save()
+    seed(capsys)
+    assert GuardrailPolicy.objects.get(pk=policy.pk).max_increase_pct == Decimal("10.00")  # kept as changed

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from actions.models import Action, ActionExecutionLog, Recommendation
 from budgetradar.api import StrictSerializer
 from budgetradar.inputs import RATIONALE_MAX_LENGTH, REASON_MAX_LENGTH
+from safety.gate import latest_preflight, preflight_summary
+from safety.schedule import execution_mode_of, when_it_runs
+from scenarios.services.guardrails import policy_for
 
 
 class EntityRefSerializer(serializers.Serializer):
@@ -37,8 +41,17 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ActionSerializer(serializers.ModelSerializer):
+    """An action with its latest one-entity preflight (``preflight``) and what its
+    execution policy says will happen and when (``execution``).
+
+    Querysets must prefetch ``preflights__overrides`` and select ``connection__tenant``;
+    guardrail policies are looked up once per connection per response.
+    """
+
     entity = EntityRefSerializer(read_only=True)
     error = serializers.SerializerMethodField()
+    preflight = serializers.SerializerMethodField()
+    execution = serializers.SerializerMethodField()
     proposed_by = serializers.CharField(source="proposed_by.username", default=None, allow_null=True, read_only=True)
     approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     currency = serializers.CharField(source="connection.currency", read_only=True)
@@ -59,6 +72,8 @@ class ActionSerializer(serializers.ModelSerializer):
             "after_state",
             "rollback_params",
             "rollback_deadline",
+            "preflight",
+            "execution",
             "error",
             "attempts",
             "proposed_by",
@@ -73,6 +88,26 @@ class ActionSerializer(serializers.ModelSerializer):
             "rolled_back_at",
         ]
         read_only_fields = fields
+
+    def get_preflight(self, action: Action) -> dict | None:
+        return preflight_summary(latest_preflight(action))
+
+    def get_execution(self, action: Action) -> dict:
+        """``mode`` and its ``source``, ``next_attempt_at``, ``wait_reason`` and ``summary``:
+        the sentence the action page shows (``will run at 14:00 Europe/Berlin …``)."""
+        policies = self.context.setdefault("guardrail_policies", {})
+        if action.connection_id not in policies:
+            policies[action.connection_id] = policy_for(action.tenant, action.connection)
+        mode, source = execution_mode_of(action.connection)
+        return {
+            "mode": mode,
+            "source": source,
+            "next_attempt_at": serializers.DateTimeField().to_representation(action.next_attempt_at)
+            if action.next_attempt_at
+            else None,
+            "wait_reason": action.wait_reason,
+            "summary": when_it_runs(action, policy=policies[action.connection_id], now=timezone.now()),
+        }
 
     def get_error(self, action: Action) -> dict | None:
         if not action.error_code:
@@ -133,3 +168,7 @@ class CancelQuerySerializer(serializers.Serializer):
     travels in the URL, which servers and proxies cap at a few kilobytes)."""
 
     reason = serializers.CharField(required=False, allow_blank=False, default="cancelled via API", max_length=200)
+
+
+class OverrideRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the critical breaches should go through.")

@@ -16,6 +16,7 @@ from actions.api.serializers import (
     CancelQuerySerializer,
     ExecuteRequestSerializer,
     ExecutionLogSerializer,
+    OverrideRequestSerializer,
     RecommendationInputSerializer,
     RecommendationSerializer,
     RollbackRequestSerializer,
@@ -30,6 +31,10 @@ from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
 from budgetradar.tenancy import get_for_user
 from platforms.models import Platform
+from safety.gate import action_preflight_request, preflights_prefetch
+from safety.overrides import action_override_request
+from scenarios.api.serializers import OverrideSerializer
+from scenarios.models import GuardrailOverride
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -103,7 +108,7 @@ class ApproveRecommendationView(APIView):
         body = ReasonSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         action = (
-            recommendation.actions.select_related("entity__connection", "tenant__plan", "connection")
+            recommendation.actions.select_related("entity__connection", "tenant__plan", "connection__tenant")
             .order_by("-id")
             .first()
         )
@@ -126,9 +131,35 @@ class ActionFilter(django_filters.FilterSet):
 class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Actions of the tenant: read, execute, roll back, cancel (DELETE), and their log."""
 
-    queryset = Action.objects.select_related("entity__connection", "connection", "approved_by", "proposed_by")
+    queryset = Action.objects.select_related(
+        "entity__connection", "connection__tenant", "tenant", "approved_by", "proposed_by"
+    ).prefetch_related(preflights_prefetch())
     serializer_class = ActionSerializer
     filterset_class = ActionFilter
+
+    @extend_schema(request=None, responses={200: ActionSerializer})
+    @route(detail=True, methods=["post"])
+    def preflight(self, request: Request, pk: str) -> Response:
+        """Run the action's one-entity preflight now (of its rollback once it has run):
+        before, after, delta, forecast and guardrail breaches, stored with the action."""
+        action = self.get_object()
+        action_preflight_request(action=action, actor=request.user)
+        return Response(ActionSerializer(_reload(action)).data)
+
+    @extend_schema(request=OverrideRequestSerializer, responses={201: OverrideSerializer})
+    @route(detail=True, methods=["post"])
+    def override(self, request: Request, pk: str) -> Response:
+        """Ask to override the critical breaches of the action's latest preflight; another
+        person with the override permission approves it (``POST /api/overrides/{id}/approve``)."""
+        action = self.get_object()
+        body = OverrideRequestSerializer(data=request.data or {})
+        if not body.is_valid():
+            raise ValidationFailed("An override needs a reason.", details=body.errors)
+        override = action_override_request(action=action, actor=request.user, reason=body.validated_data["reason"])
+        data = OverrideSerializer(
+            GuardrailOverride.objects.select_related("preflight", "requested_by").get(pk=override.pk)
+        )
+        return Response(data.data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ExecuteRequestSerializer, responses={202: ActionSerializer}, parameters=[IDEMPOTENCY_HEADER])
     @route(detail=True, methods=["post"])

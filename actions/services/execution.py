@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.utils import timezone
-
 from actions.models import Action, ActionStatus
 from actions.services.circuit import circuit_check
 from actions.services.dispatch import actions_dispatch
 from budgetradar.errors import InvalidState
 from budgetradar.tenancy import require_perm, require_same_tenant
+from safety.gate import gate_execute
 
 ALREADY_UNDERWAY = {
     ActionStatus.QUEUED,
@@ -34,7 +32,9 @@ def action_execute_request(*, action: Action, actor) -> Action:
     Idempotent: for an action already queued, executing or finished nothing happens and
     the action is returned as it is, so 20 concurrent requests cause one execution (the
     dispatch is a compare-and-set and the job claim another). Refuses actions that are
-    not approved (a failed one needs re-approval) and connections whose circuit is open.
+    not approved (a failed one needs re-approval), connections whose circuit is open, and
+    changes the safety gate refuses now (``safety.gate.gate_execute``: value sanity, the
+    one-entity preflight, critical breaches without an approved override).
     """
     require_same_tenant(actor, action.tenant, what="action")
     require_perm(actor, "actions.execute_action", doing="execute actions")
@@ -47,12 +47,8 @@ def action_execute_request(*, action: Action, actor) -> Action:
             f"only approved actions can be executed.{hint}"
         )
     circuit_check(action.connection)
-    with transaction.atomic():
-        # Not a state change: it says the approved action is due now.
-        Action.objects.filter(pk=action.pk, status=ActionStatus.APPROVED).update(
-            next_attempt_at=timezone.now(), wait_reason=""
-        )
-        if not action.idempotency_key:
-            Action.objects.filter(pk=action.pk, idempotency_key="").update(idempotency_key=execution_key(action))
+    gate_execute(action=action, actor=actor)  # guardrails for a change sent now; makes it due now
+    if not action.idempotency_key:
+        Action.objects.filter(pk=action.pk, idempotency_key="").update(idempotency_key=execution_key(action))
     actions_dispatch(action_ids=[action.pk])
     return Action.objects.get(pk=action.pk)

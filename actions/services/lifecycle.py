@@ -21,9 +21,9 @@ from actions.models import Action, ActionStatus, LogEvent
 from actions.services.settlement import transition_one
 from budgetradar.audit import actor_label
 from budgetradar.entitlements import entitlement_check_action_approvals
-from budgetradar.errors import DomainError, InvalidState, PermissionDenied, ValidationFailed
+from budgetradar.errors import DomainError, InvalidState, ValidationFailed
 from budgetradar.tenancy import require_perm, require_same_tenant
-from platforms.money import quantize
+from safety.gate import gate_approval
 
 
 def _refuse_transition(action: Action, verb: str) -> InvalidState:
@@ -33,55 +33,35 @@ def _refuse_transition(action: Action, verb: str) -> InvalidState:
     )
 
 
-def baseline_from_mirror(action: Action) -> dict:
-    """The entity values the approver saw (the synced mirror), kept for drift checks."""
-    entity = action.entity
-    currency = action.connection.currency
-
-    def money(value):
-        return None if value is None else str(quantize(value, currency))
-
-    return {
-        "status": entity.status,
-        "daily_budget": money(entity.daily_budget),
-        "lifetime_budget": money(entity.lifetime_budget),
-        "bid": money(entity.bid),
-        "synced_at": entity.synced_at.isoformat() if entity.synced_at else None,
-    }
-
-
 def action_approve(*, action: Action, actor, reason: str = "") -> Action:
     """Approve a pending (or failed, i.e. re-approve) action.
 
-    Guarantees: the actor has the approver role; with four-eyes on, the proposer cannot
-    approve their own action; the plan's monthly quota is checked under a lock on the
-    tenant row, so concurrent approvals at the limit cannot both pass (HTTP 402).
+    Guarantees: the actor has the approver role; the safety gate passed (``safety.gate``:
+    four-eyes, value sanity, the one-entity preflight whose live values become the drift
+    baseline, critical breaches only with an approved override) before anything is
+    written; the execution policy sets when it runs (``next_attempt_at``); the plan's
+    monthly quota is checked under a lock on the tenant row, so concurrent approvals at
+    the limit cannot both pass (HTTP 402).
     """
     require_same_tenant(actor, action.tenant, what="action")
     require_perm(actor, "actions.approve_action", doing="approve actions")
     tenant = action.tenant
-    if tenant.four_eyes_required and action.proposed_by_id is not None and action.proposed_by_id == actor.pk:
-        raise PermissionDenied(
-            f"Four-eyes approval is required: action #{action.pk} was proposed by you, "
-            "so another approver must approve it."
-        )
     if not can_proceed(action.approve):
         raise _refuse_transition(action, "approved")
     refusal = bid_strategy_refusal(action.action_type, action.params, action.entity)
     if refusal:  # the strategy may have changed since the action was proposed
         raise ValidationFailed(f"Action #{action.pk} cannot be approved: {refusal}", details={"params": refusal})
+    decision = gate_approval(action=action, actor=actor)  # reads the platform: outside the transaction
     with transaction.atomic():
         entitlement_check_action_approvals(tenant=tenant)
-        now = timezone.now()
-        baseline = action.baseline_state or baseline_from_mirror(action)
         return transition_one(
             action,
             "approve",
             actor=actor,
             reason=reason or "approved",
             event=LogEvent.APPROVED,
-            message=reason or f"Approved by {actor_label(actor)}.",
-            args={"by": actor, "at": now, "next_attempt_at": now, "baseline_state": baseline},
+            message=decision.message(reason or f"Approved by {actor_label(actor)}."),
+            args={"by": actor, "at": timezone.now(), **decision.approve_args()},
         )
 
 

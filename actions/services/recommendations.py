@@ -14,6 +14,7 @@ from budgetradar.errors import ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm
 from platforms.models import PlatformEntity
+from safety.gate import gate_recommendation
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,16 @@ def _validate(item: RecommendationInput, entities: dict[int, PlatformEntity]) ->
         currency=entity.connection.currency,
         entity=entity,
     )
+    gate_recommendation(entity=entity, action_type=item.action_type, params=params)
     return entity, params
 
 
 def recommendations_create(*, tenant: Tenant, actor, items: list[RecommendationInput]) -> list[Recommendation]:
     """Create recommendations, each with its action pending approval.
 
-    Guarantees: all or nothing — every item is validated first and any invalid item
+    Guarantees: all or nothing — every item is validated first (its params, and the
+    safety gate's value sanity: finite, within the currency's floor and ceiling, exact on
+    the platform; ``safety.gate.gate_recommendation``) and any invalid item
     refuses the whole request with ``ValidationFailed`` whose details map the item index
     to ``{field: message}``; entities of other tenants are reported as not existing.
     """

@@ -39,6 +39,7 @@ from budgetradar.errors import DomainError, InvalidState
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.models import PlatformConnection
 from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus
+from safety.gate import gate_rollback
 
 
 def action_rollback_request(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
@@ -58,6 +59,7 @@ def action_rollback_request(*, action: Action, actor, reason: str = "", override
         if not reason.strip():
             raise DomainError("Overriding the drift check needs a reason.", code="reason_required")
     circuit_check(action.connection)
+    gate_rollback(action=action, actor=actor)  # a rollback is a change: it passes the gate too
     moved = actions_rollback_request(
         actions=[action], actor=actor, reason=reason, override_drift=override_drift, checked=True
     )

@@ -1,4 +1,4 @@
-"""API shapes of scenarios, their items, overrides and request bodies.
+"""API shapes of scenarios, their items, overrides, guardrail policies and request bodies.
 
 Request serializers check shape only (and refuse unknown fields by name); meaning (entities
 of this tenant, money, statuses) is validated by the services so the admin, the API and the
@@ -13,8 +13,18 @@ from rest_framework import serializers
 
 from budgetradar.api import IdempotencyKeySerializer, ReasonSerializer, StrictSerializer
 from budgetradar.inputs import NOTES_MAX_LENGTH
+from platforms.models import PlatformConnection
 from platforms.money import quantize
-from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
+from scenarios.models import (
+    Deployment,
+    DeploymentResult,
+    GuardrailOverride,
+    GuardrailPolicy,
+    PreflightRun,
+    Scenario,
+    ScenarioItem,
+)
+from scenarios.services.policies import WRITABLE_FIELDS
 
 
 class ItemEntitySerializer(serializers.Serializer):
@@ -219,3 +229,55 @@ class ScenarioJsonImportQuerySerializer(serializers.Serializer):
 class AdPushDryRunQuerySerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=PreflightRun.Mode.choices, required=False)
     plan_id = serializers.CharField(required=False, max_length=200)
+
+
+class GuardrailPolicySerializer(serializers.ModelSerializer):
+    """A guardrail policy; on write, shape only (types, digits): ``scenarios.services.policies``
+    judges meaning (ranges, weekdays, dates, severities, one policy per scope)."""
+
+    connection = serializers.PrimaryKeyRelatedField(
+        queryset=PlatformConnection.objects.none(),
+        allow_null=True,
+        required=False,
+        help_text="A connection id from /api/connections/; empty: the tenant's default policy.",
+    )
+    change_window_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6),
+        required=False,
+        help_text="Allowed weekdays, 0 = Monday … 6 = Sunday; empty: every day.",
+    )
+    blackout_dates = serializers.ListField(
+        child=serializers.DateField(), required=False, help_text="ISO dates (YYYY-MM-DD) with no changes."
+    )
+    severities = serializers.DictField(
+        child=serializers.ChoiceField(choices=["warning", "critical", "off"]),
+        required=False,
+        help_text="Rule code -> warning, critical or off (defaults: the rule's own).",
+    )
+    applies_to = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GuardrailPolicy
+        fields = ["id", "applies_to", *WRITABLE_FIELDS, "updated_at"]
+        read_only_fields = ["id", "applies_to", "updated_at"]
+
+    def __init__(self, *args, tenant=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if tenant is not None:
+            self.fields["connection"].queryset = PlatformConnection.objects.filter(tenant=tenant).defer("credentials")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            read_only = sorted(name for name in data if name in self.fields and self.fields[name].read_only)
+            if unknown or read_only:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in unknown} | {name: ["Read-only field."] for name in read_only}
+                )
+        values = super().to_internal_value(data)
+        if "blackout_dates" in values:
+            values["blackout_dates"] = sorted({d.isoformat() for d in values["blackout_dates"]})
+        return values
+
+    def get_applies_to(self, policy: GuardrailPolicy) -> str:
+        return f"connection {policy.connection.name}" if policy.connection_id else "every connection (tenant default)"

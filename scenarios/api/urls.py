@@ -6,6 +6,7 @@ from scenarios.api.views import (
     AdPushLatestView,
     AdPushRunView,
     DeploymentViewSet,
+    GuardrailPolicyViewSet,
     OverrideApproveView,
     PreflightOverrideView,
     ScenarioViewSet,
@@ -14,6 +15,7 @@ from scenarios.api.views import (
 router = OptionalSlashRouter()
 router.register("scenarios", ScenarioViewSet, basename="scenario")
 router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("guardrail-policies", GuardrailPolicyViewSet, basename="guardrail-policy")
 
 TENANT = r"^tenants/(?P<tenant_id>[\w-]+)/ad-pushes"
 

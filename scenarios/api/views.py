@@ -1,4 +1,4 @@
-"""The scenario, deployment, override and ad-push API: thin views over the services.
+"""The scenario, deployment, override, guardrail-policy and ad-push API: thin views over the services.
 
 Scenario services and the ad-push services live in this app; the preflight and deploy
 services are imported where they are used.
@@ -31,13 +31,14 @@ from budgetradar.api import (
 from budgetradar.api_defaults import JSONParser
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
-from budgetradar.tenancy import get_for_user, scope_to_user
+from budgetradar.tenancy import get_for_user, scope_to_user, tenant_of
 from scenarios.api.serializers import (
     AdPushDryRunQuerySerializer,
     AdPushQueuedSerializer,
     DeploymentRollbackSerializer,
     DeploymentSerializer,
     DeployRequestSerializer,
+    GuardrailPolicySerializer,
     OverrideSerializer,
     PreflightDocumentSerializer,
     PreflightRequestSerializer,
@@ -48,7 +49,7 @@ from scenarios.api.serializers import (
     ScenarioPatchSerializer,
     ScenarioSerializer,
 )
-from scenarios.models import Deployment, GuardrailOverride, PreflightRun, Scenario, ScenarioItem
+from scenarios.models import Deployment, GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
 from scenarios.services.adpush import (
     ad_push_dry_run,
     ad_push_get,
@@ -64,6 +65,7 @@ from scenarios.services.imports import (
     scenario_import,
     scenario_update,
 )
+from scenarios.services.policies import guardrail_policy_create, guardrail_policy_delete, guardrail_policy_update
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -83,6 +85,10 @@ DOING = {
     "scenarios.rollback_deployment": "roll back deployments",
     "scenarios.view_preflightrun": "see preflights",
     "scenarios.override_guardrail": "override guardrails",
+    "scenarios.view_guardrailpolicy": "see guardrail policies",
+    "scenarios.add_guardrailpolicy": "create guardrail policies",
+    "scenarios.change_guardrailpolicy": "change guardrail policies",
+    "scenarios.delete_guardrailpolicy": "delete guardrail policies",
 }
 
 
@@ -372,7 +378,7 @@ class PreflightOverrideView(RoleGuarded, APIView):
 
     @extend_schema(request=ReasonSerializer, responses={201: OverrideSerializer})
     def post(self, request: Request, run_id: str) -> Response:
-        from scenarios.services.deploy import override_request
+        from safety.overrides import override_request
 
         preflight = scope_to_user(PreflightRun.objects.select_related("tenant"), request.user).filter(run_id=run_id)
         preflight = preflight.first()
@@ -391,7 +397,7 @@ class OverrideApproveView(RoleGuarded, APIView):
 
     @extend_schema(request=NoBodySerializer, responses={200: OverrideSerializer})
     def post(self, request: Request, override_id: int) -> Response:
-        from scenarios.services.deploy import override_approve
+        from safety.overrides import override_approve
 
         override = get_for_user(GuardrailOverride.objects.select_related("tenant"), request.user, override_id)
         NoBodySerializer(data=request.data or {}).is_valid(raise_exception=True)
@@ -401,6 +407,63 @@ class OverrideApproveView(RoleGuarded, APIView):
 
 def _override(pk: int) -> GuardrailOverride:
     return GuardrailOverride.objects.select_related("preflight", "requested_by", "approved_by").get(pk=pk)
+
+
+# Guardrail policies --------------------------------------------------------------------------------
+
+
+class GuardrailPolicyViewSet(RoleGuarded, TenantScopedMixin, viewsets.ModelViewSet):
+    """The tenant's guardrail policies: everyone reads, admins create, change and delete.
+
+    One default policy per tenant (``connection`` empty) and at most one per connection,
+    which then replaces the default for that connection. Errors name each field.
+    """
+
+    queryset = GuardrailPolicy.objects.select_related("connection").order_by("connection_id", "id")
+    serializer_class = GuardrailPolicySerializer
+    filterset_fields = ["connection"]
+    lookup_value_regex = r"\d+"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    required_perms = {
+        "list": "scenarios.view_guardrailpolicy",
+        "retrieve": "scenarios.view_guardrailpolicy",
+        "create": "scenarios.add_guardrailpolicy",
+        "update": "scenarios.change_guardrailpolicy",
+        "partial_update": "scenarios.change_guardrailpolicy",
+        "destroy": "scenarios.delete_guardrailpolicy",
+    }
+
+    def get_serializer(self, *args, **kwargs) -> GuardrailPolicySerializer:
+        tenant = tenant_of(self.request.user) if self.request else None
+        return GuardrailPolicySerializer(*args, tenant=tenant, **kwargs)
+
+    def create(self, request: Request) -> Response:
+        tenant = tenant_for_request(request)
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy = guardrail_policy_create(
+            tenant=tenant, actor=request.user, values=dict(body.validated_data), reason="created via API"
+        )
+        return Response(self.get_serializer(self._reload(policy)).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, pk: str, partial: bool = False) -> Response:
+        policy = self.get_object()
+        body = self.get_serializer(policy, data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        guardrail_policy_update(
+            policy=policy, actor=request.user, values=dict(body.validated_data), reason="changed via API"
+        )
+        return Response(self.get_serializer(self._reload(policy)).data)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        guardrail_policy_delete(policy=self.get_object(), actor=request.user, reason="deleted via API")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _reload(self, policy: GuardrailPolicy) -> GuardrailPolicy:
+        return self.get_queryset().get(pk=policy.pk)
 
 
 # Ad pushes ---------------------------------------------------------------------------------------

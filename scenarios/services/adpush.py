@@ -164,9 +164,10 @@ def tenant_for_ref(*, user, ref: str) -> Tenant:
 
 
 def ad_push_latest(*, tenant: Tenant) -> PreflightRun:
-    """The tenant's newest finished preflight document."""
+    """The tenant's newest finished preflight document of a plan (a single action's
+    one-entity preflights are the safety gate's, not ad pushes)."""
     run = (
-        PreflightRun.objects.filter(tenant=tenant, status=PreflightRun.Status.SUCCEEDED)
+        PreflightRun.objects.filter(tenant=tenant, status=PreflightRun.Status.SUCCEEDED, action__isnull=True)
         .select_related("tenant")
         .order_by("-created_at", "-id")
         .first()

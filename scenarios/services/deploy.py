@@ -5,13 +5,16 @@ anywhere; per-entity results are ``validated``, ``failed``, ``skipped`` (no chan
 ``blocked`` (entity missing). The platform calls happen before the short write, outside
 any transaction.
 
-Live: refused unless the plan includes live deploy (402), the latest preflight is
-younger than ``PREFLIGHT_MAX_AGE_MINUTES`` and newer than the scenario's last change,
-no connection's circuit is open, and there are no critical breaches — or a second person
-approved an override of them. Otherwise one ``Deployment`` owns one approved
+Live: refused unless the safety gate lets it through (``safety.gate.gate_deploy_live``:
+four-eyes on the scenario's authors, value sanity of every item), the plan includes live
+deploy (402), the latest preflight is younger than ``PREFLIGHT_MAX_AGE_MINUTES`` and
+newer than the scenario's last change, no connection's circuit is open, and there are
+no critical breaches — or a second person approved an override of them
+(``safety.gate.deploy_override``). Otherwise one ``Deployment`` owns one approved
 ``set_values`` action per changed entity, with the preflight's live values as the
-baseline (so a change made on the platform since is ``stale``, not overwritten), and
-the engine runs them after commit. Answer 202.
+baseline (so a change made on the platform since is ``stale``, not overwritten), due
+when each connection's execution policy says (``safety.schedule``), and the engine
+runs them after commit. Answer 202.
 
 Both take an idempotency key: the same key and request return the first answer and run
 nothing again; the same key for another request is a 409; concurrent duplicates make
@@ -40,12 +43,17 @@ from budgetradar import outbox
 from budgetradar.audit import audited_save
 from budgetradar.bulk import bulk_set
 from budgetradar.entitlements import Feature, entitlement_check_action_approvals, entitlement_check_feature
-from budgetradar.errors import DomainError, InvalidState, PermissionDenied, ValidationFailed
+from budgetradar.errors import InvalidState, ValidationFailed
 from budgetradar.idempotency import IdempotentResult, clean_key, idempotent_lookup, run_idempotent
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.registry import get_executor
 from platforms.types import Change, EntityStatus, Field, OutcomeStatus
+from safety.gate import (
+    deploy_override,
+    gate_deploy_live,
+    schedule_deployment_actions,
+)
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.items import items_of_scenario
 from scenarios.services.preflight import preflight_run
@@ -57,13 +65,6 @@ FIELDS = {
     "status": Field.STATUS,
     "bid": Field.BID,
 }
-
-
-class CriticalBreaches(DomainError):
-    """Critical guardrail breaches stand and no approved override covers them (HTTP 409)."""
-
-    code = "critical_breaches"
-    http_status = 409
 
 
 # Entry point -------------------------------------------------------------------------
@@ -82,6 +83,7 @@ def deployment_create(
         require_perm(actor, "scenarios.deploy_dry_run", doing="dry-run deployments")
         return _dry_run(scenario=scenario, actor=actor, key=key, request=request)
     require_perm(actor, "scenarios.deploy_live", doing="deploy live")
+    gate_deploy_live(scenario=scenario, actor=actor)
     return run_idempotent(
         tenant=scenario.tenant,
         key=key,
@@ -238,19 +240,7 @@ def _fresh_preflight(scenario: Scenario) -> PreflightRun:
 
 
 def _override_for(preflight: PreflightRun, override_id: int | None) -> GuardrailOverride | None:
-    if not preflight.has_critical:
-        return None
-    critical = [b for b in preflight.payload.get("breaches", []) if b["severity"] == "critical"]
-    override = preflight.overrides.filter(pk=override_id).first() if override_id else None
-    if override is None or not override.approved:
-        state = "is not approved yet" if override else "was given"
-        raise CriticalBreaches(
-            f"{len(critical)} critical guardrail breach{'es' if len(critical) != 1 else ''} stand and no approved "
-            f"override {state}. Request an override with a reason; a second person with the override permission "
-            "must approve it.",
-            details={"breaches": critical},
-        )
-    return override
+    return deploy_override(preflight=preflight, override_id=override_id)  # the gate's critical-breach rule
 
 
 def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
@@ -268,11 +258,11 @@ def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
             proposed_by=_user(actor),
             approved_by=_user(actor),
             approved_at=now,
-            next_attempt_at=now,
             deployment=deployment,
         )
         for doc in docs
     ]
+    schedule_deployment_actions(actions, now=now)  # the execution policy: when each one runs
     reason = f"approved by deploying scenario live (deployment #{deployment.pk})"
     return actions_create(actions, actor=actor, reason=reason, event=LogEvent.APPROVED)
 
@@ -412,6 +402,7 @@ def deployment_retry_failed_request(
         raise InvalidState(f"Deployment #{deployment.pk} has no failed entities to retry.", code="nothing_to_retry")
     if deployment.scenario is None:
         raise InvalidState(f"Deployment #{deployment.pk} has no scenario any more.")
+    gate_deploy_live(scenario=deployment.scenario, actor=actor)
     items = [i for i in items_of_scenario(deployment.scenario) if i.entity.pk in failed]
     preflight = preflight_run(
         tenant=deployment.tenant,
@@ -459,34 +450,6 @@ def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> D
         )
     actions_rollback_request(actions=actions, actor=actor, reason=reason or f"Rollback of deployment #{deployment.pk}.")
     return deployment
-
-
-def override_request(*, preflight: PreflightRun, actor, reason: str) -> GuardrailOverride:
-    """Ask to deploy despite the preflight's critical breaches (needs a second approver)."""
-    require_same_tenant(actor, preflight.tenant, what="preflight")
-    require_perm(actor, "scenarios.override_guardrail", doing="override guardrails")
-    if not reason or not reason.strip():
-        raise ValidationFailed("An override needs a reason.", details={"reason": "required"})
-    if not preflight.has_critical:
-        raise InvalidState(f"Preflight {preflight.run_id} has no critical breaches; nothing to override.")
-    override = GuardrailOverride(
-        tenant=preflight.tenant, preflight=preflight, reason=reason.strip(), requested_by=actor
-    )
-    audited_save(override, actor=actor, reason=f"override requested: {reason.strip()}")
-    return override
-
-
-def override_approve(*, override: GuardrailOverride, actor) -> GuardrailOverride:
-    """The second pair of eyes: someone else with the override permission approves it."""
-    require_same_tenant(actor, override.tenant, what="override")
-    require_perm(actor, "scenarios.override_guardrail", doing="approve guardrail overrides")
-    if override.requested_by_id == actor.pk:
-        raise PermissionDenied("An override needs a second approver: you requested this one.")
-    if override.approved:
-        return override
-    override.approved_by, override.approved_at = actor, timezone.now()
-    audited_save(override, actor=actor, reason="override approved")
-    return override
 
 
 # Serialisation and helpers -------------------------------------------------------------------

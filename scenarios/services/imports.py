@@ -827,12 +827,14 @@ def scenario_create(
     clean = _clean_name(name)
     clean_notes = _clean_notes(notes)
     _check_items(tenant, items)
+    author = actor if getattr(actor, "is_authenticated", False) else None
     scenario = Scenario(
         tenant=tenant,
         name=clean,
         notes=clean_notes,
         source_plan_id=(source_plan_id or "")[:200],
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_by=author,
+        changed_by=author,
     )
     with transaction.atomic():
         audited_save(scenario, actor=actor, reason=reason or f"created with {len(items)} item(s)")
@@ -854,7 +856,8 @@ def scenario_update(
     Guarantees: the actor needs ``scenarios.change_scenario``; an archived scenario is
     refused (``InvalidState``); the change commits whole, under a row lock so two
     concurrent replacements cannot interleave, bumps ``updated_at`` (older preflights
-    are then visibly older than the plan) and writes a history row with actor and reason.
+    are then visibly older than the plan), records the actor as ``changed_by`` when
+    anything changed (four-eyes) and writes a history row with actor and reason.
     """
     if actor is not None:
         require_perm(actor, "scenarios.change_scenario", doing="change scenarios")
@@ -877,8 +880,10 @@ def scenario_update(
             locked.items.all().delete()
             ScenarioItem.objects.bulk_create(_item_rows(locked, items))
             changed.append(f"items ({len(items)})")
+        if changed:  # four-eyes: whoever last changed the plan cannot alone deploy it
+            locked.changed_by = actor if getattr(actor, "is_authenticated", False) else None
         audited_save(locked, actor=actor, reason=reason or f"changed {', '.join(changed) or 'nothing'}")
-    for field in ("name", "notes", "updated_at"):
+    for field in ("name", "notes", "updated_at", "changed_by"):
         setattr(scenario, field, getattr(locked, field))
     return scenario
 

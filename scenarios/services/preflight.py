@@ -7,6 +7,9 @@ DESIGN.md section 6, evaluates the guardrails and saves it as a ``PreflightRun``
 Guarantees:
 - Nothing changes on any platform; entities that are not in the inputs never appear;
   an item never becomes a create or a delete (out of scope: only ``update``/``noop``).
+- The mirror rows of the entities read get their live values and ``synced_at`` in the
+  same step as the read (``platforms.mirror``), so a later drift check compares against
+  what this preflight saw.
 - Deterministic: the same inputs and the same live state give the same document, byte
   for byte with ``json.dumps(payload, sort_keys=True)``, apart from ``run_id`` and
   ``generated_at`` (entities, campaigns, connections and breaches are sorted; money is
@@ -43,6 +46,7 @@ from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.base import chunked
 from platforms.change_limits import ChangeAllowance, is_limited
+from platforms.mirror import mirror_refresh
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.money import quantize
 from platforms.quota import QuotaStatus, connection_quota
@@ -218,6 +222,64 @@ def preflight_run(
         logger.exception("preflight %s stopped on an internal error", run.run_id, extra={"tenant_id": tenant.pk})
         _fail(run, "The preflight stopped on an internal error; see the server log. Nothing was changed.")
         raise
+    return _succeed(run, document)
+
+
+def preflight_each(
+    *,
+    tenant: Tenant,
+    runs: Sequence[tuple[PreflightRun, TargetItem]],
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[PreflightRun]:
+    """A one-entity preflight per queued run (a single action's, see ``safety.gate``).
+
+    Each run gets the document of its one item, exactly as ``preflight_run`` would build
+    it for that item alone; the platforms are read once per connection for all of them.
+    Never raises for a platform or input problem: a run whose item cannot be diffed, or
+    whose connection cannot be read, is saved failed with the reason, and the others
+    still succeed. Returns the runs in the order given.
+    """
+    now = now or timezone.now()
+    entries: dict[int, _Entry] = {}
+    for run, item in runs:
+        try:
+            _check_mode(run.mode)
+            [entries[run.pk]] = _load_entries(tenant, [item])
+        except ValidationFailed as exc:
+            _fail(run, exc.message)
+            continue
+        _start(tenant, [item], None, run.mode, run.plan_id, run.notes, run.scenario, run, now)
+    try:
+        failed = _read_live_each(list(entries.values()), sleep)
+        with _cyclic_gc_paused():
+            for run, _item in runs:
+                entry = entries.pop(run.pk, None)
+                if entry is None:
+                    continue
+                if entry.connection.pk in failed:
+                    _fail(run, failed[entry.connection.pk])
+                    continue
+                document = _build_document(
+                    tenant=tenant,
+                    entries=[entry],
+                    run=run,
+                    mode=run.mode,
+                    plan_id=run.plan_id,
+                    notes=run.notes,
+                    now=now,
+                )
+                _succeed(run, document)
+    except Exception:
+        logger.exception("one-entity preflights stopped on an internal error", extra={"tenant_id": tenant.pk})
+        for run, _item in runs:
+            if run.pk in entries:
+                _fail(run, "The preflight stopped on an internal error; see the server log. Nothing was changed.")
+        raise
+    return [run for run, _item in runs]
+
+
+def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
     run.payload = document
     run.has_critical = document["has_critical"]
     run.status = PreflightRun.Status.SUCCEEDED
@@ -230,7 +292,7 @@ def preflight_run(
         document["summary"]["entities"],
         document["summary"]["changed"],
         len(document["breaches"]),
-        extra={"tenant_id": tenant.pk, "preflight": run.run_id},
+        extra={"tenant_id": run.tenant_id, "preflight": run.run_id},
     )
     return run
 
@@ -338,7 +400,9 @@ def _fail(run: PreflightRun, message: str) -> None:
 
 
 def _read_live(entries: list[_Entry], sleep: Callable[[float], None]) -> None:
-    """One ``read_state`` per connection (retrying transient failures); fills ``entry.live``."""
+    """One ``read_state`` per connection (retrying transient failures); fills ``entry.live``
+    and refreshes the mirror rows of the entities read, so drift is later judged against
+    what this preflight saw."""
     by_connection: dict[int, list[_Entry]] = defaultdict(list)
     for entry in entries:
         by_connection[entry.connection.pk].append(entry)
@@ -346,8 +410,31 @@ def _read_live(entries: list[_Entry], sleep: Callable[[float], None]) -> None:
         group = by_connection[connection_pk]
         connection = group[0].connection
         states = _read_connection(connection, [e.entity for e in group], sleep)
+        mirror_refresh((e.entity for e in group), states)
         for entry in group:
             entry.live = states.get((entry.entity.entity_type, entry.entity.external_id))
+
+
+def _read_live_each(entries: list[_Entry], sleep: Callable[[float], None]) -> dict[int, str]:
+    """Fill ``entry.live`` of entries that may share entities, reading each entity once;
+    return the reason per connection that could not be read."""
+    distinct: dict[int, _Entry] = {}
+    for entry in entries:
+        distinct.setdefault(entry.entity.pk, entry)
+    by_connection: dict[int, list[_Entry]] = defaultdict(list)
+    for entry in distinct.values():
+        by_connection[entry.connection.pk].append(entry)
+    failed: dict[int, str] = {}
+    for connection_pk in sorted(by_connection):
+        try:
+            _read_live(by_connection[connection_pk], sleep)
+        except PreflightFailed as exc:
+            failed[connection_pk] = exc.message
+    for entry in entries:
+        # One instance per entity, so every entry sees the mirror values the read wrote.
+        entry.entity = distinct[entry.entity.pk].entity
+        entry.live = distinct[entry.entity.pk].live
+    return failed
 
 
 def _read_connection(

@@ -1,8 +1,11 @@
 """``manage.py seed_demo [--tenant SLUG]``: a demo tenant on a realistic sandbox account.
 
 Idempotent: a second run creates nothing and changes nothing. It never resets a
-password, never overwrites an entity a demo user edited, syncs only a connection that
-was never synced, and proposes recommendations only when the tenant has none. The ids
+password, never overwrites an entity a demo user edited or the guardrail policy an admin
+changed, syncs only a connection that was never synced, and proposes recommendations
+only when the tenant has none. The demo tenant has four-eyes on and a guardrail policy
+("max +50 % per change", critical) that one of the proposals breaches, so the safety
+gate's refusals show on the first approval. The ids
 match /work/shared/samples, so the sample scenario imports against the demo.
 """
 
@@ -24,6 +27,7 @@ from budgetradar.roles import Role
 from platforms.models import Platform, PlatformConnection, PlatformEntity
 from platforms.sandbox.models import SandboxAccount, SandboxEntity
 from platforms.services import connection_create, connection_sync
+from scenarios.models import GuardrailPolicy
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 CURRENCY, TIME_ZONE = "EUR", "Europe/Berlin"
@@ -118,7 +122,29 @@ RECOMMENDATIONS = [
         {},
         "The DACH awareness flight starts this week.",
     ),
+    (
+        "sandbox-adset-2010",
+        ActionType.ADJUST_BUDGET,
+        {"new_budget": "200.00"},
+        "A competitor left the auction: double the running-shoes budget while CPCs are low.",
+    ),
 ]
+# Proposed by the demo approver, so four-eyes shows its skip reason when they approve it.
+APPROVER_RECOMMENDATIONS = [
+    (
+        "sandbox-adset-2007",
+        ActionType.ADJUST_BID,
+        {"new_bid": "2.30"},
+        "Cart abandoners convert at twice the account average; bid a little higher.",
+    ),
+]
+# The demo's guardrail policy: "double the budget" above breaches the critical +50 % rule.
+DEMO_GUARDRAILS = {
+    "name": "Demo guardrails",
+    "max_increase_pct": Decimal("50"),
+    "max_decrease_pct": Decimal("50"),
+    "max_daily_budget": Decimal("1000.00"),
+}
 
 
 class Command(BaseCommand):
@@ -146,7 +172,8 @@ class Command(BaseCommand):
                 f"{connection.name} was synced at {connection.last_synced_at:%Y-%m-%d %H:%M} UTC; "
                 "run manage.py sync_platforms to refresh."
             )
-        self._recommendations(demo, connection, users[Role.OPERATOR])
+        self._guardrails(demo)
+        self._recommendations(demo, connection, users[Role.OPERATOR], users[Role.APPROVER])
         self.stdout.write(self.style.SUCCESS(f"Demo tenant '{slug}' is ready: {ADMIN_URL}"))
         self.stdout.write(f"Users: admin (superuser), {', '.join(f'{slug}-{role}' for role in Role)}")
 
@@ -160,7 +187,7 @@ class Command(BaseCommand):
                 "plan": Plan.objects.get(code=Plan.Code.PRO),
                 "currency": CURRENCY,
                 "time_zone": TIME_ZONE,
-                "four_eyes_required": False,
+                "four_eyes_required": True,
             },
         )
         self.stdout.write(f"Tenant '{slug}' {'created on the Pro plan' if created else 'exists'}.")
@@ -268,23 +295,30 @@ class Command(BaseCommand):
             account=account, external_id=external_id, entity_type=entity_type, parent=parent, **fields
         )
 
-    # Recommendations ---------------------------------------------------------------------
+    # Guardrails and recommendations ----------------------------------------------------------
 
-    def _recommendations(self, demo: Tenant, connection: PlatformConnection, operator) -> None:
+    def _guardrails(self, demo: Tenant) -> None:
+        """The tenant's default guardrail policy, created once and never changed afterwards."""
+        policy, created = GuardrailPolicy.objects.get_or_create(tenant=demo, connection=None, defaults=DEMO_GUARDRAILS)
+        self.stdout.write(f"Guardrail policy '{policy.name}' {'created' if created else 'exists'}.")
+
+    def _recommendations(self, demo: Tenant, connection: PlatformConnection, operator, approver) -> None:
         if Recommendation.objects.filter(tenant=demo).exists():
             self.stdout.write("Recommendations exist; none added.")
             return
         ids = dict(PlatformEntity.objects.filter(connection=connection).values_list("external_id", "pk"))
-        items = [
-            RecommendationInput(
-                entity_id=ids[external_id],
-                action_type=action_type,
-                params=params,
-                rationale=rationale,
-                source="demo-optimizer",
-            )
-            for external_id, action_type, params, rationale in RECOMMENDATIONS
-            if external_id in ids  # a demo user may have deleted it on the platform
-        ]
-        created = recommendations_create(tenant=demo, actor=operator, items=items)
+        created = []
+        for proposer, catalog in ((operator, RECOMMENDATIONS), (approver, APPROVER_RECOMMENDATIONS)):
+            items = [
+                RecommendationInput(
+                    entity_id=ids[external_id],
+                    action_type=action_type,
+                    params=params,
+                    rationale=rationale,
+                    source="demo-optimizer" if proposer == operator else "manual",
+                )
+                for external_id, action_type, params, rationale in catalog
+                if external_id in ids  # a demo user may have deleted it on the platform
+            ]
+            created += recommendations_create(tenant=demo, actor=proposer, items=items)
         self.stdout.write(f"{len(created)} recommendations proposed (actions pending approval).")
