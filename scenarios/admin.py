@@ -63,6 +63,7 @@ from budgetradar.admin_base import (
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
+from observability.selectors import watch_status_for_deployment
 from platforms.models import PlatformEntity
 from scenarios.models import (
     Deployment,
@@ -1429,6 +1430,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "settled": settled,
             "progress": round(100 * settled / deployment.total) if deployment.total else 100,
             "buttons": self._buttons(request, deployment),
+            "watches": watch_status_for_deployment(deployment),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

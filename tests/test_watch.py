@@ -288,3 +288,17 @@ def test_autopilot_without_the_entitlement_waits_for_a_person(tenant, approver):
     watch = watch_restore(triggered_watch(world, tenant, approver))
     assert watch.status == Watch.Status.TRIGGERED and "could not deploy" in watch.restore_note
     assert Alert.objects.get(kind=AlertKind.WATCH_TRIGGERED).severity == "critical"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deployment_page_shows_its_watch_day_by_day(tenant, approver):
+    from django.test import Client
+
+    world = sandbox_world(tenant, campaigns=1, ad_sets_per_campaign=1)
+    watch = triggered_watch(world, tenant, approver)
+    client = Client()
+    client.force_login(approver)
+    page = client.get(f"/admin/scenarios/deployment/{watch.deployment_id}/change/").content.decode()
+    assert 'id="watch-status"' in page and "Post-change watch" in page
+    evaluated = [day for day in watch.days.all() if day.status != "waiting"]
+    assert evaluated and f'data-date="{evaluated[0].date:%Y-%m-%d}"' in page
