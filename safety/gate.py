@@ -672,6 +672,7 @@ def _check_targets(entity: PlatformEntity, targets: dict[str, Any], field_name) 
                 currency=connection.currency,
                 platform=connection.platform,
                 subject=f"{entity.name} ({entity.entity_type} {entity.external_id})",
+                billable_unit_micros=connection.billable_unit_micros,
             )
 
 
