@@ -404,7 +404,11 @@ def start_round(rng: random.Random, world, prepared, last_succeeded: list[int], 
             continue
         planned.append(Planned(action.pk, ext, "execute", targets[ext], live[ext]))
     if scenario is not None:
-        deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key=uuid.uuid4().hex)
+        try:
+            deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key=uuid.uuid4().hex)
+        except DomainError:  # e.g. a preflight breach the deploy must not override
+            stats.gate_refusals += 1
+            stats.refused_entities += [item.entity.external_id for item in scenario.items.select_related("entity")]
         for action in Action.objects.filter(deployment__scenario=scenario).select_related("entity"):
             ext = action.entity.external_id
             planned.append(Planned(action.pk, ext, "execute", targets[ext], live[ext]))
@@ -661,7 +665,7 @@ def main() -> None:
                     pk__in=[p.action_id for p in planned if p.kind == "execute"], status=ActionStatus.SUCCEEDED
                 ).values_list("pk", flat=True)
             )
-            pool += cooling + stats.refused_entities
+            pool += cooling + [ext for ext in stats.refused_entities if ext not in deleted]
             stats.refused_entities.clear()
             cooling = [p.external_id for p in planned if p.kind == "execute" and p.external_id not in deleted]
             stats.rounds += 1
