@@ -125,7 +125,9 @@ class ApproveRecommendationView(APIView):
 
 
 class ActionFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=ActionStatus.choices)
+    # distinct=False: a status is a column of the row, never a join that could repeat it;
+    # django-filter's default DISTINCT would sort every matching row before the first page.
+    status = django_filters.MultipleChoiceFilter(choices=ActionStatus.choices, distinct=False)
     platform = django_filters.ChoiceFilter(choices=Platform.choices)
     action_type = django_filters.ChoiceFilter(choices=ActionType.choices)
 
