@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.paginator import EmptyPage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -159,12 +160,28 @@ def test_a_short_list_counts_exactly(client, approver, campaign):
     assert re.search(r"\b3 actions", client.get(changelist(Action)).content.decode())
 
 
-def test_a_page_past_an_estimated_end_is_empty_not_an_error(approver, campaign, rf):
+def capped(exact_up_to: int, per_page: int) -> CappedCountPaginator:
+    paginator = CappedCountPaginator(Action.objects.order_by("-created_at", "-id"), per_page)
+    paginator.exact_up_to = exact_up_to
+    return paginator
+
+
+def test_past_an_estimated_count_every_page_is_reachable_and_full(approver, campaign):
+    ActionFactory.create_batch(5, entity=campaign)
+    newest_first = list(Action.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+    paginator = capped(1, 2)
+    assert paginator.count_text.startswith(("more than", "about"))
+    pages = [[a.pk for a in paginator.page(n).object_list] for n in (1, 2, 3, 4)]
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5], []]
+
+
+def test_an_exact_count_keeps_djangos_page_rules(approver, campaign):
     ActionFactory.create_batch(3, entity=campaign)
-    paginator = CappedCountPaginator(Action.objects.order_by("-created_at", "-id"), 2)
-    paginator.exact_up_to = 1
-    assert paginator.count >= 2 and paginator.count_text.startswith(("more than", "about"))
-    assert len(paginator.page(paginator.num_pages).object_list) <= 2
+    paginator = capped(10, 2)
+    assert (paginator.count, paginator.count_text, paginator.num_pages) == (3, "3", 2)
+    assert len(paginator.page(2).object_list) == 1
+    with pytest.raises(EmptyPage):
+        paginator.page(3)
 
 
 @pytest.mark.parametrize("model", [Action, ActionExecutionLog, Deployment, PreflightRun])
