@@ -61,7 +61,8 @@ class Recommendation(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        # The default ordering per tenant, id included: the keyset pages of the list.
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="recommendation_tenant_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_action_type_display()} on {self.entity.name}"

@@ -61,6 +61,7 @@ class RecommendationViewSet(
     )
     serializer_class = RecommendationSerializer
     filterset_fields = ["action_type", "source", "entity"]
+    pagination_class = KeysetPagination  # newest first; grows with every proposal
 
     @extend_schema(
         request=RecommendationInputSerializer(many=True), responses={201: RecommendationSerializer(many=True)}

@@ -15,6 +15,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RemoveIndex(
+            model_name='recommendation',
+            name='actions_rec_tenant__44649a_idx',
+        ),
+        migrations.AddIndex(
+            model_name='recommendation',
+            index=models.Index(fields=['tenant', '-created_at', '-id'], name='recommendation_tenant_list_idx'),
+        ),
         migrations.AddIndex(
             model_name='action',
             index=models.Index(fields=['tenant', '-created_at', '-id'], name='action_tenant_list_idx'),
