@@ -257,7 +257,7 @@ def goal_of(page: str) -> float:
 def report(results: dict[int, list[Figure]]) -> None:
     sizes = sorted(results)
     base = {f.page.split(" (p=")[0]: f.ms for f in results[sizes[0]]}
-    head = f"{'page':<28}" + "".join(f"{f'{s:,} rows: ms (db ms) queries xfirst':>40}" for s in sizes) + "   goal"
+    head = f"{'page':<28}" + "".join(f"{f'{s:,} rows: ms (db ms) queries xfirst':>42}" for s in sizes) + "   goal"
     print(head)
     print("-" * len(head))
     for i, figure in enumerate(results[sizes[0]]):
@@ -268,7 +268,7 @@ def report(results: dict[int, list[Figure]]) -> None:
             ratio = f.ms / base[key] if base[key] else 0
             mark = "ok" if f.ms <= goal_of(key) and (size == sizes[0] or ratio <= FLAT_GOAL) else "MISS"
             cells.append(f"{f.ms:8.1f} ({f.db_ms:6.1f}) {f.queries:2d}q x{ratio:4.1f} {mark:>4}")
-        print(f"{key:<28}" + "".join(f"{c:>40}" for c in cells) + f"   <{goal_of(key):.0f} ms, <= {FLAT_GOAL:.0f}x")
+        print(f"{key:<28}" + "".join(f"{c:>42}" for c in cells) + f"   <{goal_of(key):.0f} ms, <= {FLAT_GOAL:.0f}x")
     print()
     for size in sizes:
         pages = ", ".join(f"{f.page.split(' ', 1)[1]}: {f.rows} rows" for f in results[size] if "(p=" in f.page)
