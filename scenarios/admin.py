@@ -43,6 +43,7 @@ from django.views.decorators.http import require_POST
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
+    DATE_FILTER,
     EMPTY,
     GREEN,
     GREY,
@@ -1000,9 +1001,8 @@ class PreflightRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     ]
     list_display_links = ["run_id"]
     list_select_related = ["scenario", "action__entity", "created_by"]
-    list_filter = ["status", "mode", "has_critical", "scenario"]
+    list_filter = ["status", "mode", "has_critical", "scenario", DATE_FILTER]
     search_fields = ["run_id", "plan_id", "scenario__name"]
-    date_hierarchy = "created_at"
     fields = [
         "run_id",
         "scenario",
@@ -1342,10 +1342,9 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     list_display = ["number", "mode_badge", "status_badge", "scenario", "counts", "requested_by", "created_at"]
     list_display_links = ["number"]
     list_select_related = ["scenario", "requested_by"]
-    list_filter = ["mode", "status", "scenario", "requested_by"]
+    list_filter = ["mode", "status", "scenario", "requested_by", DATE_FILTER]
     search_fields = ["=id", "scenario__name", "idempotency_key", "preflight__run_id"]
     search_help_text = "Search by deployment id, scenario name, idempotency key or preflight run id."
-    date_hierarchy = "created_at"
     fields = [
         "mode_badge",
         "status_badge",

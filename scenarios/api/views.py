@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgetradar.api import (
+    KeysetPagination,
     NoBodySerializer,
     ReasonSerializer,
     TenantScopedMixin,
@@ -34,6 +35,7 @@ from budgetradar.tenancy import get_for_user, scope_to_user, tenant_of
 from scenarios.api.serializers import (
     AdPushDryRunQuerySerializer,
     AdPushQueuedSerializer,
+    DeploymentResultSerializer,
     DeploymentRollbackSerializer,
     DeploymentSerializer,
     DeployRequestSerializer,
@@ -286,6 +288,12 @@ class DeploymentFilter(django_filters.FilterSet):
         fields = ["mode", "status", "scenario"]
 
 
+class ResultPagination(KeysetPagination):
+    """A deployment's per-entity results in id order (index ``result_deployment_list_idx``)."""
+
+    ordering = ("id",)
+
+
 class DeploymentViewSet(
     RoleGuarded, TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -297,6 +305,7 @@ class DeploymentViewSet(
     required_perms = {
         "list": "scenarios.view_deployment",
         "retrieve": "scenarios.view_deployment",
+        "results": "scenarios.view_deployment",
         "retry_failed": "scenarios.deploy_live",
         "rollback": "scenarios.rollback_deployment",
     }
@@ -317,6 +326,17 @@ class DeploymentViewSet(
         from scenarios.services.deploy import deployment_serialize
 
         return Response(deployment_serialize(self.get_object()))
+
+    @extend_schema(request=None, responses={200: DeploymentResultSerializer(many=True)}, filters=False)
+    @route(detail=True, methods=["get"], pagination_class=ResultPagination)
+    def results(self, request: Request, pk: str) -> Response:
+        """The deployment's per-entity results, a keyset page at a time (``?cursor=``):
+        what a large deployment's page reads instead of every result at once."""
+        from scenarios.services.deploy import deployment_results_serialize
+
+        deployment = self.get_object()
+        page = self.paginate_queryset(deployment.results.select_related("entity__connection"))
+        return self.get_paginated_response(deployment_results_serialize(page))
 
     @extend_schema(
         request=RetryFailedSerializer, responses={202: DeploymentSerializer}, parameters=[IDEMPOTENCY_HEADER]

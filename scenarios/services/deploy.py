@@ -517,6 +517,11 @@ def deployment_serialize(deployment: Deployment, *, include_results: bool = True
     return data
 
 
+def deployment_results_serialize(results) -> list[dict[str, Any]]:
+    """Results as ``deployment_serialize`` answers them (for the paginated results list)."""
+    return [_result_json(r) for r in results]
+
+
 def _result_json(result: DeploymentResult) -> dict[str, Any]:
     entity = result.entity
     return {
