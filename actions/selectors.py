@@ -7,7 +7,6 @@ The admin and the API present these; the rules (what "awaiting reconciliation" o
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -15,13 +14,13 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.leases import RELEASED_SUFFIX
+from budgetradar.timefmt import format_time
 
 S = ActionStatus
 
 
 def _when(at: datetime, action: Action) -> str:
-    zone = action.connection.time_zone
-    return f"{at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} {zone}"
+    return format_time(at, action.connection.time_zone)
 
 
 def action_wait_state(action: Action, *, now: datetime | None = None) -> str:

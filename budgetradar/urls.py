@@ -14,6 +14,8 @@ admin.site.index_title = "Propose, approve, execute and roll back ad changes saf
 
 urlpatterns = [
     path("", views.home),
+    # The admin home is the dashboard (before the admin's own index, which it replaces).
+    path("admin/", admin.site.admin_view(views.admin_dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("health", views.health, name="health"),
     path("", include("observability.urls")),
