@@ -18,7 +18,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -63,6 +62,7 @@ from budgetradar.admin_base import (
     confirmation_close,
     confirmation_get,
     confirmation_open,
+    denied,
     format_money,
     pretty_json,
 )
@@ -1100,7 +1100,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     def _operation_for(self, request: HttpRequest, name: str) -> Operation:
         op = OPERATIONS[name]
         if not request.user.has_perm(op.perm):
-            raise PermissionDenied
+            raise denied(request.user, op.perm)
         return op
 
     def confirm_view(self, request: HttpRequest, token: str) -> HttpResponse:

@@ -21,7 +21,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field, get_fields_from_path, unquote
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.contrib.auth.models import Permission
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist, PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -33,7 +34,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from budgetradar.errors import DomainError
 from budgetradar.models import Plan, Tenant
-from budgetradar.tenancy import is_platform_staff, scope_to_user, tenant_of
+from budgetradar.tenancy import is_platform_staff, refusal_message, scope_to_user, tenant_of
 from platforms.money import MoneyError, currency_exponent
 
 EMPTY = "—"
@@ -73,6 +74,18 @@ def admin_link(obj: Model | None, label: str | None = None) -> SafeString | str:
         return EMPTY
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label if label is not None else str(obj))
+
+
+def denied(user, perm: str) -> PermissionDenied:
+    """A 403 that says why: what the permission allows, the role it needs, the user's role."""
+    app_label, codename = perm.split(".", 1)
+    name = (
+        Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        .values_list("name", flat=True)
+        .first()
+    )
+    doing = name.removeprefix("Can ").lower() if name else codename.replace("_", " ")
+    return PermissionDenied(refusal_message(user, perm, doing=doing))
 
 
 # Tenant scoping ---------------------------------------------------------------------------

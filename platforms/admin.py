@@ -12,7 +12,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -33,6 +32,7 @@ from budgetradar.admin_base import (
     TenantScopedAdmin,
     TenantScopedHistoryAdmin,
     badge,
+    denied,
     format_money,
 )
 from budgetradar.errors import DomainError
@@ -354,7 +354,7 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     def _connection_for(self, request: HttpRequest, object_id: str, perm: str) -> PlatformConnection:
         connection = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return connection
 
     def _back_to(self, connection: PlatformConnection) -> HttpResponseRedirect:

@@ -57,6 +57,7 @@ from budgetradar.admin_base import (
     confirmation_close,
     confirmation_get,
     confirmation_open,
+    denied,
     format_money,
     scope_for_user,
 )
@@ -708,7 +709,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     def _scenario_for(self, request: HttpRequest, object_id: str, perm: str) -> Scenario:
         scenario = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return scenario
 
     def _change_url(self, scenario: Scenario, anchor: str = "") -> str:
@@ -1453,7 +1454,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     def _deployment_for(self, request: HttpRequest, object_id: str, perm: str) -> Deployment:
         deployment = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return deployment
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
