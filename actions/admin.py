@@ -69,6 +69,7 @@ from budgetradar.admin_base import (
 from budgetradar.entitlements import month_start
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.models import Tenant
+from budgetradar.timefmt import format_time
 from platforms.models import PlatformEntity
 from platforms.types import MONEY_FIELDS, Field
 from safety.gate import (
@@ -214,7 +215,7 @@ def rollback_drift_warning(action: Action) -> str:
     ]
     if not drift:
         return ""
-    synced = f"{entity.synced_at:%Y-%m-%d %H:%M} UTC"
+    synced = format_time(entity.synced_at, action.connection.time_zone)
     return (
         f"Drift: the mirror of {entity.name} (synced {synced}) shows that {'; '.join(drift)}. Someone may have "
         "changed it since; the rollback will be refused rather than overwrite that change, unless drift is overridden."
@@ -222,16 +223,17 @@ def rollback_drift_warning(action: Action) -> str:
 
 
 def rollback_deadline_text(action: Action) -> str:
-    """``until 2026-05-02 14:00 UTC (in 23 hours)`` or ``expired at …``."""
+    """``Until 2026-05-02 16:00:00 CEST (in 23 hours)`` (the account's zone) or ``Expired at …``."""
     deadline = action.rollback_deadline
     if deadline is None:
         return "No rollback instructions (nothing was applied)."
+    zone = action.connection.time_zone
     left = deadline - timezone.now()
     if left.total_seconds() <= 0:
-        return f"Expired at {deadline:%Y-%m-%d %H:%M} UTC: this action can no longer be rolled back."
+        return f"Expired at {format_time(deadline, zone)}: this action can no longer be rolled back."
     hours = int(left.total_seconds() // 3600)
     remaining = f"{hours} hour{'s' if hours != 1 else ''}" if hours else f"{int(left.total_seconds() // 60)} minutes"
-    return f"Until {deadline:%Y-%m-%d %H:%M} UTC (in {remaining})."
+    return f"Until {format_time(deadline, zone)} (in {remaining})."
 
 
 # The safety gate on an action's page ----------------------------------------------------------

@@ -28,6 +28,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from simple_history.admin import SimpleHistoryAdmin
@@ -35,6 +36,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from budgetradar.errors import DomainError
 from budgetradar.models import Plan, Tenant
 from budgetradar.tenancy import is_platform_staff, refusal_message, scope_to_user, tenant_of
+from budgetradar.timefmt import format_time
 from platforms.money import MoneyError, currency_exponent
 
 EMPTY = "—"
@@ -323,7 +325,7 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
         record = get_object_or_404(history.all().select_related("history_user"), history_id=version_id)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"{obj} as of {record.history_date:%Y-%m-%d %H:%M:%S %Z}",
+            "title": f"{obj} as of {format_time(record.history_date, timezone.get_current_timezone_name())}",
             "opts": self.model._meta,
             "object": obj,
             "record": record,

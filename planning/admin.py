@@ -25,6 +25,7 @@ from budgetradar.admin_base import (
     pretty_json,
 )
 from budgetradar.errors import DomainError
+from budgetradar.timefmt import format_time
 from planning.models import (
     AutomationSettings,
     CurveFit,
@@ -92,7 +93,7 @@ class AutomationSettingsAdmin(TenantScopedHistoryAdmin):
     def breaker_state(self, obj: AutomationSettings) -> str:
         if not obj.breaker_open:
             return f"closed ({obj.consecutive_failed_runs} consecutive failed runs)"
-        return f"open since {obj.breaker_opened_at:%Y-%m-%d %H:%M} UTC: {obj.breaker_reason}"
+        return f"open since {format_time(obj.breaker_opened_at, obj.connection.time_zone)}: {obj.breaker_reason}"
 
     @admin.display(description="Consent reason")
     def consent_reason_given(self, obj: AutomationSettings) -> str:

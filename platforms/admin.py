@@ -37,6 +37,7 @@ from budgetradar.admin_base import (
 )
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import is_platform_staff
+from budgetradar.timefmt import format_time
 from platforms.credentials import ALL_CREDENTIAL_INPUTS, CREDENTIAL_FIELDS, credential_input
 from platforms.models import CircuitState, EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
 
@@ -240,7 +241,11 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
         pill = badge(connection.get_circuit_state_display(), CIRCUIT_TONES.get(connection.circuit_state, GREY))
         if connection.circuit_state == CircuitState.CLOSED:
             return pill
-        opened = f" (since {connection.circuit_opened_at:%Y-%m-%d %H:%M} UTC)" if connection.circuit_opened_at else ""
+        opened = (
+            f" (since {format_time(connection.circuit_opened_at, connection.time_zone)})"
+            if connection.circuit_opened_at
+            else ""
+        )
         return format_html("{} {}{}", pill, connection.circuit_reason or "repeated failures", opened)
 
     @admin.display(description="Last test", ordering="last_test_ok")

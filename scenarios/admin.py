@@ -1157,6 +1157,27 @@ GuardrailPolicyForm = type(
 )
 
 
+def window_zone_help(policy: GuardrailPolicy | None) -> str:
+    """Which zone a policy's change window and blackout dates are read in."""
+    if policy is not None and policy.connection_id:
+        # Django renders a fieldset description as HTML: the name is escaped here.
+        return format_html(
+            "Days and times are in {}'s time zone, {}.", policy.connection.name, policy.connection.time_zone
+        )
+    return "Days and times are in each account's own time zone (shown on its connection)."
+
+
+def change_window_text(policy: GuardrailPolicy) -> str:
+    """``Mon, Tue 09:00–17:00 Europe/Berlin``: a window is in its account's zone, so it is named."""
+    names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    picked = [names[d] for d in policy.change_window_days or [] if isinstance(d, int) and 0 <= d < 7]
+    days = ", ".join(picked) if picked else "every day"
+    start, end = policy.change_window_start, policy.change_window_end
+    hours = f" {start:%H:%M}–{end:%H:%M}" if start is not None and end is not None else ""
+    zone = policy.connection.time_zone if policy.connection_id else "in each account's time zone"
+    return f"{days}{hours} {zone}"
+
+
 @admin.register(GuardrailPolicy)
 class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     """Limits every change is checked against, per tenant and optionally per connection."""
@@ -1164,7 +1185,7 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     form = GuardrailPolicyForm
     list_display = ["name", "applies_to", "limits", "severity_overrides", "updated_at"]
     list_display_links = ["name"]
-    list_select_related = ["connection"]
+    list_select_related = ["connection", "tenant"]
     list_filter = ["connection"]
     search_fields = ["name", "connection__name"]
     readonly_fields = ["updated_at"]
@@ -1210,7 +1231,10 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: GuardrailPolicy | None = None):
-        fieldsets = super().get_fieldsets(request, obj)
+        fieldsets = [
+            (name, {**opts, "description": window_zone_help(obj)} if name == "When and how often" else opts)
+            for name, opts in super().get_fieldsets(request, obj)
+        ]
         if obj is None:
             fieldsets = [(name, opts) for name, opts in fieldsets if opts["fields"] != ["updated_at"]]
         return fieldsets
@@ -1227,7 +1251,12 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
         if policy.max_decrease_pct is not None:
             parts.append(f"-{policy.max_decrease_pct}% max")
         if policy.min_daily_budget is not None or policy.max_daily_budget is not None:
-            parts.append(f"daily {policy.min_daily_budget or 0}–{policy.max_daily_budget or '∞'}")
+            currency = policy.connection.currency if policy.connection_id else policy.tenant.currency
+            low, high = policy.min_daily_budget, policy.max_daily_budget
+            shown = f"{format_money(low or 0, currency)}–{format_money(high, currency) if high is not None else '∞'}"
+            parts.append(f"daily budget {shown}")
+        if policy.change_window_start is not None or policy.change_window_days:
+            parts.append(f"change window {change_window_text(policy)}")
         if policy.cooldown_hours:
             parts.append(f"cooldown {policy.cooldown_hours} h")
         if policy.blackout_dates:
