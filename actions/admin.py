@@ -40,7 +40,7 @@ from actions.models import (
     LogEvent,
     Recommendation,
 )
-from actions.selectors import action_wait_state, actions_needing_attention
+from actions.selectors import action_status_phrase, action_wait_state, actions_needing_attention
 from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
@@ -70,6 +70,7 @@ from budgetradar.entitlements import month_start
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.models import Tenant
 from budgetradar.timefmt import format_time
+from budgetradar.words import actor_display, error_label
 from platforms.models import PlatformEntity
 from platforms.types import MONEY_FIELDS, Field
 from safety.gate import (
@@ -351,10 +352,14 @@ class ExecutionLogInline(ReadOnlyInline):
     model = ActionExecutionLog
     fk_name = "action"
     verbose_name_plural = "Timeline (execution log)"
-    fields = ["created_at", "event_badge", "actor", "message", "error_summary", "platform_request_id"]
+    fields = ["created_at", "event_badge", "actor_name", "message", "error_summary", "platform_request_id"]
     readonly_fields = fields
     ordering = ["created_at", "id"]
     show_change_link = True
+
+    @admin.display(description="By")
+    def actor_name(self, entry: ActionExecutionLog) -> str:
+        return actor_display(entry.actor)
 
     @admin.display(description="Event")
     def event_badge(self, entry: ActionExecutionLog):
@@ -464,9 +469,7 @@ def _execute(*, action: Action, actor) -> Action:
     """The execute button. The service quietly returns an action that is already underway
     (right for API retries); a person pressing the button is told instead."""
     if action.status in ALREADY_UNDERWAY:
-        raise InvalidState(
-            f"Action #{action.pk} is {action.get_status_display().lower()}; it was already sent to the engine."
-        )
+        raise InvalidState(f"Action #{action.pk} {action_status_phrase(action)}; it was already sent to the engine.")
     return action_execute_request(action=action, actor=actor)
 
 
@@ -729,7 +732,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "rollback_requester",
         "rollback_reason",
         "rollback_override_drift",
-        "error_code",
+        "error_kind",
         "error_message",
         "error_retryable",
         "error_hint",
@@ -778,7 +781,10 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             ),
         ]
         if obj is not None and obj.error_code:
-            fieldsets.insert(1, ("Error", {"fields": ["error_code", "error_message", "error_retryable", "error_hint"]}))
+            fieldsets.insert(1, ("Error", {"fields": ["error_kind", "error_message", "error_retryable", "error_hint"]}))
+        if obj is None or not obj.rollback_override_drift:  # only worth a line when someone did override
+            for _name, options in fieldsets:
+                options["fields"] = [f for f in options["fields"] if f != "rollback_override_drift"]
         return fieldsets
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -810,6 +816,10 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         return request.user.has_perm("actions.rollback_action")
 
     # Columns and read-only fields ---------------------------------------------------------
+
+    @admin.display(description="Error")
+    def error_kind(self, action: Action) -> str:
+        return error_label(action.error_code) if action.error_code else EMPTY
 
     @admin.display(description="Waiting for")
     def waiting_display(self, action: Action) -> str:
@@ -1259,7 +1269,7 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     """The append-only evidence of every event and platform call. Nobody can add,
     change or delete a row here, superusers included."""
 
-    list_display = ["created_at", "event_badge", "action_link", "job", "actor", "summary", "platform_request_id"]
+    list_display = ["created_at", "event_badge", "action_link", "job", "actor_name", "summary", "platform_request_id"]
     list_select_related = ["action__entity", "job__connection"]
     list_filter = ["event", "action__platform"]
     search_fields = ["=action__id", "message", "actor", "platform_request_id"]
@@ -1271,7 +1281,7 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "event_badge",
         "action_link",
         "job",
-        "actor",
+        "actor_name",
         "message",
         "platform_request_id",
         "request_display",
@@ -1288,6 +1298,10 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     def action_link(self, entry: ActionExecutionLog):
         action = entry.action
         return admin_link(action, f"#{action.pk} on {action.entity.name}") if action else EMPTY
+
+    @admin.display(description="By", ordering="actor")
+    def actor_name(self, entry: ActionExecutionLog) -> str:
+        return actor_display(entry.actor)
 
     @admin.display(description="Message")
     def summary(self, entry: ActionExecutionLog) -> str:

@@ -23,6 +23,27 @@ def _when(at: datetime, action: Action) -> str:
     return format_time(at, action.connection.time_zone)
 
 
+STATUS_PHRASES = {
+    S.PENDING_APPROVAL: "is waiting for approval",
+    S.APPROVED: "is already approved",
+    S.REJECTED: "was rejected",
+    S.CANCELLED: "was cancelled",
+    S.QUEUED: "is already queued",
+    S.EXECUTING: "is executing",
+    S.SUCCEEDED: "has already succeeded",
+    S.FAILED: "has failed",
+    S.PARTIALLY_EXECUTED: "was only partly executed",
+    S.ROLLING_BACK: "is being rolled back",
+    S.ROLLED_BACK: "has been rolled back",
+    S.ROLLBACK_FAILED: "could not be rolled back",
+}
+
+
+def action_status_phrase(action: Action) -> str:
+    """Where the action stands, as the rest of a sentence: "Action #2 has already succeeded"."""
+    return STATUS_PHRASES.get(action.status, f"is {action.get_status_display().lower()}")
+
+
 def action_wait_state(action: Action, *, now: datetime | None = None) -> str:
     """What the action waits for, in words a person reads ("" when it waits for nothing)."""
     now = now or timezone.now()

@@ -32,11 +32,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.models import DeletedObject
+from simple_history.template_utils import HistoricalRecordContextHelper
 
 from budgetradar.errors import DomainError
 from budgetradar.models import Plan, Tenant
 from budgetradar.tenancy import is_platform_staff, refusal_message, scope_to_user, tenant_of
 from budgetradar.timefmt import format_time
+from budgetradar.words import ACTORS, actor_display
 from platforms.money import MoneyError, currency_exponent
 
 EMPTY = "—"
@@ -304,6 +307,16 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
         obj._change_reason = "deleted in the admin"
         super().delete_model(request, obj)
 
+    def get_historical_record_context_helper(self, request: HttpRequest, historical_record):
+        return ReadableHistoryHelper(self.model, historical_record)
+
+    def set_history_delta_changes(self, request: HttpRequest, historical_records, foreign_keys_are_objs=True):
+        """Readable changes, and who made each version: a person's name or the worker's role."""
+        super().set_history_delta_changes(request, historical_records, foreign_keys_are_objs)
+        for record in historical_records:
+            record.actor_name = history_actor(record)
+            record.reason_text = history_reason(record)
+
     def history_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
         # simple-history falls back to the newest historical row when the object is not in
         # get_queryset(), which would show another tenant's history; 404 first.
@@ -333,6 +346,45 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/history_version.html", context)
+
+
+def history_actor(record: Model) -> str:
+    """Who made a historical version: the user, else the worker the change reason names."""
+    if record.history_user_id is not None:
+        user = record.history_user
+        return (user.get_full_name() or user.username) if user is not None else "a user who was deleted"
+    token = (record.history_change_reason or "").split(" ", 1)[0]
+    if ":" in token and token.partition(":")[0] in ACTORS:
+        return actor_display(token)
+    if "reconcil" in (record.history_change_reason or "").lower():
+        return ACTORS["reconciler"]
+    return f"{ACTORS['system']} (no person)"
+
+
+def history_reason(record: Model) -> str:
+    """The change reason with a worker's owner token replaced by its name."""
+    reason = record.history_change_reason or ""
+    token, _, rest = reason.partition(" ")
+    if ":" in token and token.partition(":")[0] in ACTORS:
+        return f"{actor_display(token)} {rest}".strip()
+    return reason or EMPTY
+
+
+class ReadableHistoryHelper(HistoricalRecordContextHelper):
+    """Field changes as a person reads them: choice labels, money and times in the page's
+    format, a dash for empty relations (not "Deleted user (pk=None)"), JSON not dict reprs."""
+
+    def prepare_delta_change_value(self, change, value):
+        field = self.model._meta.get_field(change.field)
+        if isinstance(value, DeletedObject):
+            return EMPTY if value.pk is None else f"#{value.pk} (deleted)"
+        if field.many_to_many:
+            return super().prepare_delta_change_value(change, value)
+        if field.is_relation:
+            return EMPTY if value is None else str(value)
+        if isinstance(value, dict | list):
+            return json.dumps(value, sort_keys=True, default=str) if value else EMPTY
+        return str(display_for_field(value, field, EMPTY))
 
 
 def _version_rows(model: type[Model], record: Model) -> list[tuple[str, str]]:

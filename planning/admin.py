@@ -22,6 +22,7 @@ from budgetradar.admin_base import (
     admin_link,
     badge,
     change_reason_for,
+    format_money,
     pretty_json,
 )
 from budgetradar.errors import DomainError
@@ -168,10 +169,18 @@ def _rollout_anchor(obj: AutomationSettings):
 
 @admin.register(EntityConstraint)
 class EntityConstraintAdmin(TenantScopedHistoryAdmin):
-    list_display = ["entity", "connection", "min_daily_budget", "max_daily_budget", "locked", "note"]
+    list_display = ["entity", "connection", "min_budget", "max_budget", "locked", "note"]
     list_select_related = ["entity", "connection"]
     autocomplete_fields = []
     raw_id_fields = ["entity"]
+
+    @admin.display(description="Min daily budget", ordering="min_daily_budget")
+    def min_budget(self, obj: EntityConstraint) -> str:
+        return format_money(obj.min_daily_budget, obj.connection.currency)
+
+    @admin.display(description="Max daily budget", ordering="max_daily_budget")
+    def max_budget(self, obj: EntityConstraint) -> str:
+        return format_money(obj.max_daily_budget, obj.connection.currency)
 
     def save_model(self, request, obj, form, change):
         obj.connection_id = obj.entity.connection_id

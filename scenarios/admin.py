@@ -40,6 +40,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
+from actions.models import ActionType
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
@@ -64,7 +65,8 @@ from budgetradar.admin_base import (
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
-from platforms.models import PlatformEntity
+from budgetradar.words import change_type_label, entity_type_label, error_label, humanize
+from platforms.models import Platform, PlatformEntity
 from scenarios.models import (
     Deployment,
     DeploymentResult,
@@ -165,15 +167,19 @@ def _percent(value: str | None) -> str:
     return f"{'' if str(value).startswith('-') else '+'}{value} %"
 
 
+def platform_label(code: str | None) -> str:
+    return Platform(code).label if code in Platform.values else humanize(code)
+
+
 def breach_badge(breach: dict) -> SafeString:
-    """``critical · max_increase_pct`` in red (warning: amber), the message as its tooltip."""
+    """``critical · Max increase per change (%)`` in red (warning: amber), the message as its tooltip."""
     severity = breach.get("severity", WARNING)
     return format_html(
         '<span class="br-badge br-badge-{}" title="{}">{} · {}</span>',
         SEVERITY_TONES.get(severity, AMBER),
         breach.get("message", ""),
         severity,
-        breach.get("code", ""),
+        RULE_LABELS.get(breach.get("code", ""), humanize(breach.get("code"))),
     )
 
 
@@ -293,11 +299,12 @@ def _entity_view(doc: dict) -> dict[str, Any]:
         "entity_id": doc.get("entity_id"),
         "name": doc.get("name"),
         "platform": doc.get("platform"),
-        "entity_type": (doc.get("entity_type") or "").replace("_", " "),
+        "platform_label": platform_label(doc.get("platform")),
+        "entity_type": entity_type_label(doc.get("entity_type")),
         "external_id": doc.get("external_id"),
         "change_type": doc.get("change_type"),
         "change_badge": badge(
-            doc.get("change_type", ""), {"update": BLUE, "noop": GREY}.get(doc.get("change_type"), AMBER)
+            change_type_label(doc.get("change_type")), {"update": BLUE, "noop": GREY}.get(doc.get("change_type"), AMBER)
         ),
         "rows": rows,
         "breaches": [(breach_badge(b), b.get("message", "")) for b in doc.get("breaches") or []],
@@ -325,6 +332,7 @@ def _summary_view(payload: dict) -> dict[str, Any]:
             platforms.append(
                 {
                     "platform": name,
+                    "platform_label": platform_label(name),
                     "entities": values.get("entities"),
                     "changed": values.get("changed"),
                     "currency": currency,
@@ -1347,6 +1355,8 @@ def result_row(result: DeploymentResult) -> dict[str, Any]:
         "status": badge(result.get_status_display(), RESULT_TONES.get(result.status, GREY)),
         "changes": changes,
         "retryable": {True: "yes", False: "no"}.get(result.retryable, EMPTY),
+        "action_type": ActionType(result.action_type).label if result.action_type in ActionType.values else EMPTY,
+        "error": error_label(result.error_code) if result.error_code else "",
     }
 
 

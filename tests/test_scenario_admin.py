@@ -441,10 +441,10 @@ def test_the_preflight_button_shows_the_diff_with_guardrail_badges(client, opera
     raised = diff.split('data-key="sandbox:campaign:sandbox-cmp-1"')[1].split("br-diff-entity")[0]
     assert "Spend" in raised and "Daily budget" in raised
     assert "100.00 EUR" in raised and "150.00 EUR" in raised and "+50.00 EUR" in raised and "+50.00 %" in raised
-    assert re.search(r'br-badge-red"[^>]*>critical · max_increase_pct', raised)
+    assert re.search(r'br-badge-red"[^>]*>critical · Max increase per change \(%\)', raised)
     lowered = diff.split('data-key="sandbox:campaign:sandbox-cmp-2"')[1]
     assert "-20.00 EUR" in lowered and "-20.00 %" in lowered
-    assert re.search(r'br-badge-amber"[^>]*>warning · max_decrease_pct', lowered)
+    assert re.search(r'br-badge-amber"[^>]*>warning · Max decrease per change \(%\)', lowered)
     summary = diff.split('id="diff-summary"')[1].split("</table>")[0]
     assert "200.00 EUR" in summary and "230.00 EUR" in summary and "+30.00 EUR" in summary
     assert "live deploy is refused" in diff
