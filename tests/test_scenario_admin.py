@@ -646,7 +646,7 @@ def test_retry_and_rollback_buttons_follow_role_and_state(client, tenant, operat
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'id="tool-retry"' in page
     assert 'id="tool-rollback"' not in page  # nothing succeeded
-    assert "Below the minimum." in page and "Propose a new value." in page and "invalid_value" in page
+    assert "Below the minimum." in page and "Propose a new value." in page and "Value refused by the platform" in page
     client.force_login(operator)
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'id="tool-retry"' not in page
@@ -676,7 +676,7 @@ def test_deploy_partial_failure_retry_and_rollback_through_the_admin(client):
     ok = page.split(f'data-entity="{world.entity("sandbox-cmp-1").pk}"')[1].split("</tr>")[0]
     bad = page.split(f'data-entity="{world.entity("sandbox-cmp-2").pk}"')[1].split("</tr>")[0]
     assert "Succeeded" in ok and "100.00 EUR → 150.00 EUR" in ok
-    assert "Failed" in bad and "invalid_value" in bad
+    assert "Failed" in bad and "Value refused by the platform" in bad
     assert 'id="tool-retry"' in page and 'id="tool-rollback"' in page
 
     confirm = client.get(url(Deployment, "retry", deployment.pk)).content.decode()
