@@ -41,7 +41,7 @@ from budgetradar.admin_base import AMBER, BLUE, GREY, RED, format_money
 from budgetradar.tenancy import scope_to_user
 from budgetradar.timefmt import format_duration, format_time
 from planning.models import PlannerRun, RunStatus
-from platforms.models import CircuitState, EntityPerformanceDaily, PlatformConnection
+from platforms.models import CircuitState, EntityPerformanceDaily, PlatformConnection, PlatformEntity
 from scenarios.models import Deployment, GuardrailOverride
 
 S = ActionStatus
@@ -101,9 +101,12 @@ class Marker:
 
 @dataclass
 class ConnectionPerformance:
+    """Daily totals of a connection's campaigns (or of one entity) and BudgetRadar's changes."""
+
     connection: PlatformConnection
     days: list[Day]
     markers: list[Marker] = field(default_factory=list)
+    entity: PlatformEntity | None = None
 
     @property
     def total_spend(self) -> Decimal:
@@ -484,6 +487,36 @@ def _add_markers(result: dict[int, ConnectionPerformance], now: datetime, since:
         result[pk].markers = sorted((m for m in markers if m.date in shown), key=lambda m: (m.date, m.label))[
             :MARKERS_PER_CONNECTION
         ]
+
+
+def entity_performance(entity: PlatformEntity, *, now: datetime | None = None) -> ConnectionPerformance:
+    """One entity's last CHART_DAYS local days and the actions that changed it (two queries)."""
+    now = now or timezone.now()
+    connection = entity.connection
+    local_days = _local_days(connection, now)
+    rows = {r.date: r for r in EntityPerformanceDaily.objects.filter(entity=entity, date__gte=local_days[0])}
+    days = [
+        Day(d, rows[d].spend, rows[d].conversions, rows[d].revenue) if d in rows else Day(d, None, None, None)
+        for d in local_days
+    ]
+    since = datetime.combine(local_days[0], datetime.min.time(), tzinfo=ZoneInfo("UTC")) - timedelta(days=1)
+    tz = ZoneInfo(connection.time_zone)
+    markers = []
+    changed = (
+        Action.objects.filter(entity=entity, status__in=CHANGED_STATUSES)
+        .filter(Q(finished_at__gte=since) | Q(rolled_back_at__gte=since))
+        .select_related("entity")
+        .order_by("-finished_at")[:MARKERS_PER_CONNECTION]
+    )
+    for a in changed:
+        part = f" (deployment #{a.deployment_id})" if a.deployment_id else ""
+        if a.finished_at and a.finished_at >= since:
+            markers.append(Marker(a.finished_at.astimezone(tz).date(), _action_label(a) + part, _url(a)))
+        if a.rolled_back_at and a.rolled_back_at >= since:
+            markers.append(Marker(a.rolled_back_at.astimezone(tz).date(), f"Rolled back: {_action_label(a)}", _url(a)))
+    shown = set(local_days)
+    markers = sorted((m for m in markers if m.date in shown), key=lambda m: (m.date, m.label))
+    return ConnectionPerformance(connection=connection, days=days, markers=markers, entity=entity)
 
 
 def dashboard_for(user, *, now: datetime | None = None) -> Dashboard:

@@ -35,6 +35,7 @@ from budgetradar.admin_base import (
     denied,
     format_money,
 )
+from budgetradar.dashboard import entity_performance
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import is_platform_staff
 from budgetradar.timefmt import format_time
@@ -394,6 +395,20 @@ class PlatformEntityAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     search_fields = ["name", "external_id", "=id"]
     search_help_text = "Search by name, platform id or BudgetRadar id."
     inlines = [EntityActionsInline]
+    # Money on the entity's page with its currency at the currency's precision, not "400.0000".
+    readonly_fields = ["daily", "lifetime", "bid_amount"]
+    MONEY_DISPLAYS = {"daily_budget": "daily", "lifetime_budget": "lifetime", "bid": "bid_amount"}
+
+    def get_fields(self, request: HttpRequest, obj: PlatformEntity | None = None) -> list[str]:
+        fields = [self.MONEY_DISPLAYS.get(f, f) for f in super().get_fields(request, obj)]
+        return list(dict.fromkeys(fields))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        performance = entity_performance(self.get_object(request, object_id))
+        extra_context = {**(extra_context or {}), "performance": performance, "charts": [performance.chart_data()]}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, entity: PlatformEntity):

@@ -95,3 +95,9 @@ def test_an_entity_constraint_shows_money_with_its_currency(client, viewer, camp
     client.force_login(viewer)
     html = client.get(reverse("admin:planning_entityconstraint_changelist")).content.decode()
     assert "400.00 EUR" in html and "400.0000" not in html
+
+
+def test_an_entity_page_shows_its_budget_with_currency(client, viewer, campaign):
+    client.force_login(viewer)
+    html = client.get(reverse("admin:platforms_platformentity_change", args=[campaign.pk])).content.decode()
+    assert "100.00 EUR" in html and "100.0000" not in html

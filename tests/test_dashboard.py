@@ -253,3 +253,34 @@ def test_staff_without_a_tenant_see_an_empty_dashboard(client, brand, db):
     factories.ActionFactory(entity=brand)
     html = _home(client, factories.UserFactory(username="drifter"))
     assert "EU Search - Brand" not in html
+
+
+def test_an_entity_page_shows_its_own_days_and_the_changes_made_to_it(client, viewer, conn, brand):
+    today = timezone.now().astimezone(ZoneInfo("Europe/Berlin")).date()
+    factories.PerformanceFactory(
+        entity=brand,
+        date=today - timedelta(days=2),
+        spend=Decimal("250.00"),
+        conversions=Decimal("5"),
+        revenue=Decimal("500.00"),
+    )
+    other = factories.EntityFactory(connection=conn, name="Generic")
+    factories.PerformanceFactory(entity=other, date=today - timedelta(days=2), spend=Decimal("999.00"))
+    changed = factories.ActionFactory(entity=brand, status=S.ROLLED_BACK)
+    Action.objects.filter(pk=changed.pk).update(
+        finished_at=timezone.now() - timedelta(days=2), rolled_back_at=timezone.now() - timedelta(days=1)
+    )
+    factories.ActionFactory(entity=other, status=S.SUCCEEDED)
+    client.force_login(viewer)
+
+    html = client.get(reverse("admin:platforms_platformentity_change", args=[brand.pk])).content.decode()
+
+    block = html[html.index(f'id="performance-entity-{brand.pk}"') :]
+    assert "250.00 EUR" in block and "50.00 EUR" in block and "999.00" not in block  # CPA 250 / 5
+    url = reverse("admin:actions_action_change", args=[changed.pk])
+    assert f'<a href="{url}">#{changed.pk} Adjust budget on EU Search - Brand</a>' in block
+    assert f'<a href="{url}">Rolled back: #{changed.pk} Adjust budget on EU Search - Brand</a>' in block
+    data = json.loads(
+        re.search(r'<script id="br-dashboard-data" type="application/json">(.*?)</script>', html, re.S)[1]
+    )
+    assert data[0]["spend"][-3] == 250.0 and len(data[0]["markers"]) == 2
