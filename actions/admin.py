@@ -1243,7 +1243,7 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "failed",
         "parked",
         "round_trips",
-        "claimed_by",
+        "worker",
         "lease_expires_at",
         "created_at",
         "finished_at",
@@ -1258,6 +1258,10 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     @admin.display(description="#", ordering="id")
     def number(self, job: ActionJob) -> str:
         return f"#{job.pk}"
+
+    @admin.display(description="Worker", ordering="claimed_by")
+    def worker(self, job: ActionJob) -> str:
+        return actor_display(job.claimed_by) if job.claimed_by else EMPTY
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, job: ActionJob):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from actions.models import Action, ActionStatus
 from actions.services.leases import RELEASED_SUFFIX
 from budgetradar.timefmt import format_time
+from budgetradar.words import actor_display
 
 S = ActionStatus
 
@@ -60,7 +61,7 @@ def action_wait_state(action: Action, *, now: datetime | None = None) -> str:
             tries = f" Next try at {_when(action.next_attempt_at, action)}." if action.next_attempt_at else ""
             why = f" {action.wait_reason}" if action.wait_reason else ""
             return f"Awaiting reconciliation: the reconciler reads the platform and settles it.{why}{tries}"
-        return f"Held by {action.lease_owner} until {_when(action.lease_expires_at, action)}."
+        return f"Held by the {actor_display(action.lease_owner)} until {_when(action.lease_expires_at, action)}."
     if action.status == S.ROLLING_BACK:
         return "Rollback waits for a worker."
     if action.status == S.QUEUED:
