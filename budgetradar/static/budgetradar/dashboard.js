@@ -6,11 +6,19 @@
 (function () {
   "use strict";
   function markerDataset(c) {
-    return {type: "scatter", label: "Changed by BudgetRadar", yAxisID: "money",
-      data: c.markers.map(function (m) { return {x: m.x, y: m.y, label: m.label, url: m.url}; }),
-      pointStyle: "triangle", pointRadius: 8, pointHoverRadius: 10, backgroundColor: "#e8590c"};
+    // Drawn along the top of the chart (their own 0..1 axis, hidden) so no line hides them;
+    // several changes on one day stack downwards.
+    const seen = {};
+    return {type: "scatter", label: "Changed by BudgetRadar", yAxisID: "marks", order: -1,
+      data: c.markers.map(function (m) {
+        seen[m.x] = (seen[m.x] || 0) + 1;
+        return {x: m.x, y: 1 - 0.06 * seen[m.x], label: m.label, url: m.url};
+      }),
+      pointStyle: "triangle", rotation: 180, pointRadius: 9, pointHoverRadius: 12,
+      backgroundColor: "#e8590c", borderColor: "#ffffff", borderWidth: 1};
   }
   function openMarker(event, elements, chart) {
+    // A click on a marker opens the action or deployment it stands for.
     const hit = elements.find(function (e) { return chart.data.datasets[e.datasetIndex].type === "scatter"; });
     if (hit) {
       const point = chart.data.datasets[hit.datasetIndex].data[hit.index];
@@ -40,6 +48,7 @@
            backgroundColor: "#2e7d32", pointRadius: 0, spanGaps: false},
           markerDataset(c)]},
           options: Object.assign({}, common, {onClick: openMarker, scales: Object.assign({}, common.scales, {
+            marks: {display: false, min: 0, max: 1},
             money: {position: "left", beginAtZero: true, title: {display: true, text: c.currency}},
             count: {position: "right", beginAtZero: true, grid: {drawOnChartArea: false},
                     title: {display: true, text: "Conversions"}}})})});
