@@ -129,6 +129,19 @@ class ConnectionPerformance:
             revenue=self.total_revenue,
         )
 
+    @property
+    def today(self) -> Day:
+        """The account's today so far (platforms report the current day with a delay)."""
+        return self.days[-1]
+
+    @property
+    def yesterday(self) -> Day:
+        return self.days[-2]
+
+    @property
+    def summary_rows(self) -> list[tuple[str, Day]]:
+        return [("Today so far", self.today), ("Yesterday", self.yesterday), ("Last 60 days", self.totals)]
+
     def money(self, amount: Decimal | None) -> str:
         return format_money(amount, self.connection.currency)
 

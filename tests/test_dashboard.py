@@ -195,6 +195,9 @@ def test_performance_shows_sixty_local_days_with_totals_and_the_changes_made(cli
     assert "300.00 EUR" in block  # spend of the campaigns
     assert "15.00 EUR" in block  # CPA: 300 / 20
     assert "4.00" in block  # ROAS: 1,200 / 300
+    yesterday = re.search(r'<tr data-row="yesterday">(.*?)</tr>', block, re.S)[1]
+    assert "100.00 EUR" in yesterday and "10.00 EUR" in yesterday and "6.00" in yesterday  # CPA 10, ROAS 6
+    assert "no data yet" in re.search(r'<tr data-row="today-so-far">(.*?)</tr>', block, re.S)[1]
     url = reverse("admin:actions_action_change", args=[changed.pk])
     marker = re.search(rf'<li data-date="([\d-]+)">[\d-]+: <a href="{url}">#{changed.pk} Adjust budget', block)
     assert marker and marker.group(1) == (today - timedelta(days=1)).isoformat()
