@@ -67,6 +67,7 @@ from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
 from budgetradar.words import change_type_label, entity_type_label, error_label, humanize
 from platforms.models import Platform, PlatformEntity
+from platforms.money import currency_exponent
 from scenarios.models import (
     Deployment,
     DeploymentResult,
@@ -1102,6 +1103,9 @@ def _severity_field(code: str) -> forms.ChoiceField:
 SEVERITY_CODES = [code for code in DEFAULT_SEVERITIES if code not in FIXED_SEVERITIES]
 
 
+POLICY_MONEY_FIELDS = ["min_daily_budget", "max_daily_budget", "max_account_daily_spend", "cpa_ceiling"]
+
+
 class _GuardrailPolicyFormBase(AuditedForm):
     """The policy with readable widgets: weekday checkboxes, one blackout date a line and
     one severity select per rule (stored together in ``severities``)."""
@@ -1137,6 +1141,23 @@ class _GuardrailPolicyFormBase(AuditedForm):
         for code, severity in (self.instance.severities or {}).items():
             if f"severity_{code}" in self.fields:
                 self.fields[f"severity_{code}"].initial = severity
+        self._show_currency()
+
+    def _show_currency(self) -> None:
+        """Money fields name their currency and show amounts at its precision (not 1000.0000)."""
+        policy = self.instance
+        tenant = policy.tenant if policy.tenant_id else self.owner_tenant
+        currency = policy.connection.currency if policy.connection_id else getattr(tenant, "currency", "")
+        if not currency:
+            return
+        places = Decimal(1).scaleb(-currency_exponent(currency))
+        for name in POLICY_MONEY_FIELDS:
+            if name not in self.fields:
+                continue
+            self.fields[name].label = f"{self.fields[name].label} ({currency})"
+            value = self.initial.get(name)
+            if isinstance(value, Decimal) and value == value.quantize(places):
+                self.initial[name] = value.quantize(places)
 
     def clean(self) -> dict:
         cleaned = super().clean()

@@ -11,7 +11,7 @@ from actions.selectors import action_status_phrase
 from actions.services.logs import log_event
 from budgetradar.audit import audited_save
 from budgetradar.words import actor_display, article, entity_type_label, error_label, plural
-from scenarios.models import Deployment, DeploymentResult, PreflightRun
+from scenarios.models import Deployment, DeploymentResult, GuardrailPolicy, PreflightRun
 from tests import factories
 
 
@@ -101,3 +101,11 @@ def test_an_entity_page_shows_its_budget_with_currency(client, viewer, campaign)
     client.force_login(viewer)
     html = client.get(reverse("admin:platforms_platformentity_change", args=[campaign.pk])).content.decode()
     assert "100.00 EUR" in html and "100.0000" not in html
+
+
+def test_the_policy_form_names_the_currency_and_shows_amounts_at_its_precision(client, tenant_admin, tenant):
+    policy = GuardrailPolicy.objects.create(tenant=tenant, name="Budgets", max_daily_budget="1000.00")
+    client.force_login(tenant_admin)
+    page = client.get(reverse("admin:scenarios_guardrailpolicy_change", args=[policy.pk])).content.decode()
+    assert "Max daily budget (EUR)" in page
+    assert 'value="1000.00"' in page and "1000.0000" not in page
