@@ -18,7 +18,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -41,7 +40,7 @@ from actions.models import (
     LogEvent,
     Recommendation,
 )
-from actions.selectors import action_wait_state, actions_needing_attention
+from actions.selectors import action_status_phrase, action_wait_state, actions_needing_attention
 from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
@@ -64,12 +63,15 @@ from budgetradar.admin_base import (
     confirmation_close,
     confirmation_get,
     confirmation_open,
+    denied,
     format_money,
     pretty_json,
 )
 from budgetradar.entitlements import month_start
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.models import Tenant
+from budgetradar.timefmt import format_time
+from budgetradar.words import actor_display, error_label
 from platforms.models import PlatformEntity
 from platforms.types import MONEY_FIELDS, Field
 from safety.gate import (
@@ -215,7 +217,7 @@ def rollback_drift_warning(action: Action) -> str:
     ]
     if not drift:
         return ""
-    synced = f"{entity.synced_at:%Y-%m-%d %H:%M} UTC"
+    synced = format_time(entity.synced_at, action.connection.time_zone)
     return (
         f"Drift: the mirror of {entity.name} (synced {synced}) shows that {'; '.join(drift)}. Someone may have "
         "changed it since; the rollback will be refused rather than overwrite that change, unless drift is overridden."
@@ -223,16 +225,17 @@ def rollback_drift_warning(action: Action) -> str:
 
 
 def rollback_deadline_text(action: Action) -> str:
-    """``until 2026-05-02 14:00 UTC (in 23 hours)`` or ``expired at …``."""
+    """``Until 2026-05-02 16:00:00 CEST (in 23 hours)`` (the account's zone) or ``Expired at …``."""
     deadline = action.rollback_deadline
     if deadline is None:
         return "No rollback instructions (nothing was applied)."
+    zone = action.connection.time_zone
     left = deadline - timezone.now()
     if left.total_seconds() <= 0:
-        return f"Expired at {deadline:%Y-%m-%d %H:%M} UTC: this action can no longer be rolled back."
+        return f"Expired at {format_time(deadline, zone)}: this action can no longer be rolled back."
     hours = int(left.total_seconds() // 3600)
     remaining = f"{hours} hour{'s' if hours != 1 else ''}" if hours else f"{int(left.total_seconds() // 60)} minutes"
-    return f"Until {deadline:%Y-%m-%d %H:%M} UTC (in {remaining})."
+    return f"Until {format_time(deadline, zone)} (in {remaining})."
 
 
 # The safety gate on an action's page ----------------------------------------------------------
@@ -350,10 +353,14 @@ class ExecutionLogInline(ReadOnlyInline):
     model = ActionExecutionLog
     fk_name = "action"
     verbose_name_plural = "Timeline (execution log)"
-    fields = ["created_at", "event_badge", "actor", "message", "error_summary", "platform_request_id"]
+    fields = ["created_at", "event_badge", "actor_name", "message", "error_summary", "platform_request_id"]
     readonly_fields = fields
     ordering = ["created_at", "id"]
     show_change_link = True
+
+    @admin.display(description="By")
+    def actor_name(self, entry: ActionExecutionLog) -> str:
+        return actor_display(entry.actor)
 
     @admin.display(description="Event")
     def event_badge(self, entry: ActionExecutionLog):
@@ -462,9 +469,7 @@ def _execute(*, action: Action, actor) -> Action:
     """The execute button. The service quietly returns an action that is already underway
     (right for API retries); a person pressing the button is told instead."""
     if action.status in ALREADY_UNDERWAY:
-        raise InvalidState(
-            f"Action #{action.pk} is {action.get_status_display().lower()}; it was already sent to the engine."
-        )
+        raise InvalidState(f"Action #{action.pk} {action_status_phrase(action)}; it was already sent to the engine.")
     return action_execute_request(action=action, actor=actor)
 
 
@@ -726,7 +731,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         "rollback_requester",
         "rollback_reason",
         "rollback_override_drift",
-        "error_code",
+        "error_kind",
         "error_message",
         "error_retryable",
         "error_hint",
@@ -775,7 +780,10 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             ),
         ]
         if obj is not None and obj.error_code:
-            fieldsets.insert(1, ("Error", {"fields": ["error_code", "error_message", "error_retryable", "error_hint"]}))
+            fieldsets.insert(1, ("Error", {"fields": ["error_kind", "error_message", "error_retryable", "error_hint"]}))
+        if obj is None or not obj.rollback_override_drift:  # only worth a line when someone did override
+            for _name, options in fieldsets:
+                options["fields"] = [f for f in options["fields"] if f != "rollback_override_drift"]
         return fieldsets
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -807,6 +815,10 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         return request.user.has_perm("actions.rollback_action")
 
     # Columns and read-only fields ---------------------------------------------------------
+
+    @admin.display(description="Error")
+    def error_kind(self, action: Action) -> str:
+        return error_label(action.error_code) if action.error_code else EMPTY
 
     @admin.display(description="Waiting for")
     def waiting_display(self, action: Action) -> str:
@@ -1099,7 +1111,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     def _operation_for(self, request: HttpRequest, name: str) -> Operation:
         op = OPERATIONS[name]
         if not request.user.has_perm(op.perm):
-            raise PermissionDenied
+            raise denied(request.user, op.perm)
         return op
 
     def confirm_view(self, request: HttpRequest, token: str) -> HttpResponse:
@@ -1230,7 +1242,7 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "failed",
         "parked",
         "round_trips",
-        "claimed_by",
+        "worker",
         "lease_expires_at",
         "created_at",
         "finished_at",
@@ -1245,6 +1257,10 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     def number(self, job: ActionJob) -> str:
         return f"#{job.pk}"
 
+    @admin.display(description="Worker", ordering="claimed_by")
+    def worker(self, job: ActionJob) -> str:
+        return actor_display(job.claimed_by) if job.claimed_by else EMPTY
+
     @admin.display(description="Status", ordering="status")
     def status_badge(self, job: ActionJob):
         return badge(job.get_status_display(), JOB_TONES.get(job.status, GREY))
@@ -1255,7 +1271,7 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     """The append-only evidence of every event and platform call. Nobody can add,
     change or delete a row here, superusers included."""
 
-    list_display = ["created_at", "event_badge", "action_link", "job", "actor", "summary", "platform_request_id"]
+    list_display = ["created_at", "event_badge", "action_link", "job", "actor_name", "summary", "platform_request_id"]
     list_select_related = ["action__entity", "job__connection"]
     list_filter = ["event", "action__platform", DATE_FILTER]
     search_fields = ["=action__id", "message", "actor", "platform_request_id"]
@@ -1265,7 +1281,7 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "event_badge",
         "action_link",
         "job",
-        "actor",
+        "actor_name",
         "message",
         "platform_request_id",
         "request_display",
@@ -1282,6 +1298,10 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     def action_link(self, entry: ActionExecutionLog):
         action = entry.action
         return admin_link(action, f"#{action.pk} on {action.entity.name}") if action else EMPTY
+
+    @admin.display(description="By", ordering="actor")
+    def actor_name(self, entry: ActionExecutionLog) -> str:
+        return actor_display(entry.actor)
 
     @admin.display(description="Message")
     def summary(self, entry: ActionExecutionLog) -> str:

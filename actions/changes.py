@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from actions.models import ActionType
+from budgetradar.words import article, entity_type_label
 from platforms.bidding import bid_change_refusal
 from platforms.money import MoneyError, check_precision, money_rules
 from platforms.types import Change, EntityStatus, EntityType, Field
@@ -97,8 +98,9 @@ def normalize_params(action_type: str, params: Any, *, entity_type: str, currenc
     if spec is None:
         raise ParamsError("action_type", f"Unknown action type {action_type!r}; expected one of {', '.join(SPECS)}.")
     if EntityType(entity_type) not in spec.entity_types:
-        allowed = " or ".join(sorted(t.value for t in spec.entity_types))
-        raise ParamsError("entity", f"{action_type} applies to a {allowed}, not a {entity_type}.")
+        allowed = " or ".join(article(entity_type_label(t.value)) for t in sorted(spec.entity_types))
+        label = ActionType(action_type).label
+        raise ParamsError("entity", f"{label} applies to {allowed}, not {article(entity_type_label(entity_type))}.")
     if params is None:
         params = {}
     if not isinstance(params, dict):

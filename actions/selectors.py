@@ -7,7 +7,6 @@ The admin and the API present these; the rules (what "awaiting reconciliation" o
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -15,13 +14,35 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.leases import RELEASED_SUFFIX
+from budgetradar.timefmt import format_time
+from budgetradar.words import actor_display
 
 S = ActionStatus
 
 
 def _when(at: datetime, action: Action) -> str:
-    zone = action.connection.time_zone
-    return f"{at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} {zone}"
+    return format_time(at, action.connection.time_zone)
+
+
+STATUS_PHRASES = {
+    S.PENDING_APPROVAL: "is waiting for approval",
+    S.APPROVED: "is already approved",
+    S.REJECTED: "was rejected",
+    S.CANCELLED: "was cancelled",
+    S.QUEUED: "is already queued",
+    S.EXECUTING: "is executing",
+    S.SUCCEEDED: "has already succeeded",
+    S.FAILED: "has failed",
+    S.PARTIALLY_EXECUTED: "was only partly executed",
+    S.ROLLING_BACK: "is being rolled back",
+    S.ROLLED_BACK: "has been rolled back",
+    S.ROLLBACK_FAILED: "could not be rolled back",
+}
+
+
+def action_status_phrase(action: Action) -> str:
+    """Where the action stands, as the rest of a sentence: "Action #2 has already succeeded"."""
+    return STATUS_PHRASES.get(action.status, f"is {action.get_status_display().lower()}")
 
 
 def action_wait_state(action: Action, *, now: datetime | None = None) -> str:
@@ -40,7 +61,7 @@ def action_wait_state(action: Action, *, now: datetime | None = None) -> str:
             tries = f" Next try at {_when(action.next_attempt_at, action)}." if action.next_attempt_at else ""
             why = f" {action.wait_reason}" if action.wait_reason else ""
             return f"Awaiting reconciliation: the reconciler reads the platform and settles it.{why}{tries}"
-        return f"Held by {action.lease_owner} until {_when(action.lease_expires_at, action)}."
+        return f"Held by the {actor_display(action.lease_owner)} until {_when(action.lease_expires_at, action)}."
     if action.status == S.ROLLING_BACK:
         return "Rollback waits for a worker."
     if action.status == S.QUEUED:

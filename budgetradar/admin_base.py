@@ -24,7 +24,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_field, get_fields_from_path, unquote
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.contrib.auth.models import Permission
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist, PermissionDenied
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
@@ -32,14 +33,19 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.models import DeletedObject
+from simple_history.template_utils import HistoricalRecordContextHelper
 
 from budgetradar.errors import DomainError
 from budgetradar.models import Plan, Tenant
-from budgetradar.tenancy import is_platform_staff, scope_to_user, tenant_of
+from budgetradar.tenancy import is_platform_staff, refusal_message, scope_to_user, tenant_of
+from budgetradar.timefmt import format_time
+from budgetradar.words import ACTORS, actor_display
 from platforms.money import MoneyError, currency_exponent
 
 EMPTY = "—"
@@ -79,6 +85,18 @@ def admin_link(obj: Model | None, label: str | None = None) -> SafeString | str:
         return EMPTY
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label if label is not None else str(obj))
+
+
+def denied(user, perm: str) -> PermissionDenied:
+    """A 403 that says why: what the permission allows, the role it needs, the user's role."""
+    app_label, codename = perm.split(".", 1)
+    name = (
+        Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        .values_list("name", flat=True)
+        .first()
+    )
+    doing = name.removeprefix("Can ").lower() if name else codename.replace("_", " ")
+    return PermissionDenied(refusal_message(user, perm, doing=doing))
 
 
 # Tenant scoping ---------------------------------------------------------------------------
@@ -403,6 +421,16 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
         obj._change_reason = "deleted in the admin"
         super().delete_model(request, obj)
 
+    def get_historical_record_context_helper(self, request: HttpRequest, historical_record):
+        return ReadableHistoryHelper(self.model, historical_record)
+
+    def set_history_delta_changes(self, request: HttpRequest, historical_records, foreign_keys_are_objs=True):
+        """Readable changes, and who made each version: a person's name or the worker's role."""
+        super().set_history_delta_changes(request, historical_records, foreign_keys_are_objs)
+        for record in historical_records:
+            record.actor_name = history_actor(record)
+            record.reason_text = history_reason(record)
+
     def history_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
         # simple-history falls back to the newest historical row when the object is not in
         # get_queryset(), which would show another tenant's history; 404 first.
@@ -424,7 +452,7 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
         record = get_object_or_404(history.all().select_related("history_user"), history_id=version_id)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"{obj} as of {record.history_date:%Y-%m-%d %H:%M:%S %Z}",
+            "title": f"{obj} as of {format_time(record.history_date, timezone.get_current_timezone_name())}",
             "opts": self.model._meta,
             "object": obj,
             "record": record,
@@ -432,6 +460,45 @@ class TenantScopedHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/history_version.html", context)
+
+
+def history_actor(record: Model) -> str:
+    """Who made a historical version: the user, else the worker the change reason names."""
+    if record.history_user_id is not None:
+        user = record.history_user
+        return (user.get_full_name() or user.username) if user is not None else "a user who was deleted"
+    token = (record.history_change_reason or "").split(" ", 1)[0]
+    if ":" in token and token.partition(":")[0] in ACTORS:
+        return actor_display(token)
+    if "reconcil" in (record.history_change_reason or "").lower():
+        return ACTORS["reconciler"]
+    return f"{ACTORS['system']} (no person)"
+
+
+def history_reason(record: Model) -> str:
+    """The change reason with a worker's owner token replaced by its name."""
+    reason = record.history_change_reason or ""
+    token, _, rest = reason.partition(" ")
+    if ":" in token and token.partition(":")[0] in ACTORS:
+        return f"{actor_display(token)} {rest}".strip()
+    return reason or EMPTY
+
+
+class ReadableHistoryHelper(HistoricalRecordContextHelper):
+    """Field changes as a person reads them: choice labels, money and times in the page's
+    format, a dash for empty relations (not "Deleted user (pk=None)"), JSON not dict reprs."""
+
+    def prepare_delta_change_value(self, change, value):
+        field = self.model._meta.get_field(change.field)
+        if isinstance(value, DeletedObject):
+            return EMPTY if value.pk is None else f"#{value.pk} (deleted)"
+        if field.many_to_many:
+            return super().prepare_delta_change_value(change, value)
+        if field.is_relation:
+            return EMPTY if value is None else str(value)
+        if isinstance(value, dict | list):
+            return json.dumps(value, sort_keys=True, default=str) if value else EMPTY
+        return str(display_for_field(value, field, EMPTY))
 
 
 def _version_rows(model: type[Model], record: Model) -> list[tuple[str, str]]:

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 
 from budgetradar.api import body_too_large_body, error_body
 from budgetradar.inputs import printable, text_problem
 from budgetradar.logging import request_id_var
+from budgetradar.tenancy import tenant_of
 
 logger = logging.getLogger("budgetradar.request")
 
@@ -153,3 +155,27 @@ def _message_for(status_code: int) -> str:
         405: "This method is not allowed here; see /api/schema/.",
         413: "The request body is larger than the limit.",
     }.get(status_code, "The request was refused.")
+
+
+class TenantTimeZoneMiddleware:
+    """Admin pages show moments in the signed-in member's tenant zone (platform staff: UTC).
+
+    Django's date-time displays (list columns, read-only fields, the ``date`` filter) use
+    the active zone and ``DATETIME_FORMAT`` (``Y-m-d H:i:s T``), so every such time on an
+    admin page is in one zone, in one format, with the zone named. Moments that belong to
+    one account (an action's run time) are formatted in that account's zone by
+    ``budgetradar.timefmt.format_time``.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        tenant = tenant_of(request.user) if request.path_info.startswith("/admin/") else None
+        if tenant is None:
+            return self.get_response(request)
+        timezone.activate(tenant.time_zone)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

@@ -116,3 +116,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
 
 def role_permissions(role: str) -> frozenset[str]:
     return ROLE_PERMISSIONS.get(Role(role), frozenset()) if role in Role._value2member_map_ else frozenset()
+
+
+def lowest_role_with(perm: str) -> Role | None:
+    """The least role whose permissions include ``perm`` (None: platform staff only)."""
+    return next((role for role in Role if perm in ROLE_PERMISSIONS[role]), None)

@@ -194,6 +194,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "budgetradar.middleware.TenantTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -227,6 +228,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# One date-time format, the zone named (budgetradar/formats/en/formats.py).
+FORMAT_MODULE_PATH = "budgetradar.formats"
 USE_I18N = True
 USE_TZ = True
 
@@ -364,7 +367,13 @@ LOGGING = {
     "filters": {"request_id": {"()": "budgetradar.logging.RequestIdLogFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default config gives "django" a console handler of its own while DEBUG
+        # and lets it propagate to the root handler too: every django.* line (a 404, a
+        # request error) was printed twice. Its records go to the root handler only.
+        "django": {"handlers": [], "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
 
 # Domain settings ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from django.db.models import Model, QuerySet
 
 from budgetradar.errors import NotFound, PermissionDenied
 from budgetradar.models import Membership, Tenant
+from budgetradar.roles import lowest_role_with
 
 M = TypeVar("M", bound=Model)
 
@@ -58,6 +59,15 @@ def require_perm(user, perm: str, *, doing: str) -> None:
     """Raise ``PermissionDenied`` naming what was refused unless the user has ``perm``."""
     if user is None or not user.has_perm(perm):
         raise PermissionDenied(f"Your role does not allow you to {doing}.")
+
+
+def refusal_message(user, perm: str, *, doing: str) -> str:
+    """Why ``user`` may not ``doing``, in words: the role it needs and the role they have."""
+    needed = lowest_role_with(perm)
+    membership = membership_of(user)
+    need = f"it needs the {needed} role" if needed else "only platform staff may"
+    have = f"your role is {membership.get_role_display().lower()}" if membership else "you are not a member of a tenant"
+    return f"You may not {doing}: {need} and {have}. A tenant admin can change your role under Memberships."
 
 
 def require_same_tenant(user, tenant: Tenant, *, what: str) -> None:

@@ -22,9 +22,11 @@ from budgetradar.admin_base import (
     admin_link,
     badge,
     change_reason_for,
+    format_money,
     pretty_json,
 )
 from budgetradar.errors import DomainError
+from budgetradar.timefmt import format_time
 from planning.models import (
     AutomationSettings,
     CurveFit,
@@ -92,7 +94,7 @@ class AutomationSettingsAdmin(TenantScopedHistoryAdmin):
     def breaker_state(self, obj: AutomationSettings) -> str:
         if not obj.breaker_open:
             return f"closed ({obj.consecutive_failed_runs} consecutive failed runs)"
-        return f"open since {obj.breaker_opened_at:%Y-%m-%d %H:%M} UTC: {obj.breaker_reason}"
+        return f"open since {format_time(obj.breaker_opened_at, obj.connection.time_zone)}: {obj.breaker_reason}"
 
     @admin.display(description="Consent reason")
     def consent_reason_given(self, obj: AutomationSettings) -> str:
@@ -167,10 +169,18 @@ def _rollout_anchor(obj: AutomationSettings):
 
 @admin.register(EntityConstraint)
 class EntityConstraintAdmin(TenantScopedHistoryAdmin):
-    list_display = ["entity", "connection", "min_daily_budget", "max_daily_budget", "locked", "note"]
+    list_display = ["entity", "connection", "min_budget", "max_budget", "locked", "note"]
     list_select_related = ["entity", "connection"]
     autocomplete_fields = []
     raw_id_fields = ["entity"]
+
+    @admin.display(description="Min daily budget", ordering="min_daily_budget")
+    def min_budget(self, obj: EntityConstraint) -> str:
+        return format_money(obj.min_daily_budget, obj.connection.currency)
+
+    @admin.display(description="Max daily budget", ordering="max_daily_budget")
+    def max_budget(self, obj: EntityConstraint) -> str:
+        return format_money(obj.max_daily_budget, obj.connection.currency)
 
     def save_model(self, request, obj, form, change):
         obj.connection_id = obj.entity.connection_id

@@ -12,7 +12,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -33,10 +32,13 @@ from budgetradar.admin_base import (
     TenantScopedAdmin,
     TenantScopedHistoryAdmin,
     badge,
+    denied,
     format_money,
 )
+from budgetradar.dashboard import entity_performance
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import is_platform_staff
+from budgetradar.timefmt import format_time
 from platforms.credentials import ALL_CREDENTIAL_INPUTS, CREDENTIAL_FIELDS, credential_input
 from platforms.models import CircuitState, EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
 
@@ -240,7 +242,11 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
         pill = badge(connection.get_circuit_state_display(), CIRCUIT_TONES.get(connection.circuit_state, GREY))
         if connection.circuit_state == CircuitState.CLOSED:
             return pill
-        opened = f" (since {connection.circuit_opened_at:%Y-%m-%d %H:%M} UTC)" if connection.circuit_opened_at else ""
+        opened = (
+            f" (since {format_time(connection.circuit_opened_at, connection.time_zone)})"
+            if connection.circuit_opened_at
+            else ""
+        )
         return format_html("{} {}{}", pill, connection.circuit_reason or "repeated failures", opened)
 
     @admin.display(description="Last test", ordering="last_test_ok")
@@ -354,7 +360,7 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     def _connection_for(self, request: HttpRequest, object_id: str, perm: str) -> PlatformConnection:
         connection = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return connection
 
     def _back_to(self, connection: PlatformConnection) -> HttpResponseRedirect:
@@ -389,6 +395,20 @@ class PlatformEntityAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     search_fields = ["name", "external_id", "=id"]
     search_help_text = "Search by name, platform id or BudgetRadar id."
     inlines = [EntityActionsInline]
+    # Money on the entity's page with its currency at the currency's precision, not "400.0000".
+    readonly_fields = ["daily", "lifetime", "bid_amount"]
+    MONEY_DISPLAYS = {"daily_budget": "daily", "lifetime_budget": "lifetime", "bid": "bid_amount"}
+
+    def get_fields(self, request: HttpRequest, obj: PlatformEntity | None = None) -> list[str]:
+        fields = [self.MONEY_DISPLAYS.get(f, f) for f in super().get_fields(request, obj)]
+        return list(dict.fromkeys(fields))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        performance = entity_performance(self.get_object(request, object_id))
+        extra_context = {**(extra_context or {}), "performance": performance, "charts": [performance.chart_data()]}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, entity: PlatformEntity):

@@ -40,6 +40,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
+from actions.models import ActionType
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
@@ -58,14 +59,17 @@ from budgetradar.admin_base import (
     confirmation_close,
     confirmation_get,
     confirmation_open,
+    denied,
     format_money,
     scope_for_user,
 )
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
+from budgetradar.words import change_type_label, entity_type_label, error_label, humanize
 from observability.selectors import watch_status_for_deployment
-from platforms.models import PlatformEntity
+from platforms.models import Platform, PlatformEntity
+from platforms.money import currency_exponent
 from scenarios.models import (
     Deployment,
     DeploymentResult,
@@ -166,15 +170,19 @@ def _percent(value: str | None) -> str:
     return f"{'' if str(value).startswith('-') else '+'}{value} %"
 
 
+def platform_label(code: str | None) -> str:
+    return Platform(code).label if code in Platform.values else humanize(code)
+
+
 def breach_badge(breach: dict) -> SafeString:
-    """``critical · max_increase_pct`` in red (warning: amber), the message as its tooltip."""
+    """``critical · Max increase per change (%)`` in red (warning: amber), the message as its tooltip."""
     severity = breach.get("severity", WARNING)
     return format_html(
         '<span class="br-badge br-badge-{}" title="{}">{} · {}</span>',
         SEVERITY_TONES.get(severity, AMBER),
         breach.get("message", ""),
         severity,
-        breach.get("code", ""),
+        RULE_LABELS.get(breach.get("code", ""), humanize(breach.get("code"))),
     )
 
 
@@ -294,11 +302,12 @@ def _entity_view(doc: dict) -> dict[str, Any]:
         "entity_id": doc.get("entity_id"),
         "name": doc.get("name"),
         "platform": doc.get("platform"),
-        "entity_type": (doc.get("entity_type") or "").replace("_", " "),
+        "platform_label": platform_label(doc.get("platform")),
+        "entity_type": entity_type_label(doc.get("entity_type")),
         "external_id": doc.get("external_id"),
         "change_type": doc.get("change_type"),
         "change_badge": badge(
-            doc.get("change_type", ""), {"update": BLUE, "noop": GREY}.get(doc.get("change_type"), AMBER)
+            change_type_label(doc.get("change_type")), {"update": BLUE, "noop": GREY}.get(doc.get("change_type"), AMBER)
         ),
         "rows": rows,
         "breaches": [(breach_badge(b), b.get("message", "")) for b in doc.get("breaches") or []],
@@ -326,6 +335,7 @@ def _summary_view(payload: dict) -> dict[str, Any]:
             platforms.append(
                 {
                     "platform": name,
+                    "platform_label": platform_label(name),
                     "entities": values.get("entities"),
                     "changed": values.get("changed"),
                     "currency": currency,
@@ -710,7 +720,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     def _scenario_for(self, request: HttpRequest, object_id: str, perm: str) -> Scenario:
         scenario = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return scenario
 
     def _change_url(self, scenario: Scenario, anchor: str = "") -> str:
@@ -1094,6 +1104,9 @@ def _severity_field(code: str) -> forms.ChoiceField:
 SEVERITY_CODES = [code for code in DEFAULT_SEVERITIES if code not in FIXED_SEVERITIES]
 
 
+POLICY_MONEY_FIELDS = ["min_daily_budget", "max_daily_budget", "max_account_daily_spend", "cpa_ceiling"]
+
+
 class _GuardrailPolicyFormBase(AuditedForm):
     """The policy with readable widgets: weekday checkboxes, one blackout date a line and
     one severity select per rule (stored together in ``severities``)."""
@@ -1129,6 +1142,23 @@ class _GuardrailPolicyFormBase(AuditedForm):
         for code, severity in (self.instance.severities or {}).items():
             if f"severity_{code}" in self.fields:
                 self.fields[f"severity_{code}"].initial = severity
+        self._show_currency()
+
+    def _show_currency(self) -> None:
+        """Money fields name their currency and show amounts at its precision (not 1000.0000)."""
+        policy = self.instance
+        tenant = policy.tenant if policy.tenant_id else self.owner_tenant
+        currency = policy.connection.currency if policy.connection_id else getattr(tenant, "currency", "")
+        if not currency:
+            return
+        places = Decimal(1).scaleb(-currency_exponent(currency))
+        for name in POLICY_MONEY_FIELDS:
+            if name not in self.fields:
+                continue
+            self.fields[name].label = f"{self.fields[name].label} ({currency})"
+            value = self.initial.get(name)
+            if isinstance(value, Decimal) and value == value.quantize(places):
+                self.initial[name] = value.quantize(places)
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -1157,6 +1187,27 @@ GuardrailPolicyForm = type(
 )
 
 
+def window_zone_help(policy: GuardrailPolicy | None) -> str:
+    """Which zone a policy's change window and blackout dates are read in."""
+    if policy is not None and policy.connection_id:
+        # Django renders a fieldset description as HTML: the name is escaped here.
+        return format_html(
+            "Days and times are in {}'s time zone, {}.", policy.connection.name, policy.connection.time_zone
+        )
+    return "Days and times are in each account's own time zone (shown on its connection)."
+
+
+def change_window_text(policy: GuardrailPolicy) -> str:
+    """``Mon, Tue 09:00–17:00 Europe/Berlin``: a window is in its account's zone, so it is named."""
+    names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    picked = [names[d] for d in policy.change_window_days or [] if isinstance(d, int) and 0 <= d < 7]
+    days = ", ".join(picked) if picked else "every day"
+    start, end = policy.change_window_start, policy.change_window_end
+    hours = f" {start:%H:%M}–{end:%H:%M}" if start is not None and end is not None else ""
+    zone = policy.connection.time_zone if policy.connection_id else "in each account's time zone"
+    return f"{days}{hours} {zone}"
+
+
 @admin.register(GuardrailPolicy)
 class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     """Limits every change is checked against, per tenant and optionally per connection."""
@@ -1164,7 +1215,7 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     form = GuardrailPolicyForm
     list_display = ["name", "applies_to", "limits", "severity_overrides", "updated_at"]
     list_display_links = ["name"]
-    list_select_related = ["connection"]
+    list_select_related = ["connection", "tenant"]
     list_filter = ["connection"]
     search_fields = ["name", "connection__name"]
     readonly_fields = ["updated_at"]
@@ -1210,7 +1261,10 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: GuardrailPolicy | None = None):
-        fieldsets = super().get_fieldsets(request, obj)
+        fieldsets = [
+            (name, {**opts, "description": window_zone_help(obj)} if name == "When and how often" else opts)
+            for name, opts in super().get_fieldsets(request, obj)
+        ]
         if obj is None:
             fieldsets = [(name, opts) for name, opts in fieldsets if opts["fields"] != ["updated_at"]]
         return fieldsets
@@ -1227,7 +1281,12 @@ class GuardrailPolicyAdmin(TenantScopedHistoryAdmin):
         if policy.max_decrease_pct is not None:
             parts.append(f"-{policy.max_decrease_pct}% max")
         if policy.min_daily_budget is not None or policy.max_daily_budget is not None:
-            parts.append(f"daily {policy.min_daily_budget or 0}–{policy.max_daily_budget or '∞'}")
+            currency = policy.connection.currency if policy.connection_id else policy.tenant.currency
+            low, high = policy.min_daily_budget, policy.max_daily_budget
+            shown = f"{format_money(low or 0, currency)}–{format_money(high, currency) if high is not None else '∞'}"
+            parts.append(f"daily budget {shown}")
+        if policy.change_window_start is not None or policy.change_window_days:
+            parts.append(f"change window {change_window_text(policy)}")
         if policy.cooldown_hours:
             parts.append(f"cooldown {policy.cooldown_hours} h")
         if policy.blackout_dates:
@@ -1318,6 +1377,8 @@ def result_row(result: DeploymentResult) -> dict[str, Any]:
         "status": badge(result.get_status_display(), RESULT_TONES.get(result.status, GREY)),
         "changes": changes,
         "retryable": {True: "yes", False: "no"}.get(result.retryable, EMPTY),
+        "action_type": ActionType(result.action_type).label if result.action_type in ActionType.values else EMPTY,
+        "error": error_label(result.error_code) if result.error_code else "",
     }
 
 
@@ -1454,7 +1515,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     def _deployment_for(self, request: HttpRequest, object_id: str, perm: str) -> Deployment:
         deployment = self.get_object(request, object_id)
         if not request.user.has_perm(perm):
-            raise PermissionDenied
+            raise denied(request.user, perm)
         return deployment
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

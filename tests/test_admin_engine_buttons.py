@@ -89,7 +89,7 @@ def test_the_action_page_shows_before_and_after_the_deadline_and_the_error(clien
     page = client.get(url(Action, "change", failed.pk)).content.decode()
     assert "Daily budget:</strong> 100.00 EUR → 150.00 EUR" in page
     assert "Rollback possible" in page and "(in 19 hours)" in page
-    assert "invalid_value" in page
+    assert "Value refused by the platform" in page and "invalid_value" not in page
     assert "below the platform minimum of 1.00 EUR" in page
     assert "propose a new value" in page
 

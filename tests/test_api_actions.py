@@ -71,7 +71,11 @@ def test_a_list_of_recommendations_is_created_in_one_request(api, campaign, adse
         ({"action_type": "adjust_budget", "params": {}}, "params.new_budget", "required"),
         ({"action_type": "double_everything"}, "action_type", "Unknown action type"),
         ({"action_type": "adjust_budget", "params": {"new_budget": "5", "oops": 1}}, "params.oops", "Unknown param"),
-        ({"action_type": "adjust_bid", "params": {"new_bid": "1"}}, "entity", "applies to a ad_set"),
+        (
+            {"action_type": "adjust_bid", "params": {"new_bid": "1"}},
+            "entity",
+            "Adjust bid applies to an ad set, not a campaign.",
+        ),
     ],
 )
 def test_bad_items_are_refused_naming_the_item_and_field_and_nothing_is_written(api, campaign, item, field, text):

@@ -441,10 +441,10 @@ def test_the_preflight_button_shows_the_diff_with_guardrail_badges(client, opera
     raised = diff.split('data-key="sandbox:campaign:sandbox-cmp-1"')[1].split("br-diff-entity")[0]
     assert "Spend" in raised and "Daily budget" in raised
     assert "100.00 EUR" in raised and "150.00 EUR" in raised and "+50.00 EUR" in raised and "+50.00 %" in raised
-    assert re.search(r'br-badge-red"[^>]*>critical · max_increase_pct', raised)
+    assert re.search(r'br-badge-red"[^>]*>critical · Max increase per change \(%\)', raised)
     lowered = diff.split('data-key="sandbox:campaign:sandbox-cmp-2"')[1]
     assert "-20.00 EUR" in lowered and "-20.00 %" in lowered
-    assert re.search(r'br-badge-amber"[^>]*>warning · max_decrease_pct', lowered)
+    assert re.search(r'br-badge-amber"[^>]*>warning · Max decrease per change \(%\)', lowered)
     summary = diff.split('id="diff-summary"')[1].split("</table>")[0]
     assert "200.00 EUR" in summary and "230.00 EUR" in summary and "+30.00 EUR" in summary
     assert "live deploy is refused" in diff
@@ -646,7 +646,7 @@ def test_retry_and_rollback_buttons_follow_role_and_state(client, tenant, operat
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'id="tool-retry"' in page
     assert 'id="tool-rollback"' not in page  # nothing succeeded
-    assert "Below the minimum." in page and "Propose a new value." in page and "invalid_value" in page
+    assert "Below the minimum." in page and "Propose a new value." in page and "Value refused by the platform" in page
     client.force_login(operator)
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'id="tool-retry"' not in page
@@ -676,7 +676,7 @@ def test_deploy_partial_failure_retry_and_rollback_through_the_admin(client):
     ok = page.split(f'data-entity="{world.entity("sandbox-cmp-1").pk}"')[1].split("</tr>")[0]
     bad = page.split(f'data-entity="{world.entity("sandbox-cmp-2").pk}"')[1].split("</tr>")[0]
     assert "Succeeded" in ok and "100.00 EUR → 150.00 EUR" in ok
-    assert "Failed" in bad and "invalid_value" in bad
+    assert "Failed" in bad and "Value refused by the platform" in bad
     assert 'id="tool-retry"' in page and 'id="tool-rollback"' in page
 
     confirm = client.get(url(Deployment, "retry", deployment.pk)).content.decode()
