@@ -233,4 +233,3 @@ def _as_text(value: Any) -> str | None:
 
 def _is_auto_pk(field) -> bool:
     return field.primary_key and field.get_internal_type().endswith("AutoField")
-
