@@ -14,7 +14,8 @@ seconds. These helpers take plain rows instead:
   statement, rows streamed in the driver's C code) and one prepared ``executemany`` on
   SQLite, inside the caller's transaction. No model instances, no per-value field calls.
 - ``bulk_set`` updates fields of many rows by primary key: on PostgreSQL one
-  ``UPDATE … FROM unnest(arrays)`` per call, on SQLite one prepared ``executemany``.
+  ``UPDATE … FROM jsonb_to_recordset(document)`` per call, on SQLite one prepared
+  ``executemany``.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ def bulk_set(objs: Sequence[Model], fields: Sequence[str], *, only_if: dict[str,
     meta = type(objs[0])._meta
     columns = [meta.get_field(name) for name in fields]
     conditions = [(meta.get_field(name), value) for name, value in (only_if or {}).items()]
-    convert = db_row_converter(columns, conn)
-    attnames = [f.attname for f in columns]
-    rows = [convert([getattr(obj, name) for name in attnames]) for obj in objs]
     pks = [obj.pk for obj in objs]
     fixed = [f.get_db_prep_value(value, conn) for f, value in conditions]
     if conn.vendor == "postgresql":
-        return _update_from_arrays(conn, meta, columns, conditions, fixed, pks, rows)
+        return _update_from_json(conn, meta, columns, conditions, fixed, pks, objs)
+    convert = db_row_converter(columns, conn)
+    attnames = [f.attname for f in columns]
+    rows = [convert([getattr(obj, name) for name in attnames]) for obj in objs]
     quote = conn.ops.quote_name
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in columns)} "
@@ -60,27 +61,44 @@ def bulk_set(objs: Sequence[Model], fields: Sequence[str], *, only_if: dict[str,
         return cursor.rowcount
 
 
-def _update_from_arrays(conn, meta, columns, conditions, fixed, pks, rows) -> int:
-    """One statement for all rows: each column travels as one array, joined on the key."""
+def _update_from_json(conn, meta, columns, conditions, fixed, pks, objs) -> int:
+    """One statement for all rows: the new values travel as one JSON document (encoded in
+    C, parsed by the server into typed columns), joined on the primary key."""
     quote = conn.ops.quote_name
     names = [f"c{i}" for i in range(len(columns))]
-    arrays = ", ".join(["%s::text[]"] * (len(columns) + 1))
-    assignments = ", ".join(
-        f"{quote(f.column)} = v.{name}::{f.db_type(conn)}" for f, name in zip(columns, names, strict=True)
-    )
-    where = " AND ".join(
-        [f"t.{quote(meta.pk.column)} = v.pk::{meta.pk.db_type(conn).split()[0]}"]
-        + [f"t.{quote(f.column)} = %s" for f, _ in conditions]
-    )
+    encoders = [(name, f.attname, _json_converter(f)) for name, f in zip(names, columns, strict=True)]
+    document = []
+    for obj, pk in zip(objs, pks, strict=True):
+        item = {"pk": pk}
+        for name, attname, encode in encoders:
+            value = getattr(obj, attname)
+            item[name] = encode(value) if encode else value
+        document.append(item)
+    types = [f"{n} {f.db_type(conn)}" for f, n in zip(columns, names, strict=True)]
+    record = ", ".join([f"pk {meta.pk.db_type(conn)}", *types])
+    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(columns, names, strict=True))
+    where = " AND ".join([f"t.{quote(meta.pk.column)} = v.pk"] + [f"t.{quote(f.column)} = %s" for f, _ in conditions])
     sql = (
         f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
-        f"FROM unnest({arrays}) AS v(pk, {', '.join(names)}) WHERE {where}"
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v({record}) WHERE {where}"
     )
-    text = [_as_text(value) for value in pks]
-    params = [text, *([_as_text(row[i]) for row in rows] for i in range(len(columns))), *fixed]
     with conn.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [json.dumps(document), *fixed])
         return cursor.rowcount
+
+
+def _json_converter(field: Field) -> Converter | None:
+    """How a value goes into the JSON document ``_update_from_json`` sends: JSON values as
+    they are (JSON null becomes SQL NULL), datetimes in ISO form, anything else not
+    native to JSON (``Decimal``) as its text."""
+    kind = field.get_internal_type()
+    if kind == "JSONField":
+        if field.encoder:
+            return lambda value: None if value is None else json.loads(json.dumps(value, cls=field.encoder))
+        return None
+    if kind in _PASS_THROUGH or field.is_relation:
+        return None
+    return _as_text
 
 
 def bulk_insert(objs: Sequence[Model]) -> None:
@@ -220,12 +238,11 @@ def _field_prep(value: Any, *, field: Field, conn) -> Any:
     return field.get_db_prep_save(value, conn)
 
 
-def _as_text(value: Any) -> str | None:
-    """A database-form value as the text PostgreSQL parses for its column type."""
-    if value is None or isinstance(value, str):
+def _as_text(value: Any) -> Any:
+    """A value as the text PostgreSQL parses for its column type (strings, ``None``,
+    booleans and numbers JSON carries natively stay as they are)."""
+    if value is None or isinstance(value, str | bool | int | float):
         return value
-    if isinstance(value, bool):
-        return "t" if value else "f"
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
