@@ -76,13 +76,35 @@ def actions_dispatch(
         candidates = candidates.filter(connection_id__in=connection_ids)
     if limit:
         candidates = candidates[:limit]
+    ids = _job_sized(candidates)
+    loaded: dict[int, Action] = {}
+    for start in range(0, len(ids), 1000):
+        rows = Action.objects.filter(pk__in=ids[start : start + 1000]).select_related("connection", "entity")
+        loaded.update((a.pk, a) for a in rows)
     by_connection: dict[int, list[Action]] = defaultdict(list)
-    for action in candidates.select_related("connection", "entity"):
-        by_connection[action.connection_id].append(action)
+    for pk in ids:  # in approval order
+        if pk in loaded:
+            by_connection[loaded[pk].connection_id].append(loaded[pk])
     job_ids = []
     for actions in by_connection.values():
         job_ids += _dispatch_connection(actions[0].connection, actions)
     return job_ids
+
+
+def _job_sized(candidates) -> list[int]:
+    """Per connection and kind, the ids of the first ``ENGINE_JOB_MAX_ACTIONS`` candidates:
+    no job can take more, so a dispatch loads (and holds in memory) at most one job's
+    worth per connection however many actions are due. The rest wait for the next
+    dispatch, which the finished job triggers. Windows are per kind so rollbacks are
+    never crowded out by approvals (an approval may wait for its entity's rollback)."""
+    cap = settings.ENGINE_JOB_MAX_ACTIONS
+    taken: dict[tuple[int, str], int] = defaultdict(int)
+    ids = []
+    for pk, connection_id, status in candidates.values_list("pk", "connection_id", "status"):
+        if taken[connection_id, status] < cap:
+            taken[connection_id, status] += 1
+            ids.append(pk)
+    return ids
 
 
 def _dispatch_connection(connection: PlatformConnection, actions: list[Action]) -> list[int]:
