@@ -282,25 +282,26 @@ def _iso(value: datetime | None) -> str | None:
 
 def write_history(actions: list[Action], *, actor, reason: str, history_type: str = "~") -> None:
     """One history row per action, as django-simple-history would write it
-    (``history_type`` "+" for rows just created, "~" for changes)."""
+    (``history_type`` "+" for rows just created, "~" for changes), in the caller's
+    transaction: plain tuples (the tracked fields read in one call per action, then the
+    row's who, when and why), never a historical model instance."""
+    extra = (timezone.now(), getattr(_user(actor), "pk", None), reason[:1000], history_type)
+    insert_rows(Action.history.model, _HISTORY_FIELDS, (_tracked_values(action) + extra for action in actions))
+
+
+def _history_columns() -> tuple[list, Callable[[Action], tuple]]:
+    """The history table's columns in the order ``write_history`` fills them."""
     history = Action.history.model
-    fields = insert_fields(history)
-    tracked = {f.attname for f in history.tracked_fields}
-    extra = {
-        "history_date": timezone.now(),
-        "history_user_id": getattr(_user(actor), "pk", None),
-        "history_change_reason": reason[:1000],
-        "history_type": history_type,
-    }
-    names = [f.attname for f in fields]
-    unknown = [n for n in names if n not in tracked and n not in extra]
+    tracked = [f.attname for f in history.tracked_fields]
+    by_name = {f.attname: f for f in insert_fields(history)}
+    extra = ["history_date", "history_user_id", "history_change_reason", "history_type"]
+    unknown = set(by_name) - set(tracked) - set(extra)
     if unknown:
-        raise RuntimeError(f"History columns with no source: {unknown}")
-    insert_rows(
-        history,
-        fields,
-        ([getattr(action, n) if n in tracked else extra[n] for n in names] for action in actions),
-    )
+        raise RuntimeError(f"History columns with no source: {sorted(unknown)}")
+    return [by_name[n] for n in tracked + extra], attrgetter(*tracked)
+
+
+_HISTORY_FIELDS, _tracked_values = _history_columns()
 
 
 def actions_create(actions: list[Action], *, actor, reason: str, event: LogEvent) -> list[Action]:
