@@ -79,8 +79,14 @@ def actions_dispatch(
     ids = _job_sized(candidates)
     loaded: dict[int, Action] = {}
     for start in range(0, len(ids), 1000):
-        rows = Action.objects.filter(pk__in=ids[start : start + 1000]).select_related("connection", "entity")
+        rows = Action.objects.filter(pk__in=ids[start : start + 1000]).select_related("entity")
         loaded.update((a.pk, a) for a in rows)
+    # One instance per connection, shared by its actions and their entities (not a copy each).
+    connections = PlatformConnection.objects.in_bulk({a.connection_id for a in loaded.values()})
+    for action in loaded.values():
+        action.connection = connections[action.connection_id]
+        if action.entity.connection_id in connections:
+            action.entity.connection = connections[action.entity.connection_id]
     by_connection: dict[int, list[Action]] = defaultdict(list)
     for pk in ids:  # in approval order
         if pk in loaded:
