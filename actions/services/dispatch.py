@@ -6,7 +6,10 @@ action without ``next_attempt_at`` waits for someone to press Execute. Rules the
 database enforces and this code respects:
 - one queued/running job per connection: new work joins a still-queued job of the
   same kind while it has room (``ENGINE_JOB_MAX_ACTIONS``), or waits for the running
-  one to finish (its ``job.finished`` event dispatches again);
+  one to finish (its ``job.finished`` event dispatches again); a dispatch loads at most
+  one job's worth of due actions per connection and kind, so its memory is bounded too
+  (actions beyond that window, e.g. ones a used-up quota postpones, are handled by the
+  next dispatch);
 - one queued/executing action per entity, in approval order: of several approved
   actions on one entity only the oldest goes, and if the oldest is not due yet (parked
   until a rate limit lifts, or waiting for a change window) the younger ones wait too;
