@@ -9,7 +9,9 @@ seconds. These helpers take plain rows instead:
   values the database driver takes, as the fields' own ``get_db_prep_save`` would:
   JSON dumped with the field's encoder (``None`` stays SQL NULL), datetimes kept aware on
   PostgreSQL and written as naive UTC text on SQLite, choice enums as their plain
-  string. Only columns that need a conversion pay for one; the rest pass through.
+  string. Only columns that need a conversion pay for one; the rest pass through. A
+  column type it does not know (none in the audit tables) falls back to the field's
+  own ``get_db_prep_save``.
 - ``insert_rows`` writes such rows with ``COPY … FROM STDIN`` on PostgreSQL (one
   statement, rows streamed in the driver's C code) and one prepared ``executemany`` on
   SQLite, inside the caller's transaction. No model instances, no per-value field calls.
@@ -174,7 +176,8 @@ def db_row_converter(fields: Sequence[Field], conn=None) -> Callable[[Sequence],
     """A function turning one row of Python values into a tuple the driver takes.
 
     Decided once per field list; a row then costs one call per column that needs a
-    conversion (JSON, and datetimes on SQLite) and nothing for the others.
+    conversion (JSON; text, where a choice enum becomes its plain string; datetimes on
+    SQLite) and nothing for the others (numbers, booleans, keys; datetimes on PostgreSQL).
     """
     conn = conn or connections[DEFAULT_DB_ALIAS]
     converters = [(i, c) for i, f in enumerate(fields) if (c := _converter(f, conn)) is not None]
