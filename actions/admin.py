@@ -50,6 +50,7 @@ from actions.services.verification import same_value
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
+    DATE_FILTER,
     EMPTY,
     GREEN,
     GREY,
@@ -411,9 +412,8 @@ class RecommendationAdmin(TenantScopedAdmin):
     form = RecommendationForm
     list_display = ["created_at", "entity", "action_type", "change_summary", "source", "created_by", "action_status"]
     list_select_related = ["entity__connection", "created_by"]
-    list_filter = ["action_type", "source", "entity__connection"]
+    list_filter = ["action_type", "source", "entity__connection", DATE_FILTER]
     search_fields = ["entity__name", "entity__external_id", "rationale", "source"]
-    date_hierarchy = "created_at"
     autocomplete_fields = ["entity"]
     readonly_fields = ["source", "created_by", "created_at"]
     inlines = [RecommendationActionsInline]
@@ -700,10 +700,9 @@ class ActionAdmin(TenantScopedHistoryAdmin):
     ]
     list_display_links = ["number"]
     list_select_related = ["entity", "connection", "proposed_by", "approved_by"]
-    list_filter = ["status", AttentionFilter, "platform", "action_type", "connection"]
+    list_filter = ["status", AttentionFilter, "platform", "action_type", "connection", DATE_FILTER]
     search_fields = ["=id", "entity__name", "entity__external_id"]
     search_help_text = "Search by action id, entity name or platform id."
-    date_hierarchy = "created_at"
     actions = ["approve_selected", "reject_selected", "cancel_selected", "execute_selected", "rollback_selected"]
     inlines = [ExecutionLogInline]
     readonly_fields = [
@@ -1238,9 +1237,8 @@ class ActionJobAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     ]
     list_display_links = ["number"]
     list_select_related = ["connection"]
-    list_filter = ["kind", "status", "connection"]
+    list_filter = ["kind", "status", "connection", DATE_FILTER]
     search_fields = ["=id", "claimed_by", "connection__name"]
-    date_hierarchy = "created_at"
     inlines = [JobActionsInline]
 
     @admin.display(description="#", ordering="id")
@@ -1259,11 +1257,9 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
 
     list_display = ["created_at", "event_badge", "action_link", "job", "actor", "summary", "platform_request_id"]
     list_select_related = ["action__entity", "job__connection"]
-    list_filter = ["event", "action__platform"]
+    list_filter = ["event", "action__platform", DATE_FILTER]
     search_fields = ["=action__id", "message", "actor", "platform_request_id"]
-    date_hierarchy = "created_at"
     list_per_page = 100
-    show_full_result_count = False  # the log grows without bound; skip the extra COUNT(*)
     fields = [
         "created_at",
         "event_badge",

@@ -61,7 +61,8 @@ class Recommendation(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        # The default ordering per tenant, id included: the keyset pages of the list.
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="recommendation_tenant_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_action_type_display()} on {self.entity.name}"
@@ -173,6 +174,11 @@ class Action(ConcurrentTransitionMixin, models.Model):
             ),
         ]
         indexes = [
+            # The default list ordering, per tenant, and the status filter with it (lists
+            # read one page from these indexes instead of sorting every row; see
+            # budgetradar.api.KeysetPagination).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="action_tenant_list_idx"),
+            models.Index(fields=["tenant", "status", "-created_at", "-id"], name="action_tenant_status_list_idx"),
             models.Index(fields=["tenant", "status"]),
             models.Index(fields=["status", "connection"]),
             models.Index(fields=["tenant", "approved_at"]),
@@ -435,6 +441,13 @@ class ActionExecutionLog(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            # One action's log in order (its page and API), the tenant's log (the admin
+            # list) and that list filtered by event: each read as a range of one index.
+            models.Index(fields=["action", "created_at", "id"], name="log_action_list_idx"),
+            models.Index(fields=["tenant", "created_at", "id"], name="log_tenant_list_idx"),
+            models.Index(fields=["tenant", "event", "created_at", "id"], name="log_tenant_event_list_idx"),
+        ]
         verbose_name = "execution log entry"
         verbose_name_plural = "execution log"
 

@@ -77,6 +77,8 @@ class Stats:
     restarts: int = 0
     crashes: int = 0
     watchdog_restarts: int = 0
+    gate_refusals: int = 0  # approvals/rollbacks the safety gate refused (it could not read the platform)
+    refused_entities: list[str] = field(default_factory=list)
     faults: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
@@ -374,11 +376,17 @@ def prepare_round(rng: random.Random, world, fresh: list[str]):
     return recommendations, scenario, targets, live
 
 
-def start_round(rng: random.Random, world, prepared, last_succeeded: list[int]) -> list[Planned]:
-    """Approve, deploy and request rollbacks: from here the workers act."""
+def start_round(rng: random.Random, world, prepared, last_succeeded: list[int], stats: Stats) -> list[Planned]:
+    """Approve, deploy and request rollbacks: from here the workers act.
+
+    The safety gate reads the platform on approval and rollback; when the injected faults
+    make that read fail, it refuses with nothing changed (a correct outcome, counted in
+    ``gate_refusals``): the action is rejected and its entity goes back to the pool.
+    """
     from actions.models import Action
-    from actions.services.lifecycle import action_approve
+    from actions.services.lifecycle import action_approve, action_reject
     from actions.services.rollback import action_rollback_request
+    from budgetradar.errors import DomainError
     from scenarios.services.deploy import deployment_create
 
     _tenant, (approver, admin), _account, _connection = world
@@ -386,18 +394,32 @@ def start_round(rng: random.Random, world, prepared, last_succeeded: list[int]) 
     planned: list[Planned] = []
     for recommendation in recommendations:
         action = recommendation.actions.get()
-        action_approve(action=action, actor=approver)
         ext = recommendation.entity.external_id
+        try:
+            action_approve(action=action, actor=approver)
+        except DomainError:
+            stats.gate_refusals += 1
+            action_reject(action=Action.objects.get(pk=action.pk), actor=approver, reason="chaos: the gate refused")
+            stats.refused_entities.append(ext)
+            continue
         planned.append(Planned(action.pk, ext, "execute", targets[ext], live[ext]))
     if scenario is not None:
-        deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key=uuid.uuid4().hex)
+        try:
+            deployment_create(scenario=scenario, actor=approver, mode="live", idempotency_key=uuid.uuid4().hex)
+        except DomainError:  # e.g. a preflight breach the deploy must not override
+            stats.gate_refusals += 1
+            stats.refused_entities += [item.entity.external_id for item in scenario.items.select_related("entity")]
         for action in Action.objects.filter(deployment__scenario=scenario).select_related("entity"):
             ext = action.entity.external_id
             planned.append(Planned(action.pk, ext, "execute", targets[ext], live[ext]))
     for action in Action.objects.filter(pk__in=rng.sample(last_succeeded, min(len(last_succeeded), 3))):
         before = Decimal(action.before_state["daily_budget"])
         after = Decimal(action.after_state["daily_budget"])
-        action_rollback_request(action=action, actor=admin, reason="chaos rollback")
+        try:
+            action_rollback_request(action=action, actor=admin, reason="chaos rollback")
+        except DomainError:
+            stats.gate_refusals += 1
+            continue
         planned.append(Planned(action.pk, action.entity.external_id, "rollback", before, after))
     return planned
 
@@ -629,7 +651,7 @@ def main() -> None:
             round_started = timezone.now()
             prepared = prepare_round(rng, world, fresh)
             deleted = inject_faults(rng, world[2], fresh, stats)
-            planned = start_round(rng, world, prepared, last_succeeded)
+            planned = start_round(rng, world, prepared, last_succeeded, stats)
             kills: list = []
             wreak_havoc(rng, clusters, args.chaos_seconds, stats, kills)
             settled = settle(planned, clusters, world[2], stats)
@@ -643,7 +665,8 @@ def main() -> None:
                     pk__in=[p.action_id for p in planned if p.kind == "execute"], status=ActionStatus.SUCCEEDED
                 ).values_list("pk", flat=True)
             )
-            pool += cooling
+            pool += cooling + [ext for ext in stats.refused_entities if ext not in deleted]
+            stats.refused_entities.clear()
             cooling = [p.external_id for p in planned if p.kind == "execute" and p.external_id not in deleted]
             stats.rounds += 1
             stats.actions += len(planned)
@@ -677,6 +700,7 @@ def report(stats: Stats, args, elapsed: float, log_dir: Path) -> None:
         f"   restarts {stats.restarts}   watchdog restarts {stats.watchdog_restarts}"
     )
     print(f"  faults                 {dict(stats.faults)}")
+    print(f"  refused by the gate    {stats.gate_refusals} (approvals/rollbacks whose preflight read failed)")
     print(f"  outcomes               {dict(stats.outcomes)}")
     if delays:
         worst, median = delays[-1], delays[len(delays) // 2]

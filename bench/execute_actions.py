@@ -202,6 +202,8 @@ def run_engine(connection, *, limiter: str, real_clock: bool = False) -> dict:
             outbox_drain()
         wall = time.perf_counter() - started
     succeeded = Action.objects.filter(connection=connection, status=ActionStatus.SUCCEEDED).count()
+    if succeeded == 0:
+        raise SystemExit("the engine settled nothing: check that the bench's actions are due")
     round_trips = sum(ActionJob.objects.filter(pk__in=job_ids).values_list("round_trips", flat=True))
     return {
         "wall": wall,
@@ -213,8 +215,6 @@ def run_engine(connection, *, limiter: str, real_clock: bool = False) -> dict:
         "jobs": len(job_ids),
         "tasks": tasks,
     }
-    if succeeded == 0:
-        raise SystemExit("the engine settled nothing: check that the bench's actions are due")
 
 
 def run_naive(connection, actions) -> dict:

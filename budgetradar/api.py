@@ -10,16 +10,22 @@ one per refused value, each message naming the item and the field on its own;
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model, Q, QuerySet
 from rest_framework import exceptions, serializers, status
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from budgetradar.errors import DomainError, PermissionDenied, ValidationFailed
@@ -29,9 +35,118 @@ from budgetradar.tenancy import scope_to_user, tenant_of
 
 
 class Pagination(PageNumberPagination):
+    """Page numbers with a total ``count``: for the lists that stay small (scenarios,
+    entities, policies). The lists that grow without bound use ``KeysetPagination``."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class KeysetPagination(CursorPagination):
+    """Keyset ("cursor") pagination for the lists that grow without bound.
+
+    A page is the ``page_size`` rows after (or, for ``previous``, before) the row the
+    cursor names, in ``ordering``: a sort key and ``id`` as the tie-break, the order an
+    index of the list keeps (``(tenant, -created_at, -id)`` for actions). The query is a
+    range of that index, ``key <= v AND (key < v OR id < pk)``, so page 1,000 costs what
+    page 1 costs; there is no total count (counting would read every row) and no page
+    numbers, only ``next`` and ``previous`` links that keep the request's filters.
+    A cursor names a position, not a page: rows added meanwhile never repeat or skip
+    a row already seen. A cursor this list did not give out answers 400 naming ``cursor``.
+    """
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+    ordering: tuple[str, ...] = ("-created_at", "-id")
+    cursor_query_description = "Where the page starts: the value of `next` or `previous` of the previous answer."
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list[Model]:
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        position = self._decoded(request, queryset.model)
+        backwards = bool(position and position["r"])
+        order = [_flipped(term) for term in self.ordering] if backwards else list(self.ordering)
+        queryset = queryset.order_by(*order)
+        if position:
+            queryset = queryset.filter(self._after(position, order))
+        rows = list(queryset[: self.page_size + 1])
+        more, rows = len(rows) > self.page_size, rows[: self.page_size]
+        if backwards:
+            rows.reverse()
+        self.has_next = more if not backwards else True
+        self.has_previous = more if backwards else position is not None
+        self.page = rows
+        return rows
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next or not self.page:
+            return None
+        return self._link(self.page[-1], backwards=False)
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous:
+            return None
+        if not self.page:  # past the end: back to the first page
+            return remove_query_param(self.base_url, self.cursor_query_param)
+        return self._link(self.page[0], backwards=True)
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        described = super().get_paginated_response_schema(schema)
+        described["required"] = ["next", "previous", "results"]
+        described["description"] = "A page of a keyset list: follow `next` until it is null (no total count)."
+        return described
+
+    def _link(self, row: Model, *, backwards: bool) -> str:
+        key = self._names()[0]
+        value = getattr(row, key)
+        position = {"v": value.isoformat() if hasattr(value, "isoformat") else value, "id": row.pk, "r": int(backwards)}
+        token = base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
+        return replace_query_param(self.base_url, self.cursor_query_param, token)
+
+    def _names(self) -> list[str]:
+        return [term.lstrip("-") for term in self.ordering]
+
+    def _decoded(self, request: Request, model: type[Model]) -> dict[str, Any] | None:
+        token = request.query_params.get(self.cursor_query_param)
+        if not token:
+            return None
+        try:
+            position = json.loads(base64.urlsafe_b64decode(token.encode()))
+            position["v"] = model._meta.get_field(self._names()[0]).to_python(position["v"])
+            position["id"] = int(position["id"])
+            position["r"] = bool(position.get("r"))
+        except (ValueError, TypeError, KeyError, binascii.Error, DjangoValidationError, UnicodeDecodeError):
+            raise ValidationFailed(
+                "The cursor is not one this list gave out; start again from the first page (no cursor).",
+                details={"cursor": exceptions.ErrorDetail("not a cursor of this list.", "invalid_cursor")},
+            ) from None
+        if position["v"] is None:
+            raise ValidationFailed("The cursor is empty.", details={"cursor": "not a cursor of this list."})
+        return position
+
+    def _after(self, position: dict[str, Any], order: list[str]) -> Q:
+        """Rows strictly after ``position`` in ``order``, written so that the database
+        reads them as one index range: ``key <= v`` bounds the scan, the rest decides ties."""
+        names = [term.lstrip("-") for term in order]
+        descending = order[0].startswith("-")
+        strict, loose = ("lt", "lte") if descending else ("gt", "gte")
+        if len(names) == 1:
+            return Q(**{f"{names[0]}__{strict}": position["id"]})
+        key, tie = names
+        tie_strict = "lt" if order[1].startswith("-") else "gt"
+        return Q(**{f"{key}__{loose}": position["v"]}) & (
+            Q(**{f"{key}__{strict}": position["v"]}) | Q(**{f"{tie}__{tie_strict}": position["id"]})
+        )
+
+
+def _flipped(term: str) -> str:
+    return term[1:] if term.startswith("-") else f"-{term}"
 
 
 # The error shape ---------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from observability.services.alerts import Condition, alert_raise, alert_resolve_
 from observability.services.settings import settings_for
 from observability.services.watch import (
     watch_entities_rolled_back,
-    watch_for_action,
     watch_restore_deployed,
+    watches_for_actions,
     watches_for_deployment,
 )
 from platforms.models import PlatformConnection
@@ -77,11 +77,26 @@ def _connection_key(kind: str, connection: PlatformConnection) -> str:
 
 
 def on_action_settled(events: list[Event]) -> None:
-    _each(events, _action_settled)
+    """Watches for applied actions outside deployments and the end of watches of rolled
+    back ones, each in one batch; alerts for quota and credential failures per event."""
+    applied = [e.payload["action_id"] for e in events if e.payload.get("status") in APPLIED]
+    rolled_back = [e.payload["action_id"] for e in events if e.payload.get("status") == "rolled_back"]
+    _guarded(events, "watches", lambda: watches_for_actions(applied) if applied else None)
+    _guarded(events, "rolled-back watches", lambda: watch_entities_rolled_back(rolled_back) if rolled_back else None)
+    _each([e for e in events if _is_connection_failure(e)], _action_failed)
     by_status: dict[str, list[str]] = {}
     for event in events:
         by_status.setdefault(str(event.payload.get("status")), []).append(str(event.payload.get("platform")))
     transaction.on_commit(lambda: _count_transitions(by_status))
+
+
+def _guarded(events: list[Event], what: str, work: Callable[[], object]) -> None:
+    """Run ``work`` for a whole batch in a savepoint; a failure is logged, never blocks the outbox."""
+    try:
+        with transaction.atomic():
+            work()
+    except Exception:
+        logger.exception("Observability could not update %s for outbox events %s-%s", what, events[0].id, events[-1].id)
 
 
 def _count_transitions(by_status: dict[str, list[str]]) -> None:
@@ -89,17 +104,16 @@ def _count_transitions(by_status: dict[str, list[str]]) -> None:
         metrics.action_transitions_record(status=status, platforms=platforms)
 
 
-def _action_settled(event: Event) -> None:
+def _is_connection_failure(event: Event) -> bool:
+    code = event.payload.get("error_code") or ""
+    return event.payload.get("status") == "failed" and code in QUOTA_CODES | AUTH_CODES
+
+
+def _action_failed(event: Event) -> None:
     payload = event.payload
-    status, code = payload.get("status"), payload.get("error_code") or ""
-    if status in APPLIED and not payload.get("deployment_id"):
-        watch_for_action(payload["action_id"])
-    if status == "rolled_back":
-        watch_entities_rolled_back([payload["action_id"]])
-    if status == "failed" and code in QUOTA_CODES | AUTH_CODES:
-        connection = _connection(payload.get("connection_id"))
-        if connection is not None:
-            alert_raise(_connection_failure(connection, code, payload["action_id"]))
+    connection = _connection(payload.get("connection_id"))
+    if connection is not None:
+        alert_raise(_connection_failure(connection, payload["error_code"], payload["action_id"]))
 
 
 def _connection_failure(connection: PlatformConnection, code: str, action_id: int) -> Condition:

@@ -6,6 +6,9 @@
   preflight and the critical-breach rule; the execution policy sets ``next_attempt_at``;
 - ``gate_execute`` (Execute now): value sanity, preflight, critical-breach rule; due now;
 - ``gate_rollback`` (rolling an action back): the same for the values it restores;
+- ``gate_deployment_rollback`` (rolling a deployment back): ``gate_rollback`` for all of
+  its actions at once (value sanity, one preflight read per connection, the
+  critical-breach rule; nothing is rolled back when one action is refused);
 - ``gate_deploy_live`` (a live deploy, a retry of its failed entities): four-eyes and
   value sanity; the deploy judges its scenario preflight with ``deploy_override`` and
   schedules its actions with ``schedule_deployment_actions``;
@@ -188,6 +191,60 @@ def gate_rollback(*, action: Action, actor, now: datetime | None = None) -> Verd
     policy = g.policy_for(action.tenant, action.connection)
     verdict, _entity = _verdict(action, rollback_targets(action), actor, policy, runs_now=True, now=now, rollback=True)
     return verdict
+
+
+def gate_deployment_rollback(*, actions: Sequence[Action], actor, now: datetime | None = None) -> list[Verdict]:
+    """``gate_rollback`` for many actions (a deployment's): every restored value sane, one
+    batch of one-entity preflights (each connection read once), and for each action the
+    critical-breach rule with its own or its deployment's approved override.
+
+    All or nothing: when any action is refused, the refusal names it (and how many more)
+    and nothing is rolled back.
+    """
+    now = now or timezone.now()
+    actions = list(actions)
+    if not actions:
+        return []
+    entities = _loaded_entities(actions)
+    errors: dict[str, str] = {}
+    for action in actions:
+        try:
+            _check_targets(entities[action.entity_id], rollback_targets(action), lambda n, a=action: f"{a.pk}.{n}")
+        except ValueRefused as exc:
+            errors[exc.field] = f"Action #{action.pk}: {exc.message}"
+    if errors:
+        raise ValidationFailed(
+            f"{len(errors)} restored value{'s' if len(errors) != 1 else ''} no change may set, so nothing was "
+            f"rolled back: {next(iter(errors.values()))}",
+            details=errors,
+        )
+    runs = _preflights([(a, rollback_targets(a)) for a in actions], actor, now=now, reuse=True, entities=entities)
+    failed = [run for run in runs if run.status != PreflightRun.Status.SUCCEEDED]
+    if failed:
+        raise PreflightFailed(
+            f"The guardrails of {len(failed)} rollback{'s' if len(failed) != 1 else ''} could not be checked, "
+            f"because preflight {failed[0].run_id} failed: {failed[0].error_message} Nothing was rolled back; "
+            "try again once the platform answers.",
+            details={"preflights": [run.run_id for run in failed]},
+        )
+    verdicts, refused = [], []
+    for action, run in zip(actions, runs, strict=True):
+        blocking = [b for b in critical_breaches(run) if b["code"] != "entity_missing"]
+        override = _covering_override(action, run, blocking) if blocking else None
+        if blocking and override is None:
+            refused.append((action, run, blocking))
+        verdicts.append(Verdict(preflight=run, blocking=blocking, deferred=[], override=override))
+    if refused:
+        action, run, blocking = refused[0]
+        more = f" ({len(refused) - 1} more action{'s' if len(refused) != 2 else ''} refused likewise)"
+        raise _refusal(
+            f"Rolling back action #{action.pk} on {entities[action.entity_id].name}{more if len(refused) > 1 else ''}",
+            run,
+            blocking,
+            advice=f"Nothing was rolled back. Request an override of preflight {run.run_id} with a reason (a second "
+            "person with the override permission approves it), or roll the other actions back one by one.",
+        )
+    return verdicts
 
 
 def gate_deploy_live(*, scenario: Scenario, actor) -> None:
@@ -615,6 +672,7 @@ def _check_targets(entity: PlatformEntity, targets: dict[str, Any], field_name) 
                 currency=connection.currency,
                 platform=connection.platform,
                 subject=f"{entity.name} ({entity.entity_type} {entity.external_id})",
+                billable_unit_micros=connection.billable_unit_micros,
             )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 
 from platforms.models import MONEY
-from platforms.money import MoneyError, check_precision, currency_exponent, quantize
+from platforms.money import MoneyError, currency_exponent, money_rules, quantize
 
 DEFAULT_CEILING = Decimal("1000000")
 # The largest amount a MONEY column stores (18 digits, 4 of them decimals).
@@ -76,10 +76,13 @@ def money_ceiling(currency: str) -> Decimal:
     return min(DEFAULT_CEILING * 10**exponent, COLUMN_MAXIMUM)
 
 
-def check_money(value: Any, *, field: str, currency: str, platform: str, subject: str) -> Decimal:
+def check_money(
+    value: Any, *, field: str, currency: str, platform: str, subject: str, billable_unit_micros: int | None = None
+) -> Decimal:
     """``value`` as a Decimal a change may set on ``platform``, or ``ValueRefused``.
 
-    ``subject`` names the entity in the message (``"EU Brand (campaign 1001)"``).
+    ``subject`` names the entity in the message (``"EU Brand (campaign 1001)"``);
+    ``billable_unit_micros`` is the Google account's billable unit when sync read it.
     """
     amount = _decimal(value, field=field, subject=subject)
     unit = currency.upper()
@@ -98,20 +101,21 @@ def check_money(value: Any, *, field: str, currency: str, platform: str, subject
             "to raise MONEY_CEILINGS for this currency.",
         )
     try:
-        platform_precision(amount, currency=unit, platform=platform)
+        platform_precision(amount, currency=unit, platform=platform, billable_unit_micros=billable_unit_micros)
     except MoneyError as exc:
         raise ValueRefused(field, f"{subject}: {field}: {exc}") from None
     return amount
 
 
-def platform_precision(amount: Decimal, *, currency: str, platform: str) -> Decimal:
+def platform_precision(
+    amount: Decimal, *, currency: str, platform: str, billable_unit_micros: int | None = None
+) -> Decimal:
     """``amount`` when ``platform`` can set it exactly in ``currency``; else ``MoneyError``.
 
-    Every platform BudgetRadar writes to today takes whole minor units of the ISO 4217
-    exponent (``platforms.money.check_precision``); this is the one place the gate asks,
-    so a platform with its own grain plugs in here.
+    The platform's own grain (``platforms.money.money_rules``): Meta's currency offsets,
+    the Google account's billable unit, ISO 4217 minor units for the sandbox.
     """
-    return check_precision(amount, currency)
+    return money_rules(platform, currency, billable_unit_micros=billable_unit_micros).check(amount)
 
 
 def _decimal(value: Any, *, field: str, subject: str) -> Decimal:

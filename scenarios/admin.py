@@ -43,6 +43,7 @@ from django.views.decorators.http import require_POST
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
+    DATE_FILTER,
     EMPTY,
     GREEN,
     GREY,
@@ -63,6 +64,7 @@ from budgetradar.admin_base import (
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
+from observability.selectors import watch_status_for_deployment
 from platforms.models import PlatformEntity
 from scenarios.models import (
     Deployment,
@@ -999,9 +1001,8 @@ class PreflightRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     ]
     list_display_links = ["run_id"]
     list_select_related = ["scenario", "action__entity", "created_by"]
-    list_filter = ["status", "mode", "has_critical", "scenario"]
+    list_filter = ["status", "mode", "has_critical", "scenario", DATE_FILTER]
     search_fields = ["run_id", "plan_id", "scenario__name"]
-    date_hierarchy = "created_at"
     fields = [
         "run_id",
         "scenario",
@@ -1341,10 +1342,9 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     list_display = ["number", "mode_badge", "status_badge", "scenario", "counts", "requested_by", "created_at"]
     list_display_links = ["number"]
     list_select_related = ["scenario", "requested_by"]
-    list_filter = ["mode", "status", "scenario", "requested_by"]
+    list_filter = ["mode", "status", "scenario", "requested_by", DATE_FILTER]
     search_fields = ["=id", "scenario__name", "idempotency_key", "preflight__run_id"]
     search_help_text = "Search by deployment id, scenario name, idempotency key or preflight run id."
-    date_hierarchy = "created_at"
     fields = [
         "mode_badge",
         "status_badge",
@@ -1429,6 +1429,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "settled": settled,
             "progress": round(100 * settled / deployment.total) if deployment.total else 100,
             "buttons": self._buttons(request, deployment),
+            "watches": watch_status_for_deployment(deployment),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

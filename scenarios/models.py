@@ -41,6 +41,7 @@ class Scenario(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="scenario_tenant_list_idx")]
         permissions = [
             ("run_preflight", "Can run preflights"),
             ("deploy_dry_run", "Can dry-run deployments"),
@@ -261,6 +262,7 @@ class Deployment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="uniq_deployment_idempotency_key"),
         ]
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="deployment_tenant_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} deployment #{self.pk}"
@@ -296,6 +298,8 @@ class DeploymentResult(models.Model):
     class Meta:
         ordering = ["deployment", "id"]
         constraints = [models.UniqueConstraint(fields=["deployment", "entity"], name="uniq_result_entity")]
+        # A deployment's results in order, a page at a time (its results endpoint).
+        indexes = [models.Index(fields=["deployment", "id"], name="result_deployment_list_idx")]
 
     def __str__(self) -> str:
         return f"{self.entity} in {self.deployment}: {self.status}"

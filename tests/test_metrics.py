@@ -181,3 +181,20 @@ def test_the_exporter_serves_a_hosts_processes_to_allowed_scrapers(tmp_path, set
     assert status.startswith("200")
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "budgetradar_deployments_finished"]
     assert [s.value for s in family.samples if s.name.endswith("_total")] == [1.0]
+
+
+def test_a_real_preflight_counts_itself_by_mode_and_status(tenant, approver):
+    from scenarios.models import Scenario, ScenarioItem
+    from scenarios.services.preflight import PreflightFailed, preflight_for_scenario
+
+    world = sandbox_world(tenant, campaigns=1, ad_sets_per_campaign=1)
+    scenario = Scenario.objects.create(tenant=tenant, name="Counted", created_by=approver)
+    ScenarioItem.objects.create(scenario=scenario, entity=world.entity("sandbox-cmp-1"), daily_budget=Decimal("120.00"))
+    succeeded = sample("preflight_runs_total", mode="manual", status="succeeded")
+    failed = sample("preflight_runs_total", mode="manual", status="failed")
+    preflight_for_scenario(scenario=scenario, actor=approver)
+    world.fault("server_error", scope="read", remaining=50)
+    with pytest.raises(PreflightFailed):
+        preflight_for_scenario(scenario=scenario, actor=approver)
+    assert sample("preflight_runs_total", mode="manual", status="succeeded") == succeeded + 1
+    assert sample("preflight_runs_total", mode="manual", status="failed") == failed + 1

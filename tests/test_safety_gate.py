@@ -20,6 +20,7 @@ from platforms.models import PlatformEntity
 from platforms.sandbox.models import SandboxEntity, SandboxRequest
 from safety.gate import CriticalBreaches, gate_autopilot
 from safety.overrides import action_override_request, override_approve
+from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
 from scenarios.services.deploy import deployment_create
 from scenarios.services.preflight import preflight_for_scenario
@@ -290,3 +291,28 @@ def test_autopilot_never_overrides_a_critical_breach(world, tenant, max_plus_50)
     run = preflight_for_scenario(scenario=scenario, actor=None)
     with pytest.raises(CriticalBreaches, match="falls back to assist"):
         gate_autopilot(scenario=Scenario.objects.get(pk=scenario.pk), preflight=run)
+
+
+@pytest.mark.parametrize(
+    ("platform", "currency", "billable", "amount", "grain"),
+    [
+        ("meta", "HUF", None, "5000.50", "1.00 HUF"),  # Meta's offset for HUF is 1: whole forints
+        ("google_ads", "USD", 1_000_000, "50.50", "1.00 USD"),  # the account's billable unit
+        ("sandbox", "EUR", None, "50.505", "0.01 EUR"),  # ISO 4217 minor units
+    ],
+)
+def test_value_sanity_uses_the_platforms_own_grain(platform, currency, billable, amount, grain):
+    """The gate judges every door's amounts (rollbacks and scenario items too) by the
+    platform's own grain, not by the ISO exponent alone."""
+    with pytest.raises(ValueRefused, match=grain):
+        check_money(
+            amount,
+            field="daily_budget",
+            currency=currency,
+            platform=platform,
+            subject="X",
+            billable_unit_micros=billable,
+        )
+    assert check_money(
+        "5000", field="daily_budget", currency=currency, platform=platform, subject="X", billable_unit_micros=billable
+    ) == Decimal("5000")

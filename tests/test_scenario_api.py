@@ -436,3 +436,32 @@ def test_the_api_schema_describes_the_scenario_endpoints(api):
         "/api/tenants/{tenant_id}/ad-pushes/dry-run",
     ):
         assert any(p.rstrip("/") == path for p in paths), path
+
+
+@engine
+def test_a_deployment_rollback_with_an_idempotency_key_runs_once_and_replays(world, deployed, approver):
+    api = client_for(approver)
+    url = f"/api/deployments/{deployed.pk}/rollback"
+    first = api.post(url, {"reason": "CPA up"}, HTTP_IDEMPOTENCY_KEY="undo-1")
+    assert first.status_code == 202, first.json()  # the gate read the platform before the key's transaction
+    again = api.post(url, {"reason": "CPA up"}, HTTP_IDEMPOTENCY_KEY="undo-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    run_worker()
+    assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
+
+
+@engine
+def test_a_deployment_rollback_that_breaches_a_critical_guardrail_rolls_back_nothing(world, deployed, approver):
+    GuardrailPolicy.objects.create(
+        tenant=deployed.tenant,
+        name="Careful",
+        max_decrease_pct=Decimal("20"),
+        severities={"max_decrease_pct": "critical"},
+    )
+    response = client_for(approver).post(f"/api/deployments/{deployed.pk}/rollback", {"reason": "CPA up"})
+    assert response.status_code == 409, response.json()
+    body = response.json()
+    assert body["code"] == "critical_breaches" and "Nothing was rolled back" in body["message"]
+    assert set(Action.objects.filter(deployment=deployed).values_list("status", flat=True)) == {"succeeded"}
+    assert PreflightRun.objects.filter(action__deployment=deployed).exists()  # what was judged is kept

@@ -10,6 +10,7 @@ import pytest
 
 from actions.models import Action, ActionStatus
 from budgetradar import outbox
+from budgetradar.outbox import Event
 from observability.models import Alert, AlertKind, CircuitOpening, ObservabilitySettings, Watch, WatchDay, WatchEntity
 from observability.services.watch import watch_evaluate, watch_restore
 from platforms.models import EntityPerformanceDaily
@@ -288,3 +289,51 @@ def test_autopilot_without_the_entitlement_waits_for_a_person(tenant, approver):
     watch = watch_restore(triggered_watch(world, tenant, approver))
     assert watch.status == Watch.Status.TRIGGERED and "could not deploy" in watch.restore_note
     assert Alert.objects.get(kind=AlertKind.WATCH_TRIGGERED).severity == "critical"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deployment_page_shows_its_watch_day_by_day(tenant, approver):
+    from django.test import Client
+
+    world = sandbox_world(tenant, campaigns=1, ad_sets_per_campaign=1)
+    watch = triggered_watch(world, tenant, approver)
+    client = Client()
+    client.force_login(approver)
+    page = client.get(f"/admin/scenarios/deployment/{watch.deployment_id}/change/").content.decode()
+    assert 'id="watch-status"' in page and "Post-change watch" in page
+    evaluated = [day for day in watch.days.all() if day.status != "waiting"]
+    assert evaluated and f'data-date="{evaluated[0].date:%Y-%m-%d}"' in page
+
+
+def settled(action) -> Event:
+    payload = {"action_id": action.pk, "status": action.status, "platform": action.platform, "error_code": ""}
+    return Event(id=action.pk, topic="action.settled", tenant_id=action.tenant_id, payload=payload)
+
+
+@pytest.mark.django_db
+def test_many_settled_actions_are_watched_in_a_bounded_number_of_queries(connection_, django_assert_max_num_queries):
+    """10,000 settled actions arrive as one drain: the watch must not cost queries per action."""
+    from observability.consumers import on_action_settled
+
+    finished = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+    def executed(entity, minutes):
+        return factories.ActionFactory(
+            entity=entity,
+            status=ActionStatus.SUCCEEDED,
+            before_state={"daily_budget": "100.00"},
+            after_state={"daily_budget": "120.00"},
+            finished_at=finished + timedelta(minutes=minutes),
+        )
+
+    entities = factories.EntityFactory.create_batch(150, connection=connection_)
+    actions = [executed(entity, n) for n, entity in enumerate(entities)]
+    again = executed(entities[0], 500)  # a later change of the first entity in the same drain
+    with django_assert_max_num_queries(16):  # savepoints included; the per-action design took ~1,000
+        on_action_settled([settled(a) for a in [*actions, again]])
+    assert Watch.objects.count() == 151
+    assert Watch.objects.get(action=again).status == Watch.Status.WATCHING
+    assert Watch.objects.get(action=actions[0]).status == Watch.Status.SUPERSEDED
+    assert WatchEntity.objects.filter(watch__action=actions[1]).get().after == {"daily_budget": "120.00"}
+    on_action_settled([settled(a) for a in actions[:10]])  # a redelivered batch creates nothing new
+    assert Watch.objects.count() == 151

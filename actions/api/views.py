@@ -26,7 +26,13 @@ from actions.services.execution import action_execute_request
 from actions.services.lifecycle import action_approve, action_cancel
 from actions.services.recommendations import RecommendationInput, recommendations_create
 from actions.services.rollback import action_rollback_request
-from budgetradar.api import ReasonSerializer, TenantScopedMixin, idempotency_key_from, tenant_for_request
+from budgetradar.api import (
+    KeysetPagination,
+    ReasonSerializer,
+    TenantScopedMixin,
+    idempotency_key_from,
+    tenant_for_request,
+)
 from budgetradar.errors import NotFound, ValidationFailed
 from budgetradar.idempotency import run_idempotent
 from budgetradar.tenancy import get_for_user
@@ -55,6 +61,7 @@ class RecommendationViewSet(
     )
     serializer_class = RecommendationSerializer
     filterset_fields = ["action_type", "source", "entity"]
+    pagination_class = KeysetPagination  # newest first; grows with every proposal
 
     @extend_schema(
         request=RecommendationInputSerializer(many=True), responses={201: RecommendationSerializer(many=True)}
@@ -119,7 +126,9 @@ class ApproveRecommendationView(APIView):
 
 
 class ActionFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=ActionStatus.choices)
+    # distinct=False: a status is a column of the row, never a join that could repeat it;
+    # django-filter's default DISTINCT would sort every matching row before the first page.
+    status = django_filters.MultipleChoiceFilter(choices=ActionStatus.choices, distinct=False)
     platform = django_filters.ChoiceFilter(choices=Platform.choices)
     action_type = django_filters.ChoiceFilter(choices=ActionType.choices)
 
@@ -128,14 +137,24 @@ class ActionFilter(django_filters.FilterSet):
         fields = ["status", "platform", "action_type", "connection", "entity", "recommendation"]
 
 
+class LogPagination(KeysetPagination):
+    """An action's execution log, oldest first (index ``log_action_list_idx``)."""
+
+    ordering = ("created_at", "id")
+
+
 class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Actions of the tenant: read, execute, roll back, cancel (DELETE), and their log."""
+    """Actions of the tenant: read, execute, roll back, cancel (DELETE), and their log.
+
+    The list is newest first, a keyset page at a time (``?cursor=``, no total count):
+    it reads one range of the index ``(tenant, -created_at, -id)`` whatever the page."""
 
     queryset = Action.objects.select_related(
         "entity__connection", "connection__tenant", "tenant", "approved_by", "proposed_by"
     ).prefetch_related(preflights_prefetch())
     serializer_class = ActionSerializer
     filterset_class = ActionFilter
+    pagination_class = KeysetPagination
 
     @extend_schema(request=None, responses={200: ActionSerializer})
     @route(detail=True, methods=["post"])
@@ -188,11 +207,12 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
         return self._idempotent(request, "action.rollback", {"action": action.pk, "override_drift": override}, run)
 
-    @extend_schema(responses={200: ExecutionLogSerializer(many=True)})
-    @route(detail=True, methods=["get"])
+    @extend_schema(responses={200: ExecutionLogSerializer(many=True)}, filters=False)
+    @route(detail=True, methods=["get"], pagination_class=LogPagination)
     def logs(self, request: Request, pk: str) -> Response:
+        """The action's execution log, oldest first, a keyset page at a time."""
         action = self.get_object()
-        page = self.paginate_queryset(action.logs.order_by("created_at", "id"))
+        page = self.paginate_queryset(action.logs.all())
         return self.get_paginated_response(ExecutionLogSerializer(page, many=True).data)
 
     @extend_schema(request=None, responses={200: ActionSerializer}, parameters=[CancelQuerySerializer])

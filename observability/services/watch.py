@@ -62,7 +62,7 @@ from observability.models import (
     WatchMode,
 )
 from observability.services.alerts import Condition, alert_raise, alert_resolve_key, dedup_key
-from observability.services.settings import settings_for
+from observability.services.settings import settings_for, settings_for_tenants
 from platforms.models import EntityPerformanceDaily
 from scenarios.models import Deployment
 from scenarios.services.adpush import scenario_preflight
@@ -98,12 +98,73 @@ def watches_for_deployment(deployment_id: int) -> list[Watch]:
     return [w for group in by_connection.values() if (w := _watch_create(group, deployment=deployment))]
 
 
+def watches_for_actions(action_ids: list[int]) -> list[Watch]:
+    """Watch actions executed outside any deployment, one watch each, in a bounded number
+    of queries whatever their number (10,000 settled actions are one outbox drain).
+
+    Redelivered events create nothing new; of several actions on one entity the latest
+    finished keeps watching and the others (and older watches of that entity) are
+    superseded, as ``_watch_create`` does for one.
+    """
+    actions = list(
+        Action.objects.select_related("connection", "tenant")
+        .filter(pk__in=action_ids, deployment=None, status__in=APPLIED)
+        .order_by("finished_at", "pk")
+    )
+    if not actions:
+        return []
+    configs = settings_for_tenants({a.tenant_id for a in actions})
+    seen = set(Watch.objects.filter(action_id__in=[a.pk for a in actions]).values_list("action_id", flat=True))
+    planned: list[tuple[Action, Watch, tuple[dict, dict]]] = []
+    for action in actions:
+        config = configs[action.tenant_id]
+        changed = None if action.pk in seen or config.watch_mode == WatchMode.OFF else changed_values(action)
+        if changed:
+            planned.append((action, _new_watch([action], config, action=action), changed))
+    latest = {action.entity_id: watch for action, watch, _changed in planned}  # finished last wins
+    for action, watch, _changed in planned:
+        if latest[action.entity_id] is not watch:
+            watch.status = Watch.Status.SUPERSEDED
+    if not planned:
+        return []
+    with transaction.atomic():
+        entity_ids = list(latest)
+        for start in range(0, len(entity_ids), 500):
+            Watch.objects.filter(status__in=ACTIVE, entities__entity_id__in=entity_ids[start : start + 500]).update(
+                status=Watch.Status.SUPERSEDED
+            )
+        watches = Watch.objects.bulk_create([watch for _action, watch, _changed in planned], batch_size=500)
+        WatchEntity.objects.bulk_create(
+            (
+                WatchEntity(watch=watch, entity_id=action.entity_id, before=before, after=after)
+                for (action, _unsaved, (before, after)), watch in zip(planned, watches, strict=True)
+            ),
+            batch_size=500,
+        )
+    return watches
+
+
 def watch_for_action(action_id: int) -> Watch | None:
-    """Watch an action executed outside any deployment."""
-    action = Action.objects.select_related("connection", "entity", "tenant").filter(pk=action_id).first()
-    if action is None or action.deployment_id is not None or action.status not in APPLIED:
-        return None
-    return _watch_create([action], action=action)
+    """Watch one action executed outside any deployment (its existing watch when it has one)."""
+    created = watches_for_actions([action_id])
+    return created[0] if created else Watch.objects.filter(action_id=action_id).first()
+
+
+def _new_watch(actions: list[Action], config: ObservabilitySettings, *, deployment=None, action=None) -> Watch:
+    """An unsaved watch of ``actions`` (of one connection) with the tenant's settings."""
+    connection = actions[0].connection
+    changed_at = max(a.finished_at or timezone.now() for a in actions)
+    return Watch(
+        tenant_id=actions[0].tenant_id,
+        connection=connection,
+        deployment=deployment,
+        action=action,
+        changed_at=changed_at,
+        change_date=changed_at.astimezone(ZoneInfo(connection.time_zone)).date(),
+        time_zone=connection.time_zone,
+        watch_days=config.watch_days,
+        baseline_weeks=config.baseline_weeks,
+    )
 
 
 def _watch_create(actions: list[Action], *, deployment=None, action=None) -> Watch | None:
@@ -115,22 +176,12 @@ def _watch_create(actions: list[Action], *, deployment=None, action=None) -> Wat
     if not entities:
         return None
     connection = actions[0].connection
-    changed_at = max(a.finished_at or timezone.now() for a in actions)
     with transaction.atomic():
         existing = Watch.objects.filter(deployment=deployment, action=action, connection=connection).first()
         if existing is not None:
             return existing  # a redelivered event
-        watch = Watch.objects.create(
-            tenant=tenant,
-            connection=connection,
-            deployment=deployment,
-            action=action,
-            changed_at=changed_at,
-            change_date=changed_at.astimezone(ZoneInfo(connection.time_zone)).date(),
-            time_zone=connection.time_zone,
-            watch_days=config.watch_days,
-            baseline_weeks=config.baseline_weeks,
-        )
+        watch = _new_watch(actions, config, deployment=deployment, action=action)
+        watch.save()
         WatchEntity.objects.bulk_create(
             WatchEntity(watch=watch, entity_id=a.entity_id, before=before, after=after)
             for a, (before, after) in entities
@@ -162,13 +213,28 @@ def _param_fields(action: Action) -> list[str]:
 
 
 def watch_entities_rolled_back(action_ids: list[int]) -> int:
-    """Rolled-back actions no longer count; a watch with nothing left ends as rolled back."""
-    pairs = list(Action.objects.filter(pk__in=action_ids).values_list("entity_id", "deployment_id", "pk"))
-    marked = 0
-    for entity_id, deployment_id, action_id in pairs:
-        scope = {"watch__deployment_id": deployment_id} if deployment_id else {"watch__action_id": action_id}
-        marked += WatchEntity.objects.filter(entity_id=entity_id, rolled_back=False, **scope).update(rolled_back=True)
-    Watch.objects.filter(status__in=ACTIVE).exclude(entities__rolled_back=False).update(status=Watch.Status.ROLLED_BACK)
+    """Rolled-back actions no longer count; a watch with nothing left ends as rolled back.
+
+    One update per deployment involved (plus one for actions outside deployments),
+    whatever the number of actions."""
+    by_deployment: dict[int | None, list[tuple[int, int]]] = defaultdict(list)
+    for entity_id, deployment_id, action_id in Action.objects.filter(pk__in=action_ids).values_list(
+        "entity_id", "deployment_id", "pk"
+    ):
+        by_deployment[deployment_id].append((entity_id, action_id))
+    marked, touched = 0, set()
+    for deployment_id, pairs in by_deployment.items():
+        if deployment_id is None:
+            rows = WatchEntity.objects.filter(watch__action_id__in=[a for _e, a in pairs], rolled_back=False)
+        else:
+            rows = WatchEntity.objects.filter(
+                watch__deployment_id=deployment_id, entity_id__in=[e for e, _a in pairs], rolled_back=False
+            )
+        touched.update(rows.values_list("watch_id", flat=True))
+        marked += rows.update(rolled_back=True)
+    Watch.objects.filter(pk__in=touched, status__in=ACTIVE).exclude(entities__rolled_back=False).update(
+        status=Watch.Status.ROLLED_BACK
+    )
     return marked
 
 

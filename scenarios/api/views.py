@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgetradar.api import (
+    KeysetPagination,
     NoBodySerializer,
     ReasonSerializer,
     TenantScopedMixin,
@@ -30,11 +31,11 @@ from budgetradar.api import (
 )
 from budgetradar.api_defaults import JSONParser
 from budgetradar.errors import NotFound, ValidationFailed
-from budgetradar.idempotency import run_idempotent
 from budgetradar.tenancy import get_for_user, scope_to_user, tenant_of
 from scenarios.api.serializers import (
     AdPushDryRunQuerySerializer,
     AdPushQueuedSerializer,
+    DeploymentResultSerializer,
     DeploymentRollbackSerializer,
     DeploymentSerializer,
     DeployRequestSerializer,
@@ -287,6 +288,12 @@ class DeploymentFilter(django_filters.FilterSet):
         fields = ["mode", "status", "scenario"]
 
 
+class ResultPagination(KeysetPagination):
+    """A deployment's per-entity results in id order (index ``result_deployment_list_idx``)."""
+
+    ordering = ("id",)
+
+
 class DeploymentViewSet(
     RoleGuarded, TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -298,6 +305,7 @@ class DeploymentViewSet(
     required_perms = {
         "list": "scenarios.view_deployment",
         "retrieve": "scenarios.view_deployment",
+        "results": "scenarios.view_deployment",
         "retry_failed": "scenarios.deploy_live",
         "rollback": "scenarios.rollback_deployment",
     }
@@ -318,6 +326,17 @@ class DeploymentViewSet(
         from scenarios.services.deploy import deployment_serialize
 
         return Response(deployment_serialize(self.get_object()))
+
+    @extend_schema(request=None, responses={200: DeploymentResultSerializer(many=True)}, filters=False)
+    @route(detail=True, methods=["get"], pagination_class=ResultPagination)
+    def results(self, request: Request, pk: str) -> Response:
+        """The deployment's per-entity results, a keyset page at a time (``?cursor=``):
+        what a large deployment's page reads instead of every result at once."""
+        from scenarios.services.deploy import deployment_results_serialize
+
+        deployment = self.get_object()
+        page = self.paginate_queryset(deployment.results.select_related("entity__connection"))
+        return self.get_paginated_response(deployment_results_serialize(page))
 
     @extend_schema(
         request=RetryFailedSerializer, responses={202: DeploymentSerializer}, parameters=[IDEMPOTENCY_HEADER]
@@ -341,31 +360,23 @@ class DeploymentViewSet(
     )
     @route(detail=True, methods=["post"])
     def rollback(self, request: Request, pk: str) -> Response:
-        """Roll back the deployment's succeeded actions (drift is checked per entity)."""
-        from scenarios.services.deploy import deployment_rollback, deployment_serialize
+        """Roll back the deployment's succeeded actions after the safety gate judged going back
+        (drift is checked per entity by the workers)."""
+        from scenarios.services.deploy import deployment_rollback, deployment_rollback_request, deployment_serialize
 
         deployment = self.get_object()
         body = DeploymentRollbackSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         reason = body.validated_data["reason"]
-
-        def run() -> tuple[dict, int]:
+        key = idempotency_key_from(request)
+        if key is None:
             result = deployment_rollback(deployment=deployment, actor=request.user, reason=reason)
-            return deployment_serialize(Deployment.objects.get(pk=result.pk)), 202
-
-        return _idempotent(request, "deployment.rollback", {"deployment": deployment.pk}, run)
-
-
-def _idempotent(request: Request, scope: str, fingerprint: dict, run) -> Response:
-    key = idempotency_key_from(request)
-    if key is None:
-        data, code = run()
-        return Response(data, status=code)
-    result = run_idempotent(
-        tenant=tenant_for_request(request), key=key, scope=scope, request=fingerprint, actor=request.user, operation=run
-    )
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
-    return Response(result.response, status=result.status_code, headers=headers)
+            return Response(deployment_serialize(Deployment.objects.get(pk=result.pk)), status=202)
+        answer = deployment_rollback_request(
+            deployment=deployment, actor=request.user, reason=reason, idempotency_key=key
+        )
+        headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+        return Response(answer.response, status=answer.status_code, headers=headers)
 
 
 # Guardrail overrides -------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from platforms.types import Change, EntityStatus, Field, OutcomeStatus
 from safety.gate import (
     deploy_override,
     gate_deploy_live,
+    gate_deployment_rollback,
     schedule_deployment_actions,
 )
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
@@ -372,6 +373,7 @@ def _status(deployment: Deployment, counts) -> str:
 # Retry, rollback, overrides --------------------------------------------------------------------
 
 
+ROLLBACK_SCOPE = "deployment.rollback"
 RETRY_SCOPE = "deployment.retry_failed"
 
 
@@ -433,13 +435,45 @@ def deployment_retry_failed_request(
 
 
 def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> Deployment:
-    """Roll back every succeeded action of a live deployment (in one batch per connection)."""
+    """Roll back every succeeded action of a live deployment (in one batch per connection).
+
+    The rollback passes the safety gate first (``gate_deployment_rollback``: its platform
+    reads happen before any transaction); nothing is rolled back when it refuses.
+    """
+    actions = _rollbackable_checked(deployment, actor)
+    gate_deployment_rollback(actions=actions, actor=actor)
+    _rollback_write(deployment, actions, actor, reason)
+    return deployment
+
+
+def deployment_rollback_request(
+    *, deployment: Deployment, actor, reason: str = "", idempotency_key: str
+) -> IdempotentResult:
+    """``deployment_rollback`` once per idempotency key: the gate reads the platform before
+    the key's transaction opens; only the state change runs under the key."""
+    request = {"deployment": deployment.pk}
+    key = clean_key(idempotency_key)
+    replay = idempotent_lookup(tenant=deployment.tenant, key=key, scope=ROLLBACK_SCOPE, request=request)
+    if replay is not None:
+        return replay
+    actions = _rollbackable_checked(deployment, actor)
+    gate_deployment_rollback(actions=actions, actor=actor)
+
+    def write() -> tuple[dict[str, Any], int]:
+        _rollback_write(deployment, actions, actor, reason)
+        return deployment_serialize(Deployment.objects.get(pk=deployment.pk)), 202
+
+    return run_idempotent(
+        tenant=deployment.tenant, key=key, scope=ROLLBACK_SCOPE, request=request, actor=actor, operation=write
+    )
+
+
+def _rollbackable_checked(deployment: Deployment, actor) -> list[Action]:
     require_same_tenant(actor, deployment.tenant, what="deployment")
     require_perm(actor, "scenarios.rollback_deployment", doing="roll back deployments")
-    now = timezone.now()
     actions = list(
         deployment.actions.filter(
-            status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=now
+            status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=timezone.now()
         ).exclude(rollback_params=None)
     )
     if not actions:
@@ -448,8 +482,11 @@ def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> D
             "instructions (they are valid for 24 hours after execution).",
             code="nothing_to_roll_back",
         )
+    return actions
+
+
+def _rollback_write(deployment: Deployment, actions: list[Action], actor, reason: str) -> None:
     actions_rollback_request(actions=actions, actor=actor, reason=reason or f"Rollback of deployment #{deployment.pk}.")
-    return deployment
 
 
 # Serialisation and helpers -------------------------------------------------------------------
@@ -478,6 +515,11 @@ def deployment_serialize(deployment: Deployment, *, include_results: bool = True
         rows = deployment.results.select_related("entity__connection").order_by("id")
         data["results"] = [_result_json(r) for r in rows]
     return data
+
+
+def deployment_results_serialize(results) -> list[dict[str, Any]]:
+    """Results as ``deployment_serialize`` answers them (for the paginated results list)."""
+    return [_result_json(r) for r in results]
 
 
 def _result_json(result: DeploymentResult) -> dict[str, Any]:

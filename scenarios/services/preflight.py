@@ -44,6 +44,7 @@ from actions.change_limits import budget_change_allowance
 from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import require_perm, require_same_tenant
+from observability.metrics import preflight_run_record
 from platforms.base import chunked
 from platforms.change_limits import ChangeAllowance, is_limited
 from platforms.mirror import mirror_refresh
@@ -286,6 +287,7 @@ def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
     run.error_message = ""
     run.finished_at = timezone.now()
     run.save(update_fields=["payload", "has_critical", "status", "error_message", "finished_at"])
+    preflight_run_record(mode=run.mode, status="succeeded")
     logger.info(
         "preflight %s: %s entities, %s changed, %s breaches",
         run.run_id,
@@ -397,6 +399,7 @@ def _fail(run: PreflightRun, message: str) -> None:
     run.error_message = message
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "error_message", "finished_at"])
+    preflight_run_record(mode=run.mode, status="failed")
 
 
 def _read_live(entries: list[_Entry], sleep: Callable[[float], None]) -> None:
