@@ -247,6 +247,19 @@ def test_a_job_larger_than_one_task_is_resumed_by_the_next_task(world, approver,
     assert all(a.status == ActionStatus.SUCCEEDED for a in Action.objects.filter(pk__in=[a.pk for a in actions]))
 
 
+def test_a_connection_with_more_due_actions_than_the_job_cap_gets_several_jobs(world, approver, settings):
+    settings.ENGINE_JOB_MAX_ACTIONS = 2
+    actions = [approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00") for i in range(1, 6)]
+    [first] = actions_dispatch()
+    assert Action.objects.filter(job_id=first).count() == 2
+    assert Action.objects.filter(status=ActionStatus.APPROVED).count() == 3  # waiting for the next job
+    for _ in range(5):
+        run_worker()
+    jobs = list(ActionJob.objects.filter(connection=world.connection).values_list("total", "status"))
+    assert len(jobs) == 3 and all(total <= 2 and status == JobStatus.SUCCEEDED for total, status in jobs)
+    assert all(a.status == ActionStatus.SUCCEEDED for a in Action.objects.filter(pk__in=[a.pk for a in actions]))
+
+
 # 7. No platform call inside a transaction, even from retry-failed with an idempotency key ------
 
 

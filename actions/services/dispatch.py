@@ -6,7 +6,10 @@ action without ``next_attempt_at`` waits for someone to press Execute. Rules the
 database enforces and this code respects:
 - one queued/running job per connection: new work joins a still-queued job of the
   same kind while it has room (``ENGINE_JOB_MAX_ACTIONS``), or waits for the running
-  one to finish (its ``job.finished`` event dispatches again);
+  one to finish (its ``job.finished`` event dispatches again); a dispatch loads at most
+  one job's worth of due actions per connection and kind, so its memory is bounded too
+  (actions beyond that window, e.g. ones a used-up quota postpones, are handled by the
+  next dispatch);
 - one queued/executing action per entity, in approval order: of several approved
   actions on one entity only the oldest goes, and if the oldest is not due yet (parked
   until a rate limit lifts, or waiting for a change window) the younger ones wait too;
@@ -76,13 +79,41 @@ def actions_dispatch(
         candidates = candidates.filter(connection_id__in=connection_ids)
     if limit:
         candidates = candidates[:limit]
+    ids = _job_sized(candidates)
+    loaded: dict[int, Action] = {}
+    for start in range(0, len(ids), 1000):
+        rows = Action.objects.filter(pk__in=ids[start : start + 1000]).select_related("entity")
+        loaded.update((a.pk, a) for a in rows)
+    # One instance per connection, shared by its actions and their entities (not a copy each).
+    connections = PlatformConnection.objects.in_bulk({a.connection_id for a in loaded.values()})
+    for action in loaded.values():
+        action.connection = connections[action.connection_id]
+        if action.entity.connection_id in connections:
+            action.entity.connection = connections[action.entity.connection_id]
     by_connection: dict[int, list[Action]] = defaultdict(list)
-    for action in candidates.select_related("connection", "entity"):
-        by_connection[action.connection_id].append(action)
+    for pk in ids:  # in approval order
+        if pk in loaded:
+            by_connection[loaded[pk].connection_id].append(loaded[pk])
     job_ids = []
     for actions in by_connection.values():
         job_ids += _dispatch_connection(actions[0].connection, actions)
     return job_ids
+
+
+def _job_sized(candidates) -> list[int]:
+    """Per connection and kind, the ids of the first ``ENGINE_JOB_MAX_ACTIONS`` candidates:
+    no job can take more, so a dispatch loads (and holds in memory) at most one job's
+    worth per connection however many actions are due. The rest wait for the next
+    dispatch, which the finished job triggers. Windows are per kind so rollbacks are
+    never crowded out by approvals (an approval may wait for its entity's rollback)."""
+    cap = settings.ENGINE_JOB_MAX_ACTIONS
+    taken: dict[tuple[int, str], int] = defaultdict(int)
+    ids = []
+    for pk, connection_id, status in candidates.values_list("pk", "connection_id", "status"):
+        if taken[connection_id, status] < cap:
+            taken[connection_id, status] += 1
+            ids.append(pk)
+    return ids
 
 
 def _dispatch_connection(connection: PlatformConnection, actions: list[Action]) -> list[int]:

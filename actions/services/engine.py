@@ -249,11 +249,8 @@ class JobRun:
         now = timezone.now()
         if self.job.kind == JobKind.ROLLBACK:
             return rb.rollback_claim(self.job, lease=self.lease, limit=size)
-        queued = list(
-            _unclaimed(self.job)
-            .select_related("entity__parent", "entity__connection", "connection")
-            .order_by("id")[:size]
-        )
+        queued = list(_unclaimed(self.job).select_related("entity__parent").order_by("id")[:size])
+        share_connection(queued, self.job.connection)
         return transition_actions(
             queued,
             "start",
@@ -705,6 +702,16 @@ def job_error_summary(job_id: int, unresolved: int) -> str:
 
 
 # Helpers ----------------------------------------------------------------------------------------
+
+
+def share_connection(actions: Sequence[Action], connection) -> None:
+    """Give actions (and their entities) of ``connection`` that one loaded instance instead
+    of a copy each: a unit of 1,000 actions would otherwise decode its row 2,000 times."""
+    for action in actions:
+        if action.connection_id == connection.pk:
+            action.connection = connection
+        if action.entity.connection_id == connection.pk:
+            action.entity.connection = connection
 
 
 def unit_size(platform: str) -> int:

@@ -46,20 +46,29 @@ def log_event(
     )
 
 
-def log_events(rows: Iterable[dict[str, Any]]) -> None:
-    """Append many log rows in one query (the engine logs per batch, not per action).
+def log_events(rows: Iterable[dict[str, Any]]) -> int:
+    """Append many log rows in one statement (the engine logs per batch, not per action);
+    return how many.
 
     A row may carry its own ``created_at`` (an event observed earlier and written with
-    the next batch); the others are stamped now.
+    the next batch); the others are stamped now. Rows go to the database as plain
+    tuples (``COPY`` on PostgreSQL): no model instance per row.
     """
     now = timezone.now()
-    logs = [ActionExecutionLog(**_row(**row)) for row in rows]
-    if not logs:
-        return
-    fields = insert_fields(ActionExecutionLog)
-    for log in logs:
-        log.created_at = log.created_at or now
-    insert_rows(ActionExecutionLog, fields, ([getattr(log, f.attname) for f in fields] for log in logs))
+    return insert_rows(ActionExecutionLog, _FIELDS, (_values(_row(**row), now) for row in rows))
+
+
+_FIELDS = insert_fields(ActionExecutionLog)
+_COLUMNS = [f.attname for f in _FIELDS]
+
+
+def _values(row: dict[str, Any], now) -> list[Any]:
+    """One log row's values in ``_FIELDS`` order, from ``_row``'s keyword form."""
+    action, job = row.pop("action"), row.pop("job")
+    row["action_id"] = action.pk if action is not None else None
+    row["job_id"] = job.pk if job is not None else None
+    row.setdefault("created_at", now)
+    return [row[name] for name in _COLUMNS]
 
 
 def _row(

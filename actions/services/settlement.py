@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from django.db import transaction
@@ -173,7 +174,7 @@ def _move_batch(items: list[Settlement], name: str, sources: set[str], lease: st
         action.__dict__["status"] = live[action.pk]
         before = _snapshot(action)
         getattr(action, name)(**item.kwargs)
-        changed |= {attname for attname, value in _snapshot(action).items() if before[attname] != value}
+        changed |= _changed(before, _snapshot(action))
         moved.append(item)
     if moved:
         now = timezone.now()
@@ -185,10 +186,23 @@ def _move_batch(items: list[Settlement], name: str, sources: set[str], lease: st
 
 
 _FIELDS = [f for f in Action._meta.concrete_fields if not f.primary_key]
+_JSON = [f.attname for f in _FIELDS if f.get_internal_type() == "JSONField"]
+_PLAIN = [f.attname for f in _FIELDS if f.attname not in _JSON]
+_plain_values = attrgetter(*_PLAIN)
 
 
-def _snapshot(action: Action) -> dict[str, Any]:
-    return {f.attname: _comparable(getattr(action, f.attname)) for f in _FIELDS}
+def _snapshot(action: Action) -> tuple[tuple[Any, ...], str]:
+    """The action's field values: plain ones as they are, JSON ones as one canonical text
+    (so a dict changed in place is seen as changed)."""
+    return _plain_values(action), json.dumps([getattr(action, n) for n in _JSON], sort_keys=True, default=str)
+
+
+def _changed(before: tuple[tuple[Any, ...], str], after: tuple[tuple[Any, ...], str]) -> set[str]:
+    changed = {n for n, old, new in zip(_PLAIN, before[0], after[0], strict=True) if old != new}
+    if before[1] != after[1]:
+        old, new = json.loads(before[1]), json.loads(after[1])
+        changed |= {n for n, a, b in zip(_JSON, old, new, strict=True) if a != b}
+    return changed
 
 
 def _comparable(value: Any) -> Any:
@@ -199,7 +213,7 @@ def _comparable(value: Any) -> Any:
 
 def _write(actions: list[Action], attnames: list[str]) -> None:
     """Fields with one value for the whole batch go in a single plain UPDATE; only the
-    fields that differ per row pay for a per-row statement (executemany)."""
+    fields that differ per row pay for a per-row write (one statement on PostgreSQL)."""
     common, varying = {}, []
     for attname in attnames:
         values = {_comparable(getattr(a, attname)) for a in actions}
@@ -268,25 +282,26 @@ def _iso(value: datetime | None) -> str | None:
 
 def write_history(actions: list[Action], *, actor, reason: str, history_type: str = "~") -> None:
     """One history row per action, as django-simple-history would write it
-    (``history_type`` "+" for rows just created, "~" for changes)."""
+    (``history_type`` "+" for rows just created, "~" for changes), in the caller's
+    transaction: plain tuples (the tracked fields read in one call per action, then the
+    row's who, when and why), never a historical model instance."""
+    extra = (timezone.now(), getattr(_user(actor), "pk", None), reason[:1000], history_type)
+    insert_rows(Action.history.model, _HISTORY_FIELDS, (_tracked_values(action) + extra for action in actions))
+
+
+def _history_columns() -> tuple[list, Callable[[Action], tuple]]:
+    """The history table's columns in the order ``write_history`` fills them."""
     history = Action.history.model
-    fields = insert_fields(history)
-    tracked = {f.attname for f in history.tracked_fields}
-    extra = {
-        "history_date": timezone.now(),
-        "history_user_id": getattr(_user(actor), "pk", None),
-        "history_change_reason": reason[:1000],
-        "history_type": history_type,
-    }
-    names = [f.attname for f in fields]
-    unknown = [n for n in names if n not in tracked and n not in extra]
+    tracked = [f.attname for f in history.tracked_fields]
+    by_name = {f.attname: f for f in insert_fields(history)}
+    extra = ["history_date", "history_user_id", "history_change_reason", "history_type"]
+    unknown = set(by_name) - set(tracked) - set(extra)
     if unknown:
-        raise RuntimeError(f"History columns with no source: {unknown}")
-    insert_rows(
-        history,
-        fields,
-        ([getattr(action, n) if n in tracked else extra[n] for n in names] for action in actions),
-    )
+        raise RuntimeError(f"History columns with no source: {sorted(unknown)}")
+    return [by_name[n] for n in tracked + extra], attrgetter(*tracked)
+
+
+_HISTORY_FIELDS, _tracked_values = _history_columns()
 
 
 def actions_create(actions: list[Action], *, actor, reason: str, event: LogEvent) -> list[Action]:

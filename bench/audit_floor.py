@@ -1,0 +1,249 @@
+"""Benchmark: the engine's time for N Google Ads actions against the COPY floor of its audit rows.
+
+    .venv/bin/python bench/audit_floor.py --database-url postgres://postgres@127.0.0.1:5432/postgres
+        [--actions 10000] [--latency-ms 0] [--profile]
+
+In one run, on a PostgreSQL database it creates on that server (and drops afterwards):
+
+1. the engine: N approved budget actions on the Google Ads fake (real SDK, the shared rate
+   limiter lifted as in ``execute_actions.py --limiter off``) run by dispatch + jobs until
+   every action settled. Timed: dispatch and ``job_process`` (claim, read before, apply,
+   read back, settle with its history, execution-log and action-row writes). The Google
+   Ads developer token's daily operations are unlimited (Standard access,
+   ``GOOGLE_ADS_DAILY_OPERATIONS=0``): Basic access's 15,000 would park most of the run.
+   Not timed:
+   the outbox drain (its consumers, e.g. observability watches, run later in their own
+   tasks). Also shown: the process's CPU time over the same span (the engine's Python
+   work plus the in-process fake server's threads; steadier than wall time on a busy
+   machine) and the part of the wall time spent inside the audit writes (building the
+   history and log rows and writing them).
+2. the floor: the same history and execution-log rows (read back from the tables the
+   engine wrote, every column but the serial key), prepared as text-ready tuples before
+   the clock starts, then written with one ``COPY … FROM STDIN`` per table into the same
+   tables (same indexes, foreign keys checked immediately, the log's trigger) in one
+   transaction, which is rolled back so the tables stay as the engine left them.
+
+It prints both, the ratio engine / floor (goal <= 2) and the conditions. Not a test:
+figures vary with the machine. ``--profile`` prints a cProfile of the engine to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from chaos import create_database, drop_database  # noqa: E402
+from execute_actions import LIFTED, approve_all, counting_queries, google_fake, mirror, setup_django  # noqa: E402
+
+GOAL = 2.0
+
+
+class Stopwatch:
+    """Total time spent inside the wrapped functions (the audit writes)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    def wrap(self, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+
+        return timed
+
+
+@contextmanager
+def timing_audit_writes(watch: Stopwatch):
+    """Time every history and execution-log write the engine makes (``insert_rows`` as the
+    settlement and log services call it)."""
+    from actions.services import logs, settlement
+
+    originals = {module: module.insert_rows for module in (logs, settlement)}
+    for module, function in originals.items():
+        module.insert_rows = watch.wrap(function)
+    try:
+        yield
+    finally:
+        for module, function in originals.items():
+            module.insert_rows = function
+
+
+def run_engine(connection, *, profile: cProfile.Profile | None) -> dict:
+    from actions.models import ActionJob, JobStatus
+    from actions.services.dispatch import actions_dispatch
+    from actions.services.engine import job_process
+
+    watch = Stopwatch()
+    jobs: set[int] = set()
+    with counting_queries() as queries, timing_audit_writes(watch):
+        if profile:
+            profile.enable()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for _ in range(100_000):  # bounded: each pass settles at least one unit
+            jobs.update(actions_dispatch(connection_ids=[connection.pk]))
+            queued = list(
+                ActionJob.objects.filter(connection=connection, status=JobStatus.QUEUED).values_list("id", flat=True)
+            )
+            if not queued:
+                break
+            for job_id in queued:
+                job_process(job_id=job_id, sleep=time.sleep)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        if profile:
+            profile.disable()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "audit": watch.seconds,
+        "audit_calls": watch.calls,
+        "queries": queries.count,
+        "jobs": jobs,
+    }
+
+
+def engine_rows(connection_id: int, since) -> dict[str, tuple[str, list[str], list[tuple]]]:
+    """The history and log rows the engine wrote for the connection's actions since ``since``,
+    as (table, columns, text-ready tuples)."""
+    from actions.models import Action, ActionExecutionLog
+    from budgetradar.bulk import insert_fields
+
+    history = Action.history.model
+    sources = {
+        "history": (history, history.objects.filter(connection_id=connection_id, history_date__gte=since)),
+        "log": (
+            ActionExecutionLog,
+            ActionExecutionLog.objects.filter(action__connection_id=connection_id, created_at__gte=since),
+        ),
+    }
+    rows = {}
+    for name, (model, queryset) in sources.items():
+        fields = insert_fields(model)
+        json_columns = [i for i, f in enumerate(fields) if f.get_internal_type() == "JSONField"]
+        values = []
+        for row in queryset.order_by("pk").values_list(*[f.attname for f in fields]):
+            row = list(row)
+            for i in json_columns:
+                row[i] = None if row[i] is None else json.dumps(row[i])
+            values.append(tuple(row))
+        rows[name] = (model._meta.db_table, [f.column for f in fields], values)
+    return rows
+
+
+def copy_floor(rows: dict[str, tuple[str, list[str], list[tuple]]]) -> float:
+    """Write the rows with raw COPY (one per table) in one transaction, rolled back; the
+    deferred foreign keys are checked as each row goes in, as the engine's commits check them."""
+    from django.db import connection, transaction
+
+    quote = connection.ops.quote_name
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            raw.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys are checked, not skipped by the rollback
+            started = time.perf_counter()
+            for table, columns, values in rows.values():
+                with raw.copy(f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN") as copy:
+                    for row in values:
+                        copy.write_row(row)
+            elapsed = time.perf_counter() - started
+        transaction.set_rollback(True)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--actions", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=0, help="injected per request on the fake")
+    parser.add_argument(
+        "--database-url", required=True, help="a PostgreSQL server (COPY is the floor); a fresh database is made on it"
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile of the engine to stderr")
+    args = parser.parse_args()
+    if not args.database_url.startswith("postgres"):
+        raise SystemExit("audit_floor.py needs PostgreSQL (the floor is COPY)")
+    database_url = create_database(args.database_url)
+    try:
+        setup_django(database_url)
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database_url)
+
+
+def run(args) -> None:
+
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+
+    from actions.models import Action, ActionStatus
+    from budgetradar.models import Tenant
+    from budgetradar.plans import plan_named
+    from tests.factories import member
+
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 0
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    tenant = Tenant.objects.create(
+        name=f"Audit floor {stamp}", slug=f"audit-floor-{stamp}", plan=plan_named("enterprise")
+    )
+    approver = member(tenant, "approver", f"audit-floor-{stamp}")
+    profile = cProfile.Profile() if args.profile else None
+    with google_fake(args.actions) as (fake, connection_kwargs):
+        platform_connection = mirror("google_ads", connection_kwargs, tenant)
+        entities = list(platform_connection.entities.select_related("connection", "parent").order_by("external_id"))
+        approve_all(platform_connection, entities[: args.actions], approver)
+        fake.faults.latency_seconds = args.latency_ms / 1000
+        settings.PLATFORM_RATE_LIMITS = LIFTED
+        since = timezone.now()
+        engine = run_engine(platform_connection, profile=profile)
+        fake.faults.latency_seconds = 0
+    succeeded = Action.objects.filter(connection=platform_connection, status=ActionStatus.SUCCEEDED).count()
+    if succeeded == 0:
+        raise SystemExit("the engine settled nothing: check that the bench's actions are due")
+    rows = engine_rows(platform_connection.pk, since)
+    floor = copy_floor(rows)
+    counts = {name: len(values) for name, (_, _, values) in rows.items()}
+    ratio = engine["wall"] / floor
+
+    print(f"command: {' '.join(sys.argv)}")
+    print(
+        f"conditions: PostgreSQL {connection.pg_version // 10000}, Google Ads fake (real SDK, TLS on 127.0.0.1), "
+        f"{args.actions} approved budget actions, {args.latency_ms:g} ms injected latency, shared rate limiter "
+        f"lifted (capacity and refill 1e9), daily operations unlimited, {len(engine['jobs'])} jobs of at most "
+        f"{settings.ENGINE_JOB_MAX_ACTIONS}, units of {settings.ENGINE_UNIT_SIZE['google_ads']}"
+    )
+    print(f"rows: {counts['history']} history ({len(rows['history'][1])} columns), {counts['log']} execution log")
+    print(f"\n{'':<44}{'seconds':>9}{'ms/action':>11}")
+    engine_label = f"engine (dispatch + jobs, settled {succeeded})"
+    print(f"{engine_label:<44}{engine['wall']:>9.2f}{engine['wall'] / args.actions * 1000:>11.3f}")
+    print(f"{'  CPU time of this process':<44}{engine['cpu']:>9.2f}{engine['cpu'] / args.actions * 1000:>11.3f}")
+    print(
+        f"{'  of which audit writes (' + str(engine['audit_calls']) + ' calls)':<44}"
+        f"{engine['audit']:>9.2f}{engine['audit'] / args.actions * 1000:>11.3f}"
+    )
+    print(f"{'COPY floor (same rows, same tables)':<44}{floor:>9.2f}{floor / args.actions * 1000:>11.3f}")
+    print(f"\nengine / floor: {ratio:.2f}x (goal <= {GOAL:g}x: {'met' if ratio <= GOAL else 'not met'})")
+    print(f"engine queries: {engine['queries']} ({engine['queries'] / args.actions * 1000:.1f} per 1,000 actions)")
+    if profile:
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
