@@ -183,7 +183,14 @@ class PreflightRun(models.Model):
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    reads_finished_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the last platform read of this preflight returned: its age is counted from here.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
+    entities_total = models.PositiveIntegerField(default=0, help_text="Entities this preflight reads.")
+    entities_read = models.PositiveIntegerField(default=0, help_text="Entities read so far (progress).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -221,7 +228,12 @@ class GuardrailOverride(models.Model):
 
 
 class Deployment(models.Model):
-    """A dry run or a live push of a scenario, owning one action per changed entity (live)."""
+    """A dry run or a live push of a scenario, owning one action per changed entity (live).
+
+    ``prepared_at`` is empty while a large live deploy waits for its worker to create the
+    actions and results (``scenarios.services.deploy.deployment_prepare``); a refusal
+    found there fails the deployment with ``error_message``.
+    """
 
     class Mode(models.TextChoices):
         DRY_RUN = "dry_run", "Dry run"
@@ -252,6 +264,12 @@ class Deployment(models.Model):
     validated = models.PositiveIntegerField(default=0)
     blocked = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
+    prepared_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its actions and per-entity results were created (a large live deploy does it in a worker).",
+    )
+    error_message = models.TextField(blank=True, help_text="Why preparing it in the worker was refused.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -547,7 +547,8 @@ def test_deploy_without_a_preflight_says_to_run_one(client, approver, tenant, wo
 def test_a_too_old_preflight_is_refused_with_the_reason(client, approver, tenant, world):
     scenario = make_scenario(tenant, {"sandbox-cmp-1": {"daily_budget": Decimal("150.00")}}, world=world)
     run = preflight(scenario, approver)
-    PreflightRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    PreflightRun.objects.filter(pk=run.pk).update(created_at=two_hours_ago, reads_finished_at=two_hours_ago)
     client.force_login(approver)
     page, fields = deploy_page(client, scenario)
     assert "older than 30 minutes" in page

@@ -192,7 +192,24 @@ class DeploymentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    prepared_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When its actions and results were created; empty while a large live deploy waits for its worker.",
+    )
+    error = serializers.CharField(allow_blank=True, help_text="Why the worker refused to prepare it (then failed).")
+    progress_url = serializers.CharField(help_text="Poll GET /api/deployments/{id} for progress.")
     results = DeploymentResultSerializer(many=True, required=False, help_text="Per entity; not in lists.")
+
+
+class PreflightProgressSerializer(serializers.Serializer):
+    entities_total = serializers.IntegerField()
+    entities_read = serializers.IntegerField(help_text="Grows after each batch of entities read.")
+    started_at = serializers.DateTimeField(allow_null=True)
+    reads_finished_at = serializers.DateTimeField(
+        allow_null=True, help_text="The preflight's age for a live deploy is counted from here."
+    )
+    finished_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField(help_text="GET /api/preflights/{run_id}: poll it while queued or running.")
 
 
 class PreflightDocumentSerializer(serializers.Serializer):
@@ -215,6 +232,7 @@ class PreflightDocumentSerializer(serializers.Serializer):
     breaches = serializers.ListField(child=serializers.DictField(), required=False)
     has_critical = serializers.BooleanField(required=False)
     error = serializers.CharField(required=False, allow_blank=True)
+    progress = PreflightProgressSerializer()
 
 
 class AdPushQueuedSerializer(serializers.Serializer):
