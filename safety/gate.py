@@ -73,6 +73,7 @@ from scenarios.services.preflight import (
     new_run_id,
     preflight_age_rule,
     preflight_each,
+    preflight_entities,
     preflight_is_fresh,
 )
 
@@ -342,7 +343,7 @@ def deploy_plans(preflight: PreflightRun, *, now: datetime | None = None) -> lis
     """What each connection with changes in a scenario's preflight would do with them if
     deployed ``now``: (connection name, execution plan), by name."""
     now = now or timezone.now()
-    changed = {d["connection_id"] for d in (preflight.payload or {}).get("entities", []) if d["change_type"] != "noop"}
+    changed = {c["connection_id"] for c in (preflight.payload or {}).get("connections", []) if c.get("changed")}
     connections = list(PlatformConnection.objects.filter(pk__in=changed).select_related("tenant").order_by("name"))
     policies = g.policies_for(tenant=preflight.tenant, connections=connections)
     return [(c.name, execution_plan(connection=c, policy=policies[c.pk], now=now)) for c in connections]
@@ -415,7 +416,8 @@ def preflights_prefetch() -> Prefetch:
     """What a page or a response of many actions prefetches so ``latest_preflight`` and
     ``preflight_summary`` cost no query per action."""
     overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by")
-    return Prefetch("preflights", queryset=PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides)))
+    runs = PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides), "entity_documents")
+    return Prefetch("preflights", queryset=runs)
 
 
 def latest_preflight(action: Action) -> PreflightRun | None:
@@ -431,7 +433,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
     if run is None:
         return None
     document = run.payload or {}
-    entity = (document.get("entities") or [{}])[0]
+    entity = next(iter(preflight_entities(run)), {})
     changes = [change for section in entity.get("sections", {}).values() for change in section if change["changed"]]
     shown = ("field", "label", "before", "after", "delta", "percent_delta", "unit", "forecast_delta", "breaches")
     return {
@@ -464,7 +466,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
 
 def baseline_of(preflight: PreflightRun, entity: PlatformEntity) -> dict[str, Any]:
     """The live values the preflight read (and wrote to the mirror): the drift baseline."""
-    before = preflight.payload["entities"][0]["before"] if preflight.payload else {}
+    before = preflight_entities(preflight)[0]["before"] if preflight.payload else {}
     baseline = {name: before.get(name) for name in MIRROR_FIELDS}
     baseline["synced_at"] = entity.synced_at.isoformat() if entity.synced_at else None
     return baseline
@@ -565,11 +567,15 @@ def _fresh_runs(
     """Stored runs that still tell the truth, by (action id, inputs): see the module docstring."""
     longest = max([settings.PREFLIGHT_MAX_AGE_MINUTES, *settings.PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM.values()])
     since = now - timedelta(minutes=longest)
-    candidates = PreflightRun.objects.filter(
-        action_id__in=[a.pk for a, _targets in wanted],
-        status=PreflightRun.Status.SUCCEEDED,
-        reads_finished_at__gte=since,
-    ).order_by("-created_at", "-id")
+    candidates = (
+        PreflightRun.objects.filter(
+            action_id__in=[a.pk for a, _targets in wanted],
+            status=PreflightRun.Status.SUCCEEDED,
+            reads_finished_at__gte=since,
+        )
+        .order_by("-created_at", "-id")
+        .prefetch_related("entity_documents")
+    )
     found: dict[tuple[int, str], PreflightRun] = {}
     for run in candidates:
         key = (run.action_id, _inputs_key(run.inputs))
@@ -582,7 +588,7 @@ def _fresh_runs(
 
 
 def _still_true(run: PreflightRun, entity: PlatformEntity, policy: GuardrailPolicy, now: datetime) -> bool:
-    doc = run.payload["entities"][0]
+    doc = preflight_entities(run)[0]
     if not doc["live_found"] or _mirror_values(entity) != {name: doc["before"][name] for name in MIRROR_FIELDS}:
         return False
     if policy.pk is not None and policy.updated_at > run.created_at:

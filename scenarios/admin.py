@@ -362,8 +362,8 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
     if run is None:
         return None
     payload = run.payload or {}
-    entities = payload.get("entities") or []
-    paginator = Paginator(entities, DIFF_PAGE_SIZE)
+    # Entities are rows: a page of the diff reads its page (and a count), never the whole run.
+    paginator = Paginator(run.entity_documents.only("document").order_by("position"), DIFF_PAGE_SIZE)
     current = paginator.get_page(page)
     breaches = payload.get("breaches") or []
     run_level = [b for b in breaches if not b.get("key")]
@@ -379,7 +379,7 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
         "breaches_more": max(len(breaches) - BREACHES_SHOWN, 0),
         "critical_count": len(critical),
         "warning_count": len(breaches) - len(critical),
-        "entities": [_entity_view(doc) for doc in current.object_list],
+        "entities": [_entity_view(row.document) for row in current.object_list],
         "page": current,
         "paginated": paginator.num_pages > 1,
     }

@@ -146,8 +146,10 @@ class PreflightRun(models.Model):
     """One preflight: the diff document of DESIGN.md section 6, persisted.
 
     ``inputs`` holds the normalised items it was asked about, so a run can be repeated
-    or executed in a worker without the scenario; ``payload`` is the document. A run with
-    an ``action`` is that single action's one-entity preflight (the safety gate's).
+    or executed in a worker without the scenario; ``payload`` is the document without its
+    entities, which are ``PreflightEntity`` rows (``scenarios.services.preflight.
+    preflight_document`` puts them together). A run with an ``action`` is that single
+    action's one-entity preflight (the safety gate's).
     """
 
     class Mode(models.TextChoices):
@@ -198,6 +200,31 @@ class PreflightRun(models.Model):
 
     def __str__(self) -> str:
         return f"Preflight {self.run_id}"
+
+
+class PreflightEntity(models.Model):
+    """One entity's part of a preflight document (``PreflightRun.payload`` holds the rest:
+    summary, connections, breaches), so a 10,000-entity run is read page by page.
+
+    ``position`` is the entity's place in the document (0-based, the document's stable
+    order); rows are written once, with the run's success, and never changed.
+    ``breaches`` counts the breaches on the entity and its fields.
+    """
+
+    run = models.ForeignKey(PreflightRun, on_delete=models.CASCADE, related_name="entity_documents")
+    position = models.PositiveIntegerField()
+    entity_id = models.BigIntegerField(help_text="The mirror entity's id (kept if the entity is deleted later).")
+    connection_id = models.BigIntegerField()
+    change_type = models.CharField(max_length=10)
+    breaches = models.PositiveIntegerField(default=0)
+    document = models.JSONField()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="uniq_preflight_entity_position")]
+
+    def __str__(self) -> str:
+        return f"Entity {self.entity_id} of {self.run_id} (#{self.position})"
 
 
 class GuardrailOverride(models.Model):

@@ -17,6 +17,7 @@ from platforms.sandbox.models import SandboxRequest
 from scenarios.management.commands.preflight import Command
 from scenarios.models import GuardrailPolicy, PreflightRun
 from scenarios.services import export
+from scenarios.services.preflight import preflight_document
 from tests.engine_helpers import sandbox_world
 
 
@@ -94,7 +95,7 @@ def test_a_preflight_is_stored_appended_to_the_artifact_and_summarised(tmp_path,
     assert "3 entities checked against the live platforms, 2 would change, 1 unchanged" in printed
     assert f"appended to {state_dir / 'ad_push_diffs.json'}" in printed
     [document] = exported(state_dir)
-    assert document == json.loads(json.dumps(run.payload))
+    assert document == json.loads(json.dumps(preflight_document(run)))
     assert document["run_id"] == run.run_id and document["source_plan_id"] == "plan-7"
 
 

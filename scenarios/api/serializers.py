@@ -233,6 +233,24 @@ class PreflightDocumentSerializer(serializers.Serializer):
     has_critical = serializers.BooleanField(required=False)
     error = serializers.CharField(required=False, allow_blank=True)
     progress = PreflightProgressSerializer()
+    entities_url = serializers.CharField(help_text="GET it (with ?cursor=) for the entities page by page.")
+
+
+class PreflightEntitiesQuerySerializer(serializers.Serializer):
+    cursor = serializers.IntegerField(
+        required=False, min_value=0, default=0, help_text="`next_cursor` of the previous page; 0 or absent: the first."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+
+class PreflightEntitiesPageSerializer(serializers.Serializer):
+    """One page of a preflight document's entities, in document order."""
+
+    run_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=PreflightRun.Status.choices)
+    results = serializers.ListField(child=serializers.DictField(), help_text="Per entity: before, after, breaches.")
+    next_cursor = serializers.IntegerField(allow_null=True, help_text="Null after the last page.")
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, null after the last page.")
 
 
 class AdPushQueuedSerializer(serializers.Serializer):

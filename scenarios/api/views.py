@@ -42,6 +42,8 @@ from scenarios.api.serializers import (
     GuardrailPolicySerializer,
     OverrideSerializer,
     PreflightDocumentSerializer,
+    PreflightEntitiesPageSerializer,
+    PreflightEntitiesQuerySerializer,
     PreflightRequestSerializer,
     RetryFailedSerializer,
     ScenarioCreateSerializer,
@@ -512,13 +514,38 @@ class AdPushRunView(RoleGuarded, APIView):
 
 class PreflightRunView(RoleGuarded, APIView):
     """One preflight run of the tenant by its run id: progress while queued or running,
-    the document once it succeeded, the reason after a failure."""
+    the summary (document without its entities) once it succeeded, the reason after a
+    failure; the entities are paged at ``entities_url``."""
 
     required_perms = {"get": "scenarios.view_preflightrun"}
 
     @extend_schema(responses={200: PreflightDocumentSerializer})
     def get(self, request: Request, run_id: str) -> Response:
-        return Response(run_document(_preflight_for(request, run_id)))
+        return Response(run_document(_preflight_for(request, run_id), entities=False))
+
+
+class PreflightEntitiesView(RoleGuarded, APIView):
+    """A preflight document's entities, a page at a time in document order (keyset on
+    the entity's position: every page is one indexed range read, however large the run)."""
+
+    required_perms = {"get": "scenarios.view_preflightrun"}
+
+    @extend_schema(responses={200: PreflightEntitiesPageSerializer}, parameters=[PreflightEntitiesQuerySerializer])
+    def get(self, request: Request, run_id: str) -> Response:
+        from scenarios.services.preflight import preflight_entities_page
+
+        run = _preflight_for(request, run_id)
+        query = PreflightEntitiesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data["limit"]
+        results, next_cursor = preflight_entities_page(run=run, cursor=query.validated_data["cursor"], limit=limit)
+        next_url = None
+        if next_cursor is not None:
+            next_url = request.build_absolute_uri(
+                f"/api/preflights/{run.run_id}/entities?cursor={next_cursor}&limit={limit}"
+            )
+        page = {"run_id": run.run_id, "status": run.status, "results": results}
+        return Response(page | {"next_cursor": next_cursor, "next": next_url})
 
 
 def _preflight_for(request: Request, run_id: str) -> PreflightRun:

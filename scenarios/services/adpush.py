@@ -224,10 +224,14 @@ def ad_push_get(*, tenant: Tenant, run_id: str) -> PreflightRun:
     return run
 
 
-def run_document(run: PreflightRun) -> dict[str, Any]:
-    """What the API answers for a run: the document plus ``run_id``, ``status`` and,
-    while queued/running or after a failure, what is known (and ``error``)."""
-    document: dict[str, Any] = dict(run.payload or {})
+def run_document(run: PreflightRun, *, entities: bool = True) -> dict[str, Any]:
+    """What the API answers for a run: the document plus ``run_id``, ``status``,
+    ``progress`` and, while queued/running or after a failure, what is known (and
+    ``error``). ``entities=False`` leaves the entities out (the summary alone; they are
+    paged at ``entities_url``)."""
+    from scenarios.services.preflight import preflight_document
+
+    document: dict[str, Any] = preflight_document(run) if entities else dict(run.payload or {})
     if not run.payload:
         document.update(
             tenant=run.tenant.slug,
@@ -236,6 +240,7 @@ def run_document(run: PreflightRun) -> dict[str, Any]:
             notes=run.notes,
         )
     document.update(run_id=run.run_id, status=run.status, progress=run_progress(run))
+    document["entities_url"] = f"/api/preflights/{run.run_id}/entities"
     if run.status == PreflightRun.Status.FAILED:
         document["error"] = run.error_message
     return document

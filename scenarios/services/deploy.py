@@ -67,7 +67,13 @@ from safety.gate import (
 )
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.items import items_of_scenario
-from scenarios.services.preflight import preflight_age_rule, preflight_is_fresh, preflight_read_at, preflight_run
+from scenarios.services.preflight import (
+    preflight_age_rule,
+    preflight_entities,
+    preflight_is_fresh,
+    preflight_read_at,
+    preflight_run,
+)
 
 R = DeploymentResult.Status
 FIELDS = {
@@ -115,8 +121,9 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
     if replay is not None:
         return replay
     preflight = scenario_preflight(scenario=scenario, actor=actor)  # also exported, like every preflight
-    entities = _entities_of(preflight)
-    outcomes = _validate_on_platforms(preflight, entities)
+    docs = preflight_entities(preflight)
+    entities = _entities_of(preflight, docs)
+    outcomes = _validate_on_platforms(docs, entities)
 
     def persist() -> tuple[dict, int]:
         deployment = Deployment.objects.create(
@@ -129,7 +136,7 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
             started_at=timezone.now(),
             prepared_at=timezone.now(),
         )
-        results = [_dry_result(deployment, doc, entities, outcomes) for doc in preflight.payload["entities"]]
+        results = [_dry_result(deployment, doc, entities, outcomes) for doc in docs]
         DeploymentResult.objects.bulk_create(results, batch_size=1000)
         _recount(deployment, finished=True)
         return deployment_serialize(deployment), 200
@@ -139,10 +146,10 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
     )
 
 
-def _validate_on_platforms(preflight: PreflightRun, entities: dict[int, PlatformEntity]) -> dict[int, list]:
+def _validate_on_platforms(docs: list[dict], entities: dict[int, PlatformEntity]) -> dict[int, list]:
     """Validate-only calls, batched per connection; entity id -> outcomes of its changes."""
     by_connection: dict[int, list[Change]] = defaultdict(list)
-    for doc in preflight.payload["entities"]:
+    for doc in docs:
         if doc["change_type"] == "update" and doc["entity_id"] in entities:
             by_connection[doc["connection_id"]] += _changes(doc, entities[doc["entity_id"]])
     outcomes: dict[int, list] = defaultdict(list)
@@ -228,7 +235,7 @@ def deployment_prepare(*, deployment_pk: int) -> Deployment | None:
     """
     with transaction.atomic():
         deployment = (
-            Deployment.objects.select_for_update()
+            Deployment.objects.select_for_update(of=("self",))
             .select_related("tenant", "scenario__tenant", "preflight__tenant", "requested_by")
             .filter(pk=deployment_pk, mode=Deployment.Mode.LIVE, prepared_at__isnull=True)
             .first()
@@ -249,8 +256,8 @@ def _prepare(deployment: Deployment, *, actor) -> None:
     """The actions (one per changed entity), the results of every entity, the counts and
     the dispatch after commit; the scenario is marked deployed."""
     preflight, scenario = deployment.preflight, deployment.scenario
-    docs = preflight.payload["entities"]
-    entities = _entities_of(preflight)
+    docs = preflight_entities(preflight)
+    entities = _entities_of(preflight, docs)
     changed = [d for d in docs if d["change_type"] == "update" and d["entity_id"] in entities and not _missing(d)]
     for connection in PlatformConnection.objects.filter(pk__in={d["connection_id"] for d in changed}):
         circuit_check(connection)
@@ -611,8 +618,8 @@ def _result_json(result: DeploymentResult) -> dict[str, Any]:
     }
 
 
-def _entities_of(preflight: PreflightRun) -> dict[int, PlatformEntity]:
-    ids = [doc["entity_id"] for doc in preflight.payload["entities"]]
+def _entities_of(preflight: PreflightRun, docs: list[dict]) -> dict[int, PlatformEntity]:
+    ids = [doc["entity_id"] for doc in docs]
     return (
         PlatformEntity.objects.filter(tenant=preflight.tenant, pk__in=ids)
         .select_related("connection", "parent")

@@ -37,9 +37,11 @@ def export_run(*, run: PreflightRun, path: Path | None = None) -> Path:
     Guarantees: see ``export_append``. A run without a document (queued, running or
     failed) is refused with ``ValueError``.
     """
+    from scenarios.services.preflight import preflight_document
+
     if not run.payload:
         raise ValueError(f"Preflight {run.run_id} has no document to export (status {run.status}).")
-    return export_append(document=run.payload, path=path)
+    return export_append(document=preflight_document(run), path=path)
 
 
 def export_append(*, document: dict[str, Any], path: Path | None = None, keep: int | None = None) -> Path:

@@ -20,6 +20,11 @@ Guarantees:
 - Platforms are read outside any transaction. When a read fails (after retries of
   transient errors) the run is saved as failed with the reason and ``PreflightFailed``
   (HTTP 502) is raised.
+- Storage is bounded per row: the document's entities are ``PreflightEntity`` rows in
+  document order, written in the same transaction as the run's success (a reader sees
+  all of them or none); ``payload`` keeps the rest (summary, connections, breaches).
+  ``preflight_document`` puts the whole document together, ``preflight_entities_page``
+  reads it page by page.
 - Progress is visible while it reads: ``entities_read`` grows after every batch of
   ``ENTITY_BATCH`` entities, and ``reads_finished_at`` records when the last read
   returned. A preflight's age is counted from there, against the limit of the slowest-
@@ -42,6 +47,7 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
@@ -60,7 +66,7 @@ from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import with_retries
 from platforms.types import EntityState, ErrorCode, PlatformCallError
-from scenarios.models import GuardrailPolicy, PreflightRun
+from scenarios.models import GuardrailPolicy, PreflightEntity, PreflightRun
 from scenarios.services import guardrails as g
 from scenarios.services.forecast import (
     FORECAST_MODEL,
@@ -102,6 +108,59 @@ class PreflightFailed(DomainError):
 
 def new_run_id() -> str:
     return RUN_ID_PREFIX + uuid.uuid4().hex[:20]
+
+
+# The stored document ---------------------------------------------------------------------
+
+ENTITY_PAGE_SIZE = 100
+ENTITY_PAGE_MAX = 1000
+
+
+def preflight_entities(run: PreflightRun) -> list[dict[str, Any]]:
+    """The document's entities in document order (from a prefetch of ``entity_documents``
+    when there is one, else one query)."""
+    cached = getattr(run, "_entity_documents", None)
+    if cached is not None:
+        return cached
+    return [row.document for row in run.entity_documents.all()]
+
+
+def preflight_document(run: PreflightRun) -> dict[str, Any]:
+    """The whole document of DESIGN.md section 6 (empty while the run has none)."""
+    if not run.payload:
+        return {}
+    return {**run.payload, "entities": preflight_entities(run)}
+
+
+def preflight_entities_page(
+    *, run: PreflightRun, cursor: int = 0, limit: int = ENTITY_PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Entities from position ``cursor`` on, at most ``limit`` (one indexed range query);
+    returns them and the next cursor (None after the last)."""
+    limit = max(1, min(limit, ENTITY_PAGE_MAX))
+    rows = list(
+        PreflightEntity.objects.filter(run=run, position__gte=cursor)
+        .order_by("position")
+        .values_list("position", "document")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [doc for _position, doc in rows], (rows[-1][0] + 1 if more else None)
+
+
+def _entity_row(run: PreflightRun, position: int, doc: dict[str, Any]) -> PreflightEntity:
+    found = len(doc.get("breaches", []))
+    for changes in doc.get("sections", {}).values():
+        found += sum(len(change.get("breaches", [])) for change in changes)
+    return PreflightEntity(
+        run=run,
+        position=position,
+        entity_id=doc["entity_id"],
+        connection_id=doc["connection_id"],
+        change_type=doc["change_type"],
+        breaches=found,
+        document=doc,
+    )
 
 
 # Freshness -------------------------------------------------------------------------------
@@ -325,23 +384,29 @@ def preflight_each(
 
 
 def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
+    entities = document.pop("entities")
     run.payload = document
     run.has_critical = document["has_critical"]
     run.status = PreflightRun.Status.SUCCEEDED
     run.error_message = ""
     run.finished_at = timezone.now()
     run.entities_read = run.entities_total
-    run.save(
-        update_fields=[
-            "payload",
-            "has_critical",
-            "status",
-            "error_message",
-            "finished_at",
-            "reads_finished_at",
-            "entities_read",
-        ]
-    )
+    rows = [_entity_row(run, position, doc) for position, doc in enumerate(entities)]
+    with transaction.atomic():
+        PreflightEntity.objects.filter(run=run).delete()  # a claim taken over from a dead worker
+        PreflightEntity.objects.bulk_create(rows, batch_size=1000)
+        run.save(
+            update_fields=[
+                "payload",
+                "has_critical",
+                "status",
+                "error_message",
+                "finished_at",
+                "reads_finished_at",
+                "entities_read",
+            ]
+        )
+    run._entity_documents = entities  # what was just written, for readers in this process
     preflight_run_record(mode=run.mode, status="succeeded")
     logger.info(
         "preflight %s: %s entities, %s changed, %s breaches",
