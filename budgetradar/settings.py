@@ -407,7 +407,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
 # change sets (defaults in safety.values).
 MONEY_FLOORS = env_amounts("MONEY_FLOORS")
 MONEY_CEILINGS = env_amounts("MONEY_CEILINGS")
-AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # documents kept in state/ad_push_diffs.json
+AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # runs kept in the state/ad_push_diffs.json index
+# Finished preflight runs older than this are deleted daily, unless a deployment, an
+# override or an action (its newest) still relies on them (scenarios.services.retention).
+PREFLIGHT_RETENTION_DAYS = env_int("PREFLIGHT_RETENTION_DAYS", 90, minimum=1)
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before checking the password

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scenarios.services.adpush import ad_push_process
 from scenarios.services.deploy import deployment_prepare
+from scenarios.services.retention import preflights_prune
 
 
 def preflight_task(run_pk: int) -> str:
@@ -21,3 +22,11 @@ def deployment_prepare_task(deployment_pk: int) -> str:
     if deployment is None:
         return f"deployment {deployment_pk}: already prepared"
     return f"deployment {deployment_pk}: {deployment.status}"
+
+
+def preflights_prune_task() -> str:
+    """The daily retention of preflight runs (``PREFLIGHT_RETENTION_DAYS``)."""
+    result = preflights_prune()
+    return (
+        f"pruned {result.runs} preflight runs ({result.entity_rows} entity rows) from before {result.cutoff:%Y-%m-%d}"
+    )
