@@ -1,6 +1,7 @@
 """The preflight export (DESIGN.md section 6): one file per run plus a small index.
 
-- ``STATE_DIR/ad_push_diffs/<run_id>.json`` holds one run's whole document. It is
+- ``STATE_DIR/ad_push_diffs/<run_id>.json`` holds one run's whole document (compact
+  JSON, keys sorted). It is
   written once when the run is exported and never touched by another run's export, so
   the cost of an export is that run's size, whatever came before (exporting the same run
   again replaces its own file).
@@ -79,7 +80,7 @@ def export_append(*, document: dict[str, Any], path: Path | None = None, keep: i
     run_id = str(document.get("run_id") or f"unnamed-{timezone.now().strftime('%Y%m%dT%H%M%S%fZ')}")
     run_file = runs_dir / f"{_safe_name(run_id)}.json"
     with _locked(target):
-        _write_atomically(run_file, document)
+        _write_atomically(run_file, document, compact=True)
         heads = _read_index(target)
         head = _head(document, run_file.relative_to(target.parent))
         heads = [head, *(h for h in heads if h.get("run_id") != run_id)]
@@ -147,16 +148,19 @@ def _from_whole_document(target: Path, document: dict[str, Any]) -> dict[str, An
     """An entry of the earlier format (the whole document in the list): give it its own
     file and keep its head, so the index shrinks on the first export after an upgrade."""
     run_file = target.parent / RUNS_DIR_NAME / f"{_safe_name(str(document.get('run_id') or 'unnamed'))}.json"
-    _write_atomically(run_file, document)
+    _write_atomically(run_file, document, compact=True)
     return _head(document, run_file.relative_to(target.parent))
 
 
-def _write_atomically(target: Path, content: Any) -> None:
+def _write_atomically(target: Path, content: Any, *, compact: bool = False) -> None:
+    """``compact``: no indentation (run files are large and read by programs; the index
+    stays indented for people)."""
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp makes it private; readers are other tools
-            json.dump(content, handle, indent=2, sort_keys=True)
+            json.dump(content, handle, sort_keys=True, **layout)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, target)
