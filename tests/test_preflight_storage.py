@@ -79,6 +79,10 @@ def test_the_run_endpoint_answers_the_summary_without_entities(run, operator):
     assert body["status"] == "succeeded" and body["summary"]["entities"] == 5
     assert "entities" not in body
     assert body["entities_url"] == f"/api/preflights/{run.run_id}/entities"
+    every = PreflightRun.objects.get(pk=run.pk).payload["breaches"]
+    assert any(b.get("key") for b in every), "the fixture has entity breaches"
+    assert body["breaches"] == [b for b in every if not b.get("key")]
+    assert sum(body["breach_counts"].values()) == len(every)
 
 
 def test_entities_are_paged_by_cursor_in_document_order(run, operator, django_assert_max_num_queries):

@@ -229,7 +229,16 @@ class PreflightDocumentSerializer(serializers.Serializer):
         child=serializers.DictField(), required=False, help_text="Per entity: before, after, deltas, breaches."
     )
     summary = serializers.DictField(required=False)
-    breaches = serializers.ListField(child=serializers.DictField(), required=False)
+    breaches = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Every breach; on GET /api/preflights/{run_id} only the run's own (each entity's are on its page).",
+    )
+    breach_counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="GET /api/preflights/{run_id}: every breach by severity.",
+    )
     has_critical = serializers.BooleanField(required=False)
     error = serializers.CharField(required=False, allow_blank=True)
     progress = PreflightProgressSerializer()

@@ -227,11 +227,12 @@ def ad_push_get(*, tenant: Tenant, run_id: str) -> PreflightRun:
 def run_document(run: PreflightRun, *, entities: bool = True) -> dict[str, Any]:
     """What the API answers for a run: the document plus ``run_id``, ``status``,
     ``progress`` and, while queued/running or after a failure, what is known (and
-    ``error``). ``entities=False`` leaves the entities out (the summary alone; they are
-    paged at ``entities_url``)."""
+    ``error``). ``entities=False`` answers the summary alone: no entities (they are paged
+    at ``entities_url``, each with its own breaches), only the run's own breaches (those
+    of no entity), and ``breach_counts`` of every breach by severity."""
     from scenarios.services.preflight import preflight_document
 
-    document: dict[str, Any] = preflight_document(run) if entities else dict(run.payload or {})
+    document: dict[str, Any] = preflight_document(run) if entities else _summary_only(run.payload or {})
     if not run.payload:
         document.update(
             tenant=run.tenant.slug,
@@ -244,6 +245,16 @@ def run_document(run: PreflightRun, *, entities: bool = True) -> dict[str, Any]:
     if run.status == PreflightRun.Status.FAILED:
         document["error"] = run.error_message
     return document
+
+
+def _summary_only(payload: dict[str, Any]) -> dict[str, Any]:
+    if not payload:
+        return {}
+    breaches = payload.get("breaches") or []
+    counts = {
+        severity: sum(1 for b in breaches if b.get("severity") == severity) for severity in ("critical", "warning")
+    }
+    return {**payload, "breaches": [b for b in breaches if not b.get("key")], "breach_counts": counts}
 
 
 def run_progress(run: PreflightRun) -> dict[str, Any]:
