@@ -214,3 +214,20 @@ def test_the_freshness_limit_is_per_platform(world, scenario, approver, settings
 def test_meta_is_trusted_longer_than_google_by_default(settings):
     limits = settings.PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM
     assert limits["meta"] == 60 and limits["google_ads"] == limits["sandbox"] == settings.PREFLIGHT_MAX_AGE_MINUTES
+
+
+def test_the_deployment_page_says_a_worker_is_preparing_it(client, world, scenario, approver, enqueued, settings):
+    preflight_for_scenario(scenario=scenario, actor=approver)
+    settings.DEPLOY_SYNC_MAX_ENTITIES = 2
+    body = client_for(approver).post(
+        f"/api/scenarios/{scenario.pk}/deploy", {"mode": "live", "idempotency_key": "big-1"}
+    )
+    client.force_login(approver)
+    url = f"/admin/scenarios/deployment/{body.json()['id']}/change/"
+    page = client.get(url).content.decode()
+    assert "A worker is creating this deployment's actions and per-entity results (3 changed entities)" in page
+    assert 'http-equiv="refresh"' in page
+    deployment_prepare_task(body.json()["id"])
+    page = client.get(url).content.decode()
+    assert "A worker is creating" not in page
+    assert "1 of 4 entities settled" in page  # the unchanged entity is settled as skipped
