@@ -1,4 +1,4 @@
-"""Migration 0004 moves every stored document's entities into their own rows."""
+"""Migration 0005 moves every stored document's entities into their own rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from django.db.migrations.executor import MigrationExecutor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("scenarios", "0003_background_work")]
-AFTER = [("scenarios", "0004_preflight_entities")]
+BEFORE = [("scenarios", "0004_background_work")]
+AFTER = [("scenarios", "0005_preflight_entities")]
 
 
 def migrated_to(target):

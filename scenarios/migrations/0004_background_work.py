@@ -16,7 +16,7 @@ def existing_runs_as_before(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scenarios', '0002_safety_gate'),
+        ('scenarios', '0003_list_indexes'),
     ]
 
     operations = [

@@ -40,7 +40,7 @@ def entities_to_rows(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scenarios', '0003_background_work'),
+        ('scenarios', '0004_background_work'),
     ]
 
     operations = [
