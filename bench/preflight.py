@@ -146,7 +146,9 @@ def run_preflight(scenario, actor, fake, profile: bool) -> dict:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(
             45
         )
-    payload = run.payload
+    from scenarios.services.preflight import preflight_document
+
+    payload = preflight_document(run)
     return {
         "run": run,
         "wall": wall,
@@ -215,6 +217,8 @@ def run_deploy(scenario, actor, fake) -> dict:
 
 
 def bench_platform(platform: str, args, tenant, actor) -> dict:
+    from scenarios.services.preflight import preflight_document
+
     seeder = google_fake if platform == "google_ads" else meta_fake
     with seeder(args.entities) as (fake, connection_kwargs):
         seeding = time.perf_counter()
@@ -224,7 +228,9 @@ def bench_platform(platform: str, args, tenant, actor) -> dict:
         preflight = run_preflight(scenario, actor, fake, args.profile)
         peak_mb, second = traced_preflight(scenario, actor)
         preflight["peak_mb"] = peak_mb
-        preflight["identical"] = comparable(second.payload) == comparable(preflight["run"].payload)
+        preflight["identical"] = comparable(preflight_document(second)) == comparable(
+            preflight_document(preflight["run"])
+        )
         deploy = run_deploy(scenario, actor, fake) if args.deploy else None
         fake.faults.latency_seconds = 0
     return {"platform": platform, "seeding": seeding, "preflight": preflight, "deploy": deploy}

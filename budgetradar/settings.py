@@ -100,6 +100,21 @@ def env_amounts(name: str) -> dict[str, str]:
     return amounts
 
 
+def env_minutes_by_platform(name: str) -> dict[str, int]:
+    """``meta=90,google_ads=30``: a positive number of minutes per platform."""
+    minutes = {}
+    for part in env_list(name):
+        platform, _, value = part.partition("=")
+        platform, value = platform.strip(), value.strip()
+        if platform not in {"sandbox", "google_ads", "meta"} or not value.isdigit() or int(value) < 1:
+            raise ImproperlyConfigured(
+                f"{name}: {part!r} is not PLATFORM=MINUTES with a platform of sandbox, google_ads or meta "
+                "and a positive whole number (meta=90)."
+            )
+        minutes[platform] = int(value)
+    return minutes
+
+
 def database_from_url(url: str) -> dict:
     """Parse ``DATABASE_URL``: ``sqlite:///path`` or ``postgres://user:pw@host:port/name``."""
     parsed = urlparse(url)
@@ -381,6 +396,19 @@ ROLLBACK_VALID_HOURS = env_int("ROLLBACK_VALID_HOURS", 24, minimum=1)
 CIRCUIT_BREAKER_THRESHOLD = env_int("CIRCUIT_BREAKER_THRESHOLD", 3, minimum=1)
 CIRCUIT_BREAKER_COOLDOWN_SECONDS = env_int("CIRCUIT_BREAKER_COOLDOWN_SECONDS", 900, minimum=1)
 PREFLIGHT_MAX_AGE_MINUTES = env_int("PREFLIGHT_MAX_AGE_MINUTES", 30, minimum=1)
+# A live deploy's freshness rule per platform, counted from when the preflight's reads
+# finished (scenarios.services.preflight.preflight_max_age). Meta reads 10,000 entities in
+# about half an hour at its default limits and the engine re-reads every entity before it
+# applies (drift is ``stale``, never overwritten), so its diff may be older.
+PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM = {
+    "sandbox": PREFLIGHT_MAX_AGE_MINUTES,
+    "google_ads": PREFLIGHT_MAX_AGE_MINUTES,
+    "meta": max(PREFLIGHT_MAX_AGE_MINUTES, 60),
+} | env_minutes_by_platform("PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM")
+# Where the request stops doing the work itself: a scenario preflight of more entities, or
+# a live deploy changing more entities, runs as a django-q2 task and the API answers 202.
+PREFLIGHT_SYNC_MAX_ENTITIES = env_int("PREFLIGHT_SYNC_MAX_ENTITIES", 500, minimum=0)
+DEPLOY_SYNC_MAX_ENTITIES = env_int("DEPLOY_SYNC_MAX_ENTITIES", 500, minimum=0)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 # Request bodies may carry a whole import (a JSON bundle), plus room for the envelope.
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
@@ -388,7 +416,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_MAX_BYTES + 64 * 1024
 # change sets (defaults in safety.values).
 MONEY_FLOORS = env_amounts("MONEY_FLOORS")
 MONEY_CEILINGS = env_amounts("MONEY_CEILINGS")
-AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # documents kept in state/ad_push_diffs.json
+AD_PUSH_DIFFS_KEEP = env_int("AD_PUSH_DIFFS_KEEP", 50, minimum=1)  # runs kept in the state/ad_push_diffs.json index
+# Finished preflight runs older than this are deleted daily, unless a deployment, an
+# override or an action (its newest) still relies on them (scenarios.services.retention).
+PREFLIGHT_RETENTION_DAYS = env_int("PREFLIGHT_RETENTION_DAYS", 90, minimum=1)
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before checking the password

@@ -18,7 +18,8 @@
 
 A single action gets a one-entity preflight (``scenarios.services.preflight``: the same
 document, rules and guardrails as a scenario's), stored as a ``PreflightRun`` linked to
-the action. A fresh one (younger than ``PREFLIGHT_MAX_AGE_MINUTES``, same targets, the
+the action. A fresh one (its reads finished within its platform's limit,
+``PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM``; same targets, the
 mirror still showing its before-values, the policy unchanged since, and the same verdict
 of the time rules now) is reused; otherwise the platform is read again, outside any
 transaction.
@@ -67,7 +68,14 @@ from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario
 from scenarios.services import guardrails as g
 from scenarios.services.items import TARGET_FIELDS, TargetItem, items_of_scenario
-from scenarios.services.preflight import PreflightFailed, new_run_id, preflight_each
+from scenarios.services.preflight import (
+    PreflightFailed,
+    new_run_id,
+    preflight_age_rule,
+    preflight_each,
+    preflight_entities,
+    preflight_is_fresh,
+)
 
 Breach = dict[str, Any]
 TIME_RULES = frozenset({"change_window", "blackout_date"})
@@ -278,22 +286,20 @@ def gate_autopilot(*, scenario: Scenario, preflight: PreflightRun) -> None:
     """The planner's door, before it deploys a plan without a person.
 
     Guarantees: the plan includes autopilot (402 otherwise); every value is sane; the
-    preflight is the scenario's own, succeeded and younger than
-    ``PREFLIGHT_MAX_AGE_MINUTES``; and it has no critical breach at all — autopilot never
+    preflight is the scenario's own, succeeded and fresh (``preflight_is_fresh``: its
+    reads finished within its platforms' limit); and it has no critical breach at all — autopilot never
     overrides, so a refusal (``CriticalBreaches``) means the plan falls back to assist.
     """
     entitlement_check_feature(tenant=scenario.tenant, feature=Feature.AUTOPILOT)
     _check_scenario_values(scenario, doing="deployed by autopilot")
-    age = timezone.now() - preflight.created_at
     if (
         preflight.scenario_id != scenario.pk
-        or preflight.status != PreflightRun.Status.SUCCEEDED
-        or age > timedelta(minutes=settings.PREFLIGHT_MAX_AGE_MINUTES)
+        or not preflight_is_fresh(preflight)
         or scenario.updated_at > preflight.created_at
     ):
         raise InvalidState(
             f"Autopilot needs a succeeded preflight of scenario {scenario.name} newer than its last change and at "
-            f"most {settings.PREFLIGHT_MAX_AGE_MINUTES} minutes old; {preflight.run_id} is not.",
+            f"most {preflight_age_rule(preflight)} old; {preflight.run_id} is not.",
             code="preflight_stale",
         )
     blocking = critical_breaches(preflight)
@@ -337,7 +343,7 @@ def deploy_plans(preflight: PreflightRun, *, now: datetime | None = None) -> lis
     """What each connection with changes in a scenario's preflight would do with them if
     deployed ``now``: (connection name, execution plan), by name."""
     now = now or timezone.now()
-    changed = {d["connection_id"] for d in (preflight.payload or {}).get("entities", []) if d["change_type"] != "noop"}
+    changed = {c["connection_id"] for c in (preflight.payload or {}).get("connections", []) if c.get("changed")}
     connections = list(PlatformConnection.objects.filter(pk__in=changed).select_related("tenant").order_by("name"))
     policies = g.policies_for(tenant=preflight.tenant, connections=connections)
     return [(c.name, execution_plan(connection=c, policy=policies[c.pk], now=now)) for c in connections]
@@ -410,7 +416,8 @@ def preflights_prefetch() -> Prefetch:
     """What a page or a response of many actions prefetches so ``latest_preflight`` and
     ``preflight_summary`` cost no query per action."""
     overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by")
-    return Prefetch("preflights", queryset=PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides)))
+    runs = PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides), "entity_documents")
+    return Prefetch("preflights", queryset=runs)
 
 
 def latest_preflight(action: Action) -> PreflightRun | None:
@@ -426,7 +433,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
     if run is None:
         return None
     document = run.payload or {}
-    entity = (document.get("entities") or [{}])[0]
+    entity = next(iter(preflight_entities(run)), {})
     changes = [change for section in entity.get("sections", {}).values() for change in section if change["changed"]]
     shown = ("field", "label", "before", "after", "delta", "percent_delta", "unit", "forecast_delta", "breaches")
     return {
@@ -459,7 +466,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
 
 def baseline_of(preflight: PreflightRun, entity: PlatformEntity) -> dict[str, Any]:
     """The live values the preflight read (and wrote to the mirror): the drift baseline."""
-    before = preflight.payload["entities"][0]["before"] if preflight.payload else {}
+    before = preflight_entities(preflight)[0]["before"] if preflight.payload else {}
     baseline = {name: before.get(name) for name in MIRROR_FIELDS}
     baseline["synced_at"] = entity.synced_at.isoformat() if entity.synced_at else None
     return baseline
@@ -558,14 +565,21 @@ def _fresh_runs(
     now: datetime,
 ) -> dict[tuple[int, str], PreflightRun]:
     """Stored runs that still tell the truth, by (action id, inputs): see the module docstring."""
-    since = now - timedelta(minutes=settings.PREFLIGHT_MAX_AGE_MINUTES)
-    candidates = PreflightRun.objects.filter(
-        action_id__in=[a.pk for a, _targets in wanted], status=PreflightRun.Status.SUCCEEDED, created_at__gte=since
-    ).order_by("-created_at", "-id")
+    longest = max([settings.PREFLIGHT_MAX_AGE_MINUTES, *settings.PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM.values()])
+    since = now - timedelta(minutes=longest)
+    candidates = (
+        PreflightRun.objects.filter(
+            action_id__in=[a.pk for a, _targets in wanted],
+            status=PreflightRun.Status.SUCCEEDED,
+            reads_finished_at__gte=since,
+        )
+        .order_by("-created_at", "-id")
+        .prefetch_related("entity_documents")
+    )
     found: dict[tuple[int, str], PreflightRun] = {}
     for run in candidates:
         key = (run.action_id, _inputs_key(run.inputs))
-        if key in found:
+        if key in found or not preflight_is_fresh(run, now=now):
             continue
         entity = entities.get(run.inputs[0]["entity"]) if run.inputs else None
         if entity is not None and _still_true(run, entity, policies[entity.connection_id], now):
@@ -574,7 +588,7 @@ def _fresh_runs(
 
 
 def _still_true(run: PreflightRun, entity: PlatformEntity, policy: GuardrailPolicy, now: datetime) -> bool:
-    doc = run.payload["entities"][0]
+    doc = preflight_entities(run)[0]
     if not doc["live_found"] or _mirror_values(entity) != {name: doc["before"][name] for name in MIRROR_FIELDS}:
         return False
     if policy.pk is not None and policy.updated_at > run.created_at:

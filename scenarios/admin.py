@@ -372,8 +372,8 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
     if run is None:
         return None
     payload = run.payload or {}
-    entities = payload.get("entities") or []
-    paginator = Paginator(entities, DIFF_PAGE_SIZE)
+    # Entities are rows: a page of the diff reads its page (and a count), never the whole run.
+    paginator = Paginator(run.entity_documents.only("document").order_by("position"), DIFF_PAGE_SIZE)
     current = paginator.get_page(page)
     breaches = payload.get("breaches") or []
     run_level = [b for b in breaches if not b.get("key")]
@@ -389,23 +389,42 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
         "breaches_more": max(len(breaches) - BREACHES_SHOWN, 0),
         "critical_count": len(critical),
         "warning_count": len(breaches) - len(critical),
-        "entities": [_entity_view(doc) for doc in current.object_list],
+        "entities": [_entity_view(row.document) for row in current.object_list],
         "page": current,
         "paginated": paginator.num_pages > 1,
     }
 
 
 def preflight_freshness(run: PreflightRun, scenario: Scenario | None) -> str:
-    """Whether ``run`` may still be deployed: age limit and changes to the plan since."""
-    limit = settings.PREFLIGHT_MAX_AGE_MINUTES
-    age = timezone.now() - run.created_at
+    """Whether ``run`` may still be deployed: its platforms' age limit, counted from when
+    its reads finished, and changes to the plan since."""
+    from scenarios.services.preflight import preflight_age_rule, preflight_is_fresh, preflight_read_at
+
+    if run.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING):
+        return "This preflight is still reading the platforms; a live deploy waits until it has succeeded."
     if run.status != PreflightRun.Status.SUCCEEDED:
         return "This preflight did not succeed; run a new one before deploying."
-    if age.total_seconds() > limit * 60:
-        return f"Run {timesince(run.created_at)} ago: older than {limit} minutes, so run a new preflight to deploy."
+    read_at, rule = preflight_read_at(run), preflight_age_rule(run)
+    if not preflight_is_fresh(run):
+        return f"Read {timesince(read_at)} ago: older than {rule}, so run a new preflight to deploy."
     if scenario is not None and scenario.updated_at > run.created_at:
         return "The scenario changed after this preflight; run a new preflight before deploying."
-    return f"Run {timesince(run.created_at)} ago; a live deploy needs a preflight younger than {limit} minutes."
+    return f"Read {timesince(read_at)} ago; a live deploy needs a preflight whose reads finished less than {rule} ago."
+
+
+def preflight_progress(run: PreflightRun) -> dict[str, Any]:
+    """Entities read of a preflight (a worker's preflight grows batch by batch)."""
+    total = run.entities_total or len(run.inputs or [])
+    read = min(run.entities_read, total) if total else run.entities_read
+    state = "waiting for a worker" if run.status == PreflightRun.Status.QUEUED else "reading the platforms"
+    freshness = preflight_freshness(run, run.scenario) if run.scenario_id and run.action_id is None else ""
+    return {
+        "total": total,
+        "read": read,
+        "percent": round(100 * read / total) if total else 100,
+        "state": state,
+        "freshness": freshness,
+    }
 
 
 # Tenant-scoped inlines ------------------------------------------------------------------------------
@@ -776,14 +795,21 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def preflight_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Read the live state of the scenario's entities and store the diff."""
-        from scenarios.services.adpush import scenario_preflight
+        from scenarios.services.adpush import scenario_preflight_request
 
         scenario = self._scenario_for(request, object_id, "scenarios.run_preflight")
         try:
-            run = scenario_preflight(scenario=scenario, actor=request.user)
+            run = scenario_preflight_request(scenario=scenario, actor=request.user)
         except DomainError as exc:
             messages.error(request, f"The preflight of {scenario.name} failed: {exc.message}")
         else:
+            if run.status == PreflightRun.Status.QUEUED:
+                messages.info(
+                    request,
+                    f"Preflight {run.run_id} of {run.entities_total} entities runs in a worker; its page shows "
+                    "the progress and then the diff.",
+                )
+                return HttpResponseRedirect(reverse("admin:scenarios_preflightrun_change", args=[run.pk]))
             summary = (run.payload or {}).get("summary") or {}
             breaches = (run.payload or {}).get("breaches") or []
             critical = sum(1 for b in breaches if b.get("severity") == CRITICAL)
@@ -1025,6 +1051,7 @@ class PreflightRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "author",
         "created_at",
         "started_at",
+        "reads_finished_at",
         "finished_at",
     ]
     readonly_fields = fields
@@ -1052,6 +1079,10 @@ class PreflightRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         run = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
+            "preflight_progress": preflight_progress(run) if run is not None else None,
+            "preflight_active": run is not None
+            and run.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING),
+            "refresh_seconds": REFRESH_SECONDS,
             "diff": diff_context(run, page=_page_number(request, "diff_page")),
             "deployments": list(run.deployments.order_by("-created_at", "-id")[:20]),
             "status_tones": DEPLOYMENT_TONES,
@@ -1416,6 +1447,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         "requester",
         "idempotency_key",
         "created_at",
+        "prepared_at",
         "started_at",
         "finished_at",
     ]
@@ -1477,6 +1509,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
         deployment = self.get_object(request, object_id)
+        preparing = deployment.prepared_at is None and deployment.status == Deployment.Status.QUEUED
         results = deployment.results.select_related("entity__connection", "action").order_by("id")
         page = Paginator(results, RESULTS_PAGE_SIZE).get_page(_page_number(request, "results_page"))
         settled = deployment.total - deployment.pending
@@ -1486,6 +1519,8 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "results": [result_row(r) for r in page.object_list],
             "results_page": page,
             "active": deployment.status in ACTIVE_DEPLOYMENT,
+            "preparing": preparing,
+            "preparing_changed": _changed_count(deployment) if preparing else 0,
             "refresh_seconds": REFRESH_SECONDS,
             "settled": settled,
             "progress": round(100 * settled / deployment.total) if deployment.total else 100,
@@ -1598,6 +1633,12 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "deployment": deployment,
             "back_url": self._url("change", deployment),
         }
+
+
+def _changed_count(deployment: Deployment) -> int:
+    """Entities the deployment's preflight changes (the actions its worker will create)."""
+    summary = (deployment.preflight.payload or {}).get("summary") or {}
+    return int(summary.get("changed", 0))
 
 
 def _rollbackable(deployment: Deployment) -> QuerySet:

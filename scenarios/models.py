@@ -146,8 +146,10 @@ class PreflightRun(models.Model):
     """One preflight: the diff document of DESIGN.md section 6, persisted.
 
     ``inputs`` holds the normalised items it was asked about, so a run can be repeated
-    or executed in a worker without the scenario; ``payload`` is the document. A run with
-    an ``action`` is that single action's one-entity preflight (the safety gate's).
+    or executed in a worker without the scenario; ``payload`` is the document without its
+    entities, which are ``PreflightEntity`` rows (``scenarios.services.preflight.
+    preflight_document`` puts them together). A run with an ``action`` is that single
+    action's one-entity preflight (the safety gate's).
     """
 
     class Mode(models.TextChoices):
@@ -183,7 +185,14 @@ class PreflightRun(models.Model):
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    reads_finished_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the last platform read of this preflight returned: its age is counted from here.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
+    entities_total = models.PositiveIntegerField(default=0, help_text="Entities this preflight reads.")
+    entities_read = models.PositiveIntegerField(default=0, help_text="Entities read so far (progress).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -191,6 +200,31 @@ class PreflightRun(models.Model):
 
     def __str__(self) -> str:
         return f"Preflight {self.run_id}"
+
+
+class PreflightEntity(models.Model):
+    """One entity's part of a preflight document (``PreflightRun.payload`` holds the rest:
+    summary, connections, breaches), so a 10,000-entity run is read page by page.
+
+    ``position`` is the entity's place in the document (0-based, the document's stable
+    order); rows are written once, with the run's success, and never changed.
+    ``breaches`` counts the breaches on the entity and its fields.
+    """
+
+    run = models.ForeignKey(PreflightRun, on_delete=models.CASCADE, related_name="entity_documents")
+    position = models.PositiveIntegerField()
+    entity_id = models.BigIntegerField(help_text="The mirror entity's id (kept if the entity is deleted later).")
+    connection_id = models.BigIntegerField()
+    change_type = models.CharField(max_length=10)
+    breaches = models.PositiveIntegerField(default=0)
+    document = models.JSONField()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="uniq_preflight_entity_position")]
+
+    def __str__(self) -> str:
+        return f"Entity {self.entity_id} of {self.run_id} (#{self.position})"
 
 
 class GuardrailOverride(models.Model):
@@ -221,7 +255,12 @@ class GuardrailOverride(models.Model):
 
 
 class Deployment(models.Model):
-    """A dry run or a live push of a scenario, owning one action per changed entity (live)."""
+    """A dry run or a live push of a scenario, owning one action per changed entity (live).
+
+    ``prepared_at`` is empty while a large live deploy waits for its worker to create the
+    actions and results (``scenarios.services.deploy.deployment_prepare``); a refusal
+    found there fails the deployment with ``error_message``.
+    """
 
     class Mode(models.TextChoices):
         DRY_RUN = "dry_run", "Dry run"
@@ -252,6 +291,12 @@ class Deployment(models.Model):
     validated = models.PositiveIntegerField(default=0)
     blocked = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
+    prepared_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its actions and per-entity results were created (a large live deploy does it in a worker).",
+    )
+    error_message = models.TextField(blank=True, help_text="Why preparing it in the worker was refused.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -163,8 +163,9 @@ def test_live_deploy_needs_a_fresh_preflight(world, scenario, approver):
     with pytest.raises(InvalidState, match="no preflight yet"):
         live(scenario, approver)
     scenario = preflighted(scenario, approver)
-    PreflightRun.objects.update(created_at=timezone.now() - timedelta(hours=2))
-    with pytest.raises(InvalidState, match="older than 30 minutes"):
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    PreflightRun.objects.update(created_at=two_hours_ago, reads_finished_at=two_hours_ago)
+    with pytest.raises(InvalidState, match=r"older than 30 minutes \(sandbox\), counted from when its platform reads"):
         live(scenario, approver)
     scenario = preflighted(scenario, approver)
     ScenarioItem.objects.filter(scenario=scenario).first().save()

@@ -20,7 +20,7 @@ from scenarios.services.forecast import (
     fit_curve,
 )
 from scenarios.services.items import TargetItem
-from scenarios.services.preflight import preflight_run
+from scenarios.services.preflight import preflight_document, preflight_run
 from tests.engine_helpers import sandbox_world
 from tests.factories import EntityFactory
 
@@ -248,7 +248,7 @@ def world(tenant):
 
 
 def preflight(tenant, *items: TargetItem) -> dict:
-    return preflight_run(tenant=tenant, items=list(items), actor=None, now=NOW).payload
+    return preflight_document(preflight_run(tenant=tenant, items=list(items), actor=None, now=NOW))
 
 
 def target(entity, **values) -> TargetItem:

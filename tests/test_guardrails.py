@@ -14,7 +14,7 @@ from platforms.models import EntityPerformanceDaily
 from scenarios.models import GuardrailPolicy
 from scenarios.services import guardrails as g
 from scenarios.services.items import TargetItem
-from scenarios.services.preflight import preflight_run
+from scenarios.services.preflight import preflight_entities, preflight_run
 from tests.engine_helpers import sandbox_world
 from tests.factories import ActionFactory, ConnectionFactory
 
@@ -342,7 +342,7 @@ def test_severity_is_configurable_per_rule(tenant, world, severities, expected):
     assert codes(run.payload["breaches"]) == expected
     assert run.has_critical == (expected == [("max_increase_pct", "critical")])
     if expected:
-        field_change = run.payload["entities"][0]["sections"]["spend"][0]
+        field_change = preflight_entities(run)[0]["sections"]["spend"][0]
         assert [b["code"] for b in field_change["breaches"]] == ["max_increase_pct"]
         assert field_change["breaches"][0]["field"] == "daily_budget"
         assert field_change["breaches"][0]["key"] == "sandbox:campaign:sandbox-cmp-1"
@@ -442,7 +442,7 @@ def test_roas_floor_and_cpa_ceiling_are_judged_on_the_forecast(tenant, world):
 
     run = preflight_run(tenant=tenant, items=[item(entity, daily_budget="200.00")], actor=None, now=NOW)
 
-    forecast = run.payload["entities"][0]["forecast"]
+    forecast = preflight_entities(run)[0]["forecast"]
     assert forecast["confidence"] == "high"
     found = {b["code"]: b for b in run.payload["breaches"]}
     assert set(found) == {"roas_floor", "cpa_ceiling"}

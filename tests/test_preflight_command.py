@@ -17,6 +17,7 @@ from platforms.sandbox.models import SandboxRequest
 from scenarios.management.commands.preflight import Command
 from scenarios.models import GuardrailPolicy, PreflightRun
 from scenarios.services import export
+from scenarios.services.preflight import preflight_document
 from tests.engine_helpers import sandbox_world
 
 
@@ -79,7 +80,9 @@ def preflight(path: Path, *, tenant: str = "acme", plan: str = "plan-7", mode: s
 
 
 def exported(state_dir: Path) -> list[dict]:
-    return json.loads((state_dir / "ad_push_diffs.json").read_text())
+    """The exported documents, newest first: the index names each run's own file."""
+    index = json.loads((state_dir / "ad_push_diffs.json").read_text())
+    return [json.loads((state_dir / head["document"]).read_text()) for head in index]
 
 
 # It ran: exit 0 ---------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ def test_a_preflight_is_stored_appended_to_the_artifact_and_summarised(tmp_path,
     assert "3 entities checked against the live platforms, 2 would change, 1 unchanged" in printed
     assert f"appended to {state_dir / 'ad_push_diffs.json'}" in printed
     [document] = exported(state_dir)
-    assert document == json.loads(json.dumps(run.payload))
+    assert document == json.loads(json.dumps(preflight_document(run)))
     assert document["run_id"] == run.run_id and document["source_plan_id"] == "plan-7"
 
 
@@ -115,6 +118,33 @@ def test_guardrail_breaches_are_findings_not_failures(tmp_path, state_dir, world
     assert any(b["code"] == "max_increase_pct" for b in document["breaches"])
     assert "guardrail breaches: " in printed and "guardrail breaches: none" not in printed
     assert all(s in printed for s in severities)
+
+
+def test_another_run_never_rewrites_an_earlier_runs_file(state_dir):
+    big = {**doc("pf-1"), "entities": [{"entity_id": i, "name": "x" * 100} for i in range(500)]}
+    export.export_append(document=big)
+    first = state_dir / "ad_push_diffs" / "pf-1.json"
+    size, stamp = first.stat().st_size, first.stat().st_mtime_ns
+    export.export_append(document=doc("pf-2"))
+    assert (first.stat().st_size, first.stat().st_mtime_ns) == (size, stamp)
+    index = (state_dir / "ad_push_diffs.json").read_text()
+    assert len(index) < 2000 and "entities" not in json.loads(index)[1]
+    assert [d["run_id"] for d in exported(state_dir)] == ["pf-2", "pf-1"]
+
+
+def test_runs_falling_off_the_index_lose_their_files(state_dir, settings):
+    settings.AD_PUSH_DIFFS_KEEP = 2
+    for i in range(3):
+        export.export_append(document=doc(f"pf-{i}"))
+    assert sorted(p.name for p in (state_dir / "ad_push_diffs").iterdir()) == ["pf-1.json", "pf-2.json"]
+
+
+def test_an_index_of_the_earlier_format_is_split_into_run_files(state_dir):
+    state_dir.mkdir(parents=True)
+    (state_dir / "ad_push_diffs.json").write_text(json.dumps([doc("pf-0")]))
+    export.export_append(document=doc("pf-1"))
+    assert exported(state_dir) == [doc("pf-1"), doc("pf-0")]
+    assert all("entities" not in head for head in json.loads((state_dir / "ad_push_diffs.json").read_text()))
 
 
 def test_the_preflight_only_reads_the_platform(tmp_path, state_dir, world):
@@ -219,7 +249,12 @@ def test_a_crash_while_writing_leaves_the_previous_file_intact(state_dir, monkey
         export.export_append(document=doc("pf-2"))
     monkeypatch.setattr(json, "dump", real_dump)
     assert exported(state_dir) == [doc("pf-1")]
-    assert sorted(p.name for p in state_dir.iterdir()) == ["ad_push_diffs.json", "ad_push_diffs.json.lock"]
+    assert sorted(p.name for p in state_dir.iterdir()) == [
+        "ad_push_diffs",
+        "ad_push_diffs.json",
+        "ad_push_diffs.json.lock",
+    ]
+    assert sorted(p.name for p in (state_dir / "ad_push_diffs").iterdir()) == ["pf-1.json"]
 
 
 def test_a_crash_before_the_swap_leaves_the_previous_file_intact(state_dir, monkeypatch):
@@ -228,7 +263,7 @@ def test_a_crash_before_the_swap_leaves_the_previous_file_intact(state_dir, monk
     with pytest.raises(OSError, match="disk gone"):
         export.export_append(document=doc("pf-2"))
     assert exported(state_dir) == [doc("pf-1")]
-    assert not list(state_dir.glob("*.tmp"))
+    assert not list(state_dir.glob("**/*.tmp"))
 
 
 def test_a_broken_file_is_moved_aside_with_a_warning_and_a_new_list_started(state_dir, caplog):

@@ -25,6 +25,7 @@ from scenarios.models import (
     DeploymentResult,
     GuardrailOverride,
     GuardrailPolicy,
+    PreflightEntity,
     PreflightRun,
     Scenario,
     ScenarioItem,
@@ -133,14 +134,25 @@ def seed(tenant: Tenant, n: int) -> None:
         scenario = Scenario.objects.create(tenant=tenant, name=f"Plan {i}", created_by=author)
         ScenarioItem.objects.create(scenario=scenario, entity=entity, daily_budget=Decimal("150.00"))
         breach = {"code": "max_increase_pct", "severity": "critical", "message": "Too much.", "key": "k", "field": None}
+        head = document(entity, breaches=[breach])
+        [entity_doc] = head.pop("entities")
         run = PreflightRun.objects.create(
             tenant=tenant,
             run_id=f"pf-{tenant.pk}-{entity.pk}",
             scenario=scenario,
             status=PreflightRun.Status.SUCCEEDED,
-            payload=document(entity, breaches=[breach]),
+            payload=head,
             has_critical=True,
             created_by=author,
+        )
+        PreflightEntity.objects.create(
+            run=run,
+            position=0,
+            entity_id=entity.pk,
+            connection_id=conn.pk,
+            change_type="update",
+            breaches=1,
+            document=entity_doc,
         )
         override = GuardrailOverride.objects.create(
             tenant=tenant, preflight=run, reason="Launch day", requested_by=author, approved_by=author
@@ -547,7 +559,8 @@ def test_deploy_without_a_preflight_says_to_run_one(client, approver, tenant, wo
 def test_a_too_old_preflight_is_refused_with_the_reason(client, approver, tenant, world):
     scenario = make_scenario(tenant, {"sandbox-cmp-1": {"daily_budget": Decimal("150.00")}}, world=world)
     run = preflight(scenario, approver)
-    PreflightRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    PreflightRun.objects.filter(pk=run.pk).update(created_at=two_hours_ago, reads_finished_at=two_hours_ago)
     client.force_login(approver)
     page, fields = deploy_page(client, scenario)
     assert "older than 30 minutes" in page

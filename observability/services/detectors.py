@@ -40,7 +40,7 @@ from observability.services.alerts import Condition, alerts_sync, dedup_key
 from observability.services.health import overdue_schedules
 from observability.services.settings import settings_for_tenants
 from platforms.models import CircuitState, EntityPerformanceDaily, PlatformConnection
-from scenarios.models import PreflightRun
+from scenarios.models import PreflightEntity, PreflightRun
 
 Detector = Callable[[datetime], list[Condition]]
 PCT = Decimal("0.01")
@@ -164,16 +164,16 @@ def detect_performance(now: datetime) -> dict[str, list[Condition]]:
 
 def detect_guardrail_breaches(now: datetime) -> list[Condition]:
     """Breaches per connection in the preflights of the last 24 hours."""
-    counts: dict[int, int] = defaultdict(int)
-    runs = PreflightRun.objects.filter(
-        status=PreflightRun.Status.SUCCEEDED, created_at__gte=now - timedelta(hours=24)
-    ).values_list("payload", flat=True)
-    for payload in runs.iterator(chunk_size=50):
-        for entity in (payload or {}).get("entities", []):
-            found = len(entity.get("breaches", []))
-            for section in entity.get("sections", {}).values():
-                found += sum(len(change.get("breaches", [])) for change in section)
-            counts[entity.get("connection_id")] += found
+    # Each stored entity row counts its own and its fields' breaches: one aggregate query.
+    rows = (
+        PreflightEntity.objects.filter(
+            run__status=PreflightRun.Status.SUCCEEDED, run__created_at__gte=now - timedelta(hours=24)
+        )
+        .values("connection_id")
+        .annotate(found=Sum("breaches"))
+        .order_by()
+    )
+    counts: dict[int, int] = defaultdict(int, {row["connection_id"]: row["found"] or 0 for row in rows})
     connections = [c for c in _connections() if counts.get(c.pk)]
     configs = _settings(connections)
     conditions = []

@@ -192,7 +192,24 @@ class DeploymentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    prepared_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When its actions and results were created; empty while a large live deploy waits for its worker.",
+    )
+    error = serializers.CharField(allow_blank=True, help_text="Why the worker refused to prepare it (then failed).")
+    progress_url = serializers.CharField(help_text="Poll GET /api/deployments/{id} for progress.")
     results = DeploymentResultSerializer(many=True, required=False, help_text="Per entity; not in lists.")
+
+
+class PreflightProgressSerializer(serializers.Serializer):
+    entities_total = serializers.IntegerField()
+    entities_read = serializers.IntegerField(help_text="Grows after each batch of entities read.")
+    started_at = serializers.DateTimeField(allow_null=True)
+    reads_finished_at = serializers.DateTimeField(
+        allow_null=True, help_text="The preflight's age for a live deploy is counted from here."
+    )
+    finished_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField(help_text="GET /api/preflights/{run_id}: poll it while queued or running.")
 
 
 class PreflightDocumentSerializer(serializers.Serializer):
@@ -212,9 +229,37 @@ class PreflightDocumentSerializer(serializers.Serializer):
         child=serializers.DictField(), required=False, help_text="Per entity: before, after, deltas, breaches."
     )
     summary = serializers.DictField(required=False)
-    breaches = serializers.ListField(child=serializers.DictField(), required=False)
+    breaches = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Every breach; on GET /api/preflights/{run_id} only the run's own (each entity's are on its page).",
+    )
+    breach_counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="GET /api/preflights/{run_id}: every breach by severity.",
+    )
     has_critical = serializers.BooleanField(required=False)
     error = serializers.CharField(required=False, allow_blank=True)
+    progress = PreflightProgressSerializer()
+    entities_url = serializers.CharField(help_text="GET it (with ?cursor=) for the entities page by page.")
+
+
+class PreflightEntitiesQuerySerializer(serializers.Serializer):
+    cursor = serializers.IntegerField(
+        required=False, min_value=0, default=0, help_text="`next_cursor` of the previous page; 0 or absent: the first."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+
+class PreflightEntitiesPageSerializer(serializers.Serializer):
+    """One page of a preflight document's entities, in document order."""
+
+    run_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=PreflightRun.Status.choices)
+    results = serializers.ListField(child=serializers.DictField(), help_text="Per entity: before, after, breaches.")
+    next_cursor = serializers.IntegerField(allow_null=True, help_text="Null after the last page.")
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, null after the last page.")
 
 
 class AdPushQueuedSerializer(serializers.Serializer):

@@ -8,7 +8,9 @@ from scenarios.api.views import (
     DeploymentViewSet,
     GuardrailPolicyViewSet,
     OverrideApproveView,
+    PreflightEntitiesView,
     PreflightOverrideView,
+    PreflightRunView,
     ScenarioViewSet,
 )
 
@@ -24,6 +26,8 @@ urlpatterns = [
     re_path(rf"{TENANT}/dry-run/?$", AdPushDryRunView.as_view(), name="ad-push-dry-run"),
     re_path(rf"{TENANT}/(?P<run_id>[\w-]+)/?$", AdPushRunView.as_view(), name="ad-push-run"),
     re_path(r"^preflights/(?P<run_id>[\w-]+)/override/?$", PreflightOverrideView.as_view(), name="preflight-override"),
+    re_path(r"^preflights/(?P<run_id>[\w-]+)/entities/?$", PreflightEntitiesView.as_view(), name="preflight-entities"),
+    re_path(r"^preflights/(?P<run_id>[\w-]+)/?$", PreflightRunView.as_view(), name="preflight-run"),
     re_path(r"^overrides/(?P<override_id>\d+)/approve/?$", OverrideApproveView.as_view(), name="override-approve"),
     *router.urls,
 ]

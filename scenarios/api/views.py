@@ -42,6 +42,8 @@ from scenarios.api.serializers import (
     GuardrailPolicySerializer,
     OverrideSerializer,
     PreflightDocumentSerializer,
+    PreflightEntitiesPageSerializer,
+    PreflightEntitiesQuerySerializer,
     PreflightRequestSerializer,
     RetryFailedSerializer,
     ScenarioCreateSerializer,
@@ -56,7 +58,7 @@ from scenarios.services.adpush import (
     ad_push_get,
     ad_push_latest,
     run_document,
-    scenario_preflight,
+    scenario_preflight_request,
     tenant_for_ref,
 )
 from scenarios.services.imports import (
@@ -229,15 +231,23 @@ class ScenarioViewSet(
         scenario = scenario_import(tenant=tenant, actor=request.user, name=name, notes=notes, data=data, format=fmt)
         return Response(self._representation(scenario), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PreflightRequestSerializer, responses={200: PreflightDocumentSerializer})
+    @extend_schema(
+        request=PreflightRequestSerializer,
+        responses={200: PreflightDocumentSerializer, 202: PreflightDocumentSerializer},
+        description="A scenario of at most `PREFLIGHT_SYNC_MAX_ENTITIES` (500) items is read in the request: 200 "
+        "with the diff document. A larger one runs in a worker: 202 with the queued run, whose `progress.url` "
+        "(`GET /api/preflights/{run_id}`) shows how many entities were read and, once succeeded, the document.",
+    )
     @route(detail=True, methods=["post"])
     def preflight(self, request: Request, pk: str) -> Response:
-        """Read the live state of the scenario's entities and answer the diff document."""
+        """Read the live state of the scenario's entities and answer the diff document
+        (202 and a progress URL when the scenario is larger than the synchronous line)."""
         scenario = self.get_object()
         body = PreflightRequestSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
-        run = scenario_preflight(scenario=scenario, actor=request.user, mode=body.validated_data["mode"])
-        return Response(run_document(run))
+        run = scenario_preflight_request(scenario=scenario, actor=request.user, mode=body.validated_data["mode"])
+        queued = run.status == PreflightRun.Status.QUEUED
+        return Response(run_document(run), status=status.HTTP_202_ACCEPTED if queued else status.HTTP_200_OK)
 
     @extend_schema(
         request=DeployRequestSerializer,
@@ -500,6 +510,49 @@ class AdPushRunView(RoleGuarded, APIView):
     def get(self, request: Request, tenant_id: str, run_id: str) -> Response:
         tenant = tenant_for_ref(user=request.user, ref=tenant_id)
         return Response(run_document(ad_push_get(tenant=tenant, run_id=run_id)))
+
+
+class PreflightRunView(RoleGuarded, APIView):
+    """One preflight run of the tenant by its run id: progress while queued or running,
+    the summary (document without its entities) once it succeeded, the reason after a
+    failure; the entities are paged at ``entities_url``."""
+
+    required_perms = {"get": "scenarios.view_preflightrun"}
+
+    @extend_schema(responses={200: PreflightDocumentSerializer})
+    def get(self, request: Request, run_id: str) -> Response:
+        return Response(run_document(_preflight_for(request, run_id), entities=False))
+
+
+class PreflightEntitiesView(RoleGuarded, APIView):
+    """A preflight document's entities, a page at a time in document order (keyset on
+    the entity's position: every page is one indexed range read, however large the run)."""
+
+    required_perms = {"get": "scenarios.view_preflightrun"}
+
+    @extend_schema(responses={200: PreflightEntitiesPageSerializer}, parameters=[PreflightEntitiesQuerySerializer])
+    def get(self, request: Request, run_id: str) -> Response:
+        from scenarios.services.preflight import preflight_entities_page
+
+        run = _preflight_for(request, run_id)
+        query = PreflightEntitiesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data["limit"]
+        results, next_cursor = preflight_entities_page(run=run, cursor=query.validated_data["cursor"], limit=limit)
+        next_url = None
+        if next_cursor is not None:
+            next_url = request.build_absolute_uri(
+                f"/api/preflights/{run.run_id}/entities?cursor={next_cursor}&limit={limit}"
+            )
+        page = {"run_id": run.run_id, "status": run.status, "results": results}
+        return Response(page | {"next_cursor": next_cursor, "next": next_url})
+
+
+def _preflight_for(request: Request, run_id: str) -> PreflightRun:
+    run = scope_to_user(PreflightRun.objects.select_related("tenant"), request.user).filter(run_id=run_id).first()
+    if run is None:
+        raise NotFound(f"No preflight run {run_id}.")
+    return run
 
 
 class AdPushDryRunView(RoleGuarded, APIView):

@@ -149,6 +149,46 @@ def scenario_preflight(*, scenario, actor, mode: str = PreflightRun.Mode.MANUAL)
     return run
 
 
+def scenario_preflight_request(*, scenario, actor, mode: str = PreflightRun.Mode.MANUAL) -> PreflightRun:
+    """Preflight a scenario for a person (the API, the admin): now, or in a worker.
+
+    Where the line is: a scenario of at most ``PREFLIGHT_SYNC_MAX_ENTITIES`` items is
+    preflighted in the request (``scenario_preflight``; the run comes back finished). A
+    larger one is saved ``queued`` with the items it was asked about (``inputs``, so a
+    later edit of the scenario does not change it) and ``preflight_task`` runs it after
+    commit; the run comes back queued, and its ``entities_read`` shows the progress.
+    The actor needs ``scenarios.run_preflight`` either way.
+    """
+    from scenarios.services.preflight import new_run_id
+
+    if actor is not None:
+        require_perm(actor, "scenarios.run_preflight", doing="run preflights")
+    mode = _mode(mode)
+    if scenario.items.count() <= settings.PREFLIGHT_SYNC_MAX_ENTITIES:
+        return scenario_preflight(scenario=scenario, actor=actor, mode=mode)
+    inputs = [_input(row) for row in scenario.items.order_by("id")]
+    with transaction.atomic():
+        run = PreflightRun.objects.create(
+            tenant=scenario.tenant,
+            run_id=new_run_id(),
+            scenario=scenario,
+            mode=mode,
+            status=PreflightRun.Status.QUEUED,
+            plan_id=scenario.source_plan_id[:200],
+            notes=scenario.notes,
+            inputs=inputs,
+            entities_total=len(inputs),
+            created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _input(row) -> dict[str, Any]:
+    """A scenario item as ``TargetItem.as_input`` stores it, without loading its entity."""
+    return {"entity": row.entity_id, "targets": {k: str(v) for k, v in sorted(row.targets().items())}}
+
+
 # Selectors -------------------------------------------------------------------------------------
 
 
@@ -184,10 +224,15 @@ def ad_push_get(*, tenant: Tenant, run_id: str) -> PreflightRun:
     return run
 
 
-def run_document(run: PreflightRun) -> dict[str, Any]:
-    """What the API answers for a run: the document plus ``run_id``, ``status`` and,
-    while queued/running or after a failure, what is known (and ``error``)."""
-    document: dict[str, Any] = dict(run.payload or {})
+def run_document(run: PreflightRun, *, entities: bool = True) -> dict[str, Any]:
+    """What the API answers for a run: the document plus ``run_id``, ``status``,
+    ``progress`` and, while queued/running or after a failure, what is known (and
+    ``error``). ``entities=False`` answers the summary alone: no entities (they are paged
+    at ``entities_url``, each with its own breaches), only the run's own breaches (those
+    of no entity), and ``breach_counts`` of every breach by severity."""
+    from scenarios.services.preflight import preflight_document
+
+    document: dict[str, Any] = preflight_document(run) if entities else _summary_only(run.payload or {})
     if not run.payload:
         document.update(
             tenant=run.tenant.slug,
@@ -195,7 +240,30 @@ def run_document(run: PreflightRun) -> dict[str, Any]:
             source_plan_id=run.plan_id,
             notes=run.notes,
         )
-    document.update(run_id=run.run_id, status=run.status)
+    document.update(run_id=run.run_id, status=run.status, progress=run_progress(run))
+    document["entities_url"] = f"/api/preflights/{run.run_id}/entities"
     if run.status == PreflightRun.Status.FAILED:
         document["error"] = run.error_message
     return document
+
+
+def _summary_only(payload: dict[str, Any]) -> dict[str, Any]:
+    if not payload:
+        return {}
+    breaches = payload.get("breaches") or []
+    counts = {
+        severity: sum(1 for b in breaches if b.get("severity") == severity) for severity in ("critical", "warning")
+    }
+    return {**payload, "breaches": [b for b in breaches if not b.get("key")], "breach_counts": counts}
+
+
+def run_progress(run: PreflightRun) -> dict[str, Any]:
+    """How far a run has come, and where to poll it."""
+    return {
+        "entities_total": run.entities_total,
+        "entities_read": run.entities_read,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "reads_finished_at": run.reads_finished_at.isoformat() if run.reads_finished_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "url": f"/api/preflights/{run.run_id}",
+    }

@@ -7,14 +7,24 @@ any transaction.
 
 Live: refused unless the safety gate lets it through (``safety.gate.gate_deploy_live``:
 four-eyes on the scenario's authors, value sanity of every item), the plan includes live
-deploy (402), the latest preflight is younger than ``PREFLIGHT_MAX_AGE_MINUTES`` and
-newer than the scenario's last change, no connection's circuit is open, and there are
-no critical breaches — or a second person approved an override of them
+deploy (402), the latest preflight's reads finished within its platforms' limit
+(``preflight_is_fresh``: ``PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM``) and it is newer than
+the scenario's last change, no connection's circuit is open, and there are no critical
+breaches — or a second person approved an override of them
 (``safety.gate.deploy_override``). Otherwise one ``Deployment`` owns one approved
 ``set_values`` action per changed entity, with the preflight's live values as the
 baseline (so a change made on the platform since is ``stale``, not overwritten), due
 when each connection's execution policy says (``safety.schedule``), and the engine
 runs them after commit. Answer 202.
+
+Where the line is: a live deploy that changes at most ``DEPLOY_SYNC_MAX_ENTITIES``
+entities creates its actions and results in the request (the 202 already lists them);
+a larger one is saved ``queued`` with ``prepared_at`` empty and the rest — the actions,
+the results, the dispatch — runs in the django-q2 task ``deployment_prepare_task``
+(``deployment_prepare``), enqueued after commit with the deployment's id. The request
+still checks everything cheap first (gate, entitlement, freshness, override, circuits),
+so a refusal is still the request's answer; what the worker finds (a circuit opened
+meanwhile, the action quota used up) fails the deployment with ``error_message``.
 
 Both take an idempotency key: the same key and request return the first answer and run
 nothing again; the same key for another request is a 409; concurrent duplicates make
@@ -25,7 +35,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,8 +52,9 @@ from budgetradar import outbox
 from budgetradar.audit import audited_save
 from budgetradar.bulk import bulk_set
 from budgetradar.entitlements import Feature, entitlement_check_action_approvals, entitlement_check_feature
-from budgetradar.errors import InvalidState, ValidationFailed
+from budgetradar.errors import DomainError, InvalidState, ValidationFailed
 from budgetradar.idempotency import IdempotentResult, clean_key, idempotent_lookup, run_idempotent
+from budgetradar.queue import enqueue_on_commit
 from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.registry import get_executor
@@ -57,7 +67,13 @@ from safety.gate import (
 )
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.items import items_of_scenario
-from scenarios.services.preflight import preflight_run
+from scenarios.services.preflight import (
+    preflight_age_rule,
+    preflight_entities,
+    preflight_is_fresh,
+    preflight_read_at,
+    preflight_run,
+)
 
 R = DeploymentResult.Status
 FIELDS = {
@@ -105,8 +121,9 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
     if replay is not None:
         return replay
     preflight = scenario_preflight(scenario=scenario, actor=actor)  # also exported, like every preflight
-    entities = _entities_of(preflight)
-    outcomes = _validate_on_platforms(preflight, entities)
+    docs = preflight_entities(preflight)
+    entities = _entities_of(preflight, docs)
+    outcomes = _validate_on_platforms(docs, entities)
 
     def persist() -> tuple[dict, int]:
         deployment = Deployment.objects.create(
@@ -117,8 +134,9 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
             idempotency_key=key,
             requested_by=_user(actor),
             started_at=timezone.now(),
+            prepared_at=timezone.now(),
         )
-        results = [_dry_result(deployment, doc, entities, outcomes) for doc in preflight.payload["entities"]]
+        results = [_dry_result(deployment, doc, entities, outcomes) for doc in docs]
         DeploymentResult.objects.bulk_create(results, batch_size=1000)
         _recount(deployment, finished=True)
         return deployment_serialize(deployment), 200
@@ -128,10 +146,10 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
     )
 
 
-def _validate_on_platforms(preflight: PreflightRun, entities: dict[int, PlatformEntity]) -> dict[int, list]:
+def _validate_on_platforms(docs: list[dict], entities: dict[int, PlatformEntity]) -> dict[int, list]:
     """Validate-only calls, batched per connection; entity id -> outcomes of its changes."""
     by_connection: dict[int, list[Change]] = defaultdict(list)
-    for doc in preflight.payload["entities"]:
+    for doc in docs:
         if doc["change_type"] == "update" and doc["entity_id"] in entities:
             by_connection[doc["connection_id"]] += _changes(doc, entities[doc["entity_id"]])
     outcomes: dict[int, list] = defaultdict(list)
@@ -170,19 +188,14 @@ def _live(
     preflight: PreflightRun | None = None,
     retry_of: Deployment | None = None,
 ) -> dict:
-    """Create the live deployment; ``preflight`` pins one (retries use their own fresh run)."""
+    """Create the live deployment; ``preflight`` pins one (retries use their own fresh run).
+
+    Small deploys are prepared here; larger ones in a worker (see the module docstring).
+    """
     tenant = scenario.tenant
     entitlement_check_feature(tenant=tenant, feature=Feature.LIVE_DEPLOY)
     preflight = preflight or _fresh_preflight(scenario)
     override = _override_for(preflight, override_id)
-    docs = preflight.payload["entities"]
-    entities = _entities_of(preflight)
-    changed = [d for d in docs if d["change_type"] == "update" and d["entity_id"] in entities and not _missing(d)]
-    for connection in PlatformConnection.objects.filter(pk__in={d["connection_id"] for d in changed}):
-        circuit_check(connection)
-    if changed:
-        entitlement_check_action_approvals(tenant=tenant, count=len(changed))
-    now = timezone.now()
     deployment = Deployment.objects.create(
         tenant=tenant,
         scenario=scenario,
@@ -193,7 +206,64 @@ def _live(
         requested_by=_user(actor),
         retry_of=retry_of,
     )
-    actions = _create_actions(deployment, changed, entities, actor, now)
+    changed = int(((preflight.payload or {}).get("summary") or {}).get("changed", 0))
+    if changed <= settings.DEPLOY_SYNC_MAX_ENTITIES:
+        _prepare(deployment, actor=actor)
+        return deployment_serialize(deployment)
+    _check_before_queueing(preflight, changed)
+    enqueue_on_commit("scenarios.tasks.deployment_prepare_task", deployment.pk, group="scenarios")
+    return deployment_serialize(deployment)
+
+
+def _check_before_queueing(preflight: PreflightRun, changed: int) -> None:
+    """What the worker would refuse and the request can tell at once: an open circuit
+    on a connection the plan changes, or more actions than the plan allows."""
+    connection_ids = [c["connection_id"] for c in preflight.payload.get("connections", []) if c.get("changed")]
+    for connection in PlatformConnection.objects.filter(pk__in=connection_ids):
+        circuit_check(connection)
+    entitlement_check_action_approvals(tenant=preflight.tenant, count=changed)
+
+
+def deployment_prepare(*, deployment_pk: int) -> Deployment | None:
+    """Create a queued live deployment's actions and results and dispatch them (the task).
+
+    Guarantees: idempotent — the deployment row is locked and only one without
+    ``prepared_at`` is prepared, so a task that runs twice (or two workers) creates one
+    set of actions; returns None when there was nothing to do. A refusal found now (an
+    open circuit, the action quota) leaves no action and fails the deployment with the
+    reason in ``error_message``. Dispatch runs after the commit, like a small deploy's.
+    """
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("tenant", "scenario__tenant", "preflight__tenant", "requested_by")
+            .filter(pk=deployment_pk, mode=Deployment.Mode.LIVE, prepared_at__isnull=True)
+            .first()
+        )
+        if deployment is None or deployment.status != Deployment.Status.QUEUED:
+            return None
+        try:
+            with transaction.atomic():
+                _prepare(deployment, actor=deployment.requested_by)
+        except DomainError as exc:
+            deployment.status, deployment.error_message = Deployment.Status.FAILED, exc.message
+            deployment.finished_at = deployment.prepared_at = timezone.now()
+            deployment.save(update_fields=["status", "error_message", "finished_at", "prepared_at"])
+    return deployment
+
+
+def _prepare(deployment: Deployment, *, actor) -> None:
+    """The actions (one per changed entity), the results of every entity, the counts and
+    the dispatch after commit; the scenario is marked deployed."""
+    preflight, scenario = deployment.preflight, deployment.scenario
+    docs = preflight_entities(preflight)
+    entities = _entities_of(preflight, docs)
+    changed = [d for d in docs if d["change_type"] == "update" and d["entity_id"] in entities and not _missing(d)]
+    for connection in PlatformConnection.objects.filter(pk__in={d["connection_id"] for d in changed}):
+        circuit_check(connection)
+    if changed:
+        entitlement_check_action_approvals(tenant=deployment.tenant, count=len(changed))
+    actions = _create_actions(deployment, changed, entities, actor, timezone.now())
     action_of = {a.entity_id: a for a in actions}
     results = []
     for doc in docs:
@@ -210,12 +280,13 @@ def _live(
             result.status = R.SKIPPED
         results.append(result)
     DeploymentResult.objects.bulk_create(results, batch_size=1000)
+    deployment.prepared_at = timezone.now()
     _recount(deployment, finished=not actions)
-    scenario.status = Scenario.Status.DEPLOYED
-    audited_save(scenario, actor=actor, reason=f"deployed live as deployment #{deployment.pk}")
+    if scenario is not None:
+        scenario.status = Scenario.Status.DEPLOYED
+        audited_save(scenario, actor=actor, reason=f"deployed live as deployment #{deployment.pk}")
     ids = [a.pk for a in actions]
     transaction.on_commit(lambda: _dispatch(ids))
-    return deployment_serialize(deployment)
 
 
 def _fresh_preflight(scenario: Scenario) -> PreflightRun:
@@ -225,10 +296,10 @@ def _fresh_preflight(scenario: Scenario) -> PreflightRun:
             f"Scenario {scenario.name} has no preflight yet; run a preflight before deploying.",
             code="preflight_required",
         )
-    max_age = timedelta(minutes=settings.PREFLIGHT_MAX_AGE_MINUTES)
-    if timezone.now() - preflight.created_at > max_age:
+    if not preflight_is_fresh(preflight):
         raise InvalidState(
-            f"The latest preflight ({preflight.run_id}) is older than {settings.PREFLIGHT_MAX_AGE_MINUTES} minutes; "
+            f"The latest preflight ({preflight.run_id}) is older than {preflight_age_rule(preflight)}, counted from "
+            f"when its platform reads finished ({preflight_read_at(preflight).isoformat(timespec='seconds')}); "
             "run a new preflight so the deploy is checked against the platform as it is now.",
             code="preflight_stale",
         )
@@ -245,7 +316,7 @@ def _override_for(preflight: PreflightRun, override_id: int | None) -> Guardrail
 
 
 def _create_actions(deployment, docs, entities, actor, now) -> list[Action]:
-    seen_at = deployment.preflight.finished_at or deployment.preflight.created_at
+    seen_at = preflight_read_at(deployment.preflight)
     actions = [
         Action(
             tenant_id=deployment.tenant_id,
@@ -510,6 +581,9 @@ def deployment_serialize(deployment: Deployment, *, include_results: bool = True
         "created_at": deployment.created_at.isoformat(),
         "started_at": deployment.started_at.isoformat() if deployment.started_at else None,
         "finished_at": deployment.finished_at.isoformat() if deployment.finished_at else None,
+        "prepared_at": deployment.prepared_at.isoformat() if deployment.prepared_at else None,
+        "error": deployment.error_message,
+        "progress_url": f"/api/deployments/{deployment.pk}",
     }
     if include_results:
         rows = deployment.results.select_related("entity__connection").order_by("id")
@@ -544,8 +618,8 @@ def _result_json(result: DeploymentResult) -> dict[str, Any]:
     }
 
 
-def _entities_of(preflight: PreflightRun) -> dict[int, PlatformEntity]:
-    ids = [doc["entity_id"] for doc in preflight.payload["entities"]]
+def _entities_of(preflight: PreflightRun, docs: list[dict]) -> dict[int, PlatformEntity]:
+    ids = [doc["entity_id"] for doc in docs]
     return (
         PlatformEntity.objects.filter(tenant=preflight.tenant, pk__in=ids)
         .select_related("connection", "parent")

@@ -20,6 +20,15 @@ Guarantees:
 - Platforms are read outside any transaction. When a read fails (after retries of
   transient errors) the run is saved as failed with the reason and ``PreflightFailed``
   (HTTP 502) is raised.
+- Storage is bounded per row: the document's entities are ``PreflightEntity`` rows in
+  document order, written in the same transaction as the run's success (a reader sees
+  all of them or none); ``payload`` keeps the rest (summary, connections, breaches).
+  ``preflight_document`` puts the whole document together, ``preflight_entities_page``
+  reads it page by page.
+- Progress is visible while it reads: ``entities_read`` grows after every batch of
+  ``ENTITY_BATCH`` entities, and ``reads_finished_at`` records when the last read
+  returned. A preflight's age is counted from there, against the limit of the slowest-
+  to-trust platform it covers (``preflight_max_age``, ``PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM``).
 """
 
 from __future__ import annotations
@@ -32,12 +41,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from django.db.models import Max, Sum
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from actions.change_limits import budget_change_allowance
@@ -55,7 +66,7 @@ from platforms.ratelimit import rate_limit_backoff
 from platforms.registry import get_executor
 from platforms.retry import with_retries
 from platforms.types import EntityState, ErrorCode, PlatformCallError
-from scenarios.models import GuardrailPolicy, PreflightRun
+from scenarios.models import GuardrailPolicy, PreflightEntity, PreflightRun
 from scenarios.services import guardrails as g
 from scenarios.services.forecast import (
     FORECAST_MODEL,
@@ -97,6 +108,95 @@ class PreflightFailed(DomainError):
 
 def new_run_id() -> str:
     return RUN_ID_PREFIX + uuid.uuid4().hex[:20]
+
+
+# The stored document ---------------------------------------------------------------------
+
+ENTITY_PAGE_SIZE = 100
+ENTITY_PAGE_MAX = 1000
+
+
+def preflight_entities(run: PreflightRun) -> list[dict[str, Any]]:
+    """The document's entities in document order (from a prefetch of ``entity_documents``
+    when there is one, else one query)."""
+    cached = getattr(run, "_entity_documents", None)
+    if cached is not None:
+        return cached
+    return [row.document for row in run.entity_documents.all()]
+
+
+def preflight_document(run: PreflightRun) -> dict[str, Any]:
+    """The whole document of DESIGN.md section 6 (empty while the run has none)."""
+    if not run.payload:
+        return {}
+    return {**run.payload, "entities": preflight_entities(run)}
+
+
+def preflight_entities_page(
+    *, run: PreflightRun, cursor: int = 0, limit: int = ENTITY_PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Entities from position ``cursor`` on, at most ``limit`` (one indexed range query);
+    returns them and the next cursor (None after the last)."""
+    limit = max(1, min(limit, ENTITY_PAGE_MAX))
+    rows = list(
+        PreflightEntity.objects.filter(run=run, position__gte=cursor)
+        .order_by("position")
+        .values_list("position", "document")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [doc for _position, doc in rows], (rows[-1][0] + 1 if more else None)
+
+
+def _entity_row(run: PreflightRun, position: int, doc: dict[str, Any]) -> PreflightEntity:
+    found = len(doc.get("breaches", []))
+    for changes in doc.get("sections", {}).values():
+        found += sum(len(change.get("breaches", [])) for change in changes)
+    return PreflightEntity(
+        run=run,
+        position=position,
+        entity_id=doc["entity_id"],
+        connection_id=doc["connection_id"],
+        change_type=doc["change_type"],
+        breaches=found,
+        document=doc,
+    )
+
+
+# Freshness -------------------------------------------------------------------------------
+
+
+def preflight_read_at(run: PreflightRun) -> datetime:
+    """When the preflight's platform reads finished (older rows: when it finished or began)."""
+    return run.reads_finished_at or run.finished_at or run.created_at
+
+
+def preflight_platforms(run: PreflightRun) -> list[str]:
+    """The platforms of the connections the document covers, sorted."""
+    return sorted({c["platform"] for c in (run.payload or {}).get("connections", [])})
+
+
+def preflight_max_age(run: PreflightRun) -> timedelta:
+    """How long a live deploy (or a single action's reuse) may trust ``run``: the smallest
+    limit of its platforms in ``PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM`` (a platform not
+    listed there, or a document without connections, gets ``PREFLIGHT_MAX_AGE_MINUTES``)."""
+    limits = settings.PREFLIGHT_MAX_AGE_MINUTES_BY_PLATFORM
+    platforms = preflight_platforms(run)
+    minutes = min((limits.get(p, settings.PREFLIGHT_MAX_AGE_MINUTES) for p in platforms), default=None)
+    return timedelta(minutes=minutes if minutes is not None else settings.PREFLIGHT_MAX_AGE_MINUTES)
+
+
+def preflight_is_fresh(run: PreflightRun, *, now: datetime | None = None) -> bool:
+    """Succeeded, and its reads finished at most ``preflight_max_age`` ago."""
+    now = now or timezone.now()
+    return run.status == PreflightRun.Status.SUCCEEDED and now - preflight_read_at(run) <= preflight_max_age(run)
+
+
+def preflight_age_rule(run: PreflightRun) -> str:
+    """The rule in words: "30 minutes (sandbox)"."""
+    minutes = int(preflight_max_age(run).total_seconds() // 60)
+    platforms = ", ".join(preflight_platforms(run)) or "no platform"
+    return f"{minutes} minutes ({platforms})"
 
 
 @dataclass
@@ -212,7 +312,8 @@ def preflight_run(
     run = _start(tenant, items, actor, mode, plan_id, notes, scenario, run, now)
     try:
         with _cyclic_gc_paused():
-            _read_live(entries, sleep)
+            _read_live(entries, sleep, progress=_progress_of(run))
+            run.reads_finished_at = timezone.now()
             document = _build_document(
                 tenant=tenant, entries=entries, run=run, mode=mode, plan_id=plan_id, notes=notes, now=now
             )
@@ -253,6 +354,7 @@ def preflight_each(
         _start(tenant, [item], None, run.mode, run.plan_id, run.notes, run.scenario, run, now)
     try:
         failed = _read_live_each(list(entries.values()), sleep)
+        reads_finished_at = timezone.now()
         with _cyclic_gc_paused():
             for run, _item in runs:
                 entry = entries.pop(run.pk, None)
@@ -261,6 +363,7 @@ def preflight_each(
                 if entry.connection.pk in failed:
                     _fail(run, failed[entry.connection.pk])
                     continue
+                run.reads_finished_at = reads_finished_at
                 document = _build_document(
                     tenant=tenant,
                     entries=[entry],
@@ -281,12 +384,29 @@ def preflight_each(
 
 
 def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
+    entities = document.pop("entities")
     run.payload = document
     run.has_critical = document["has_critical"]
     run.status = PreflightRun.Status.SUCCEEDED
     run.error_message = ""
     run.finished_at = timezone.now()
-    run.save(update_fields=["payload", "has_critical", "status", "error_message", "finished_at"])
+    run.entities_read = run.entities_total
+    rows = [_entity_row(run, position, doc) for position, doc in enumerate(entities)]
+    with transaction.atomic():
+        PreflightEntity.objects.filter(run=run).delete()  # a claim taken over from a dead worker
+        PreflightEntity.objects.bulk_create(rows, batch_size=1000)
+        run.save(
+            update_fields=[
+                "payload",
+                "has_critical",
+                "status",
+                "error_message",
+                "finished_at",
+                "reads_finished_at",
+                "entities_read",
+            ]
+        )
+    run._entity_documents = entities  # what was just written, for readers in this process
     preflight_run_record(mode=run.mode, status="succeeded")
     logger.info(
         "preflight %s: %s entities, %s changed, %s breaches",
@@ -375,6 +495,9 @@ def _start(tenant, items, actor, mode, plan_id, notes, scenario, run, now) -> Pr
         "notes": notes,
         "started_at": now,
         "error_message": "",
+        "entities_total": len(items),
+        "entities_read": 0,
+        "reads_finished_at": None,
     }
     if run is None:
         creator = actor if actor is not None and actor.is_authenticated else None
@@ -402,17 +525,29 @@ def _fail(run: PreflightRun, message: str) -> None:
     preflight_run_record(mode=run.mode, status="failed")
 
 
-def _read_live(entries: list[_Entry], sleep: Callable[[float], None]) -> None:
-    """One ``read_state`` per connection (retrying transient failures); fills ``entry.live``
-    and refreshes the mirror rows of the entities read, so drift is later judged against
-    what this preflight saw."""
+def _progress_of(run: PreflightRun) -> Callable[[int], None]:
+    """Count entities read on the run's row (one UPDATE per batch), so the admin and the
+    API show how far a preflight in a worker has come."""
+
+    def advance(count: int) -> None:
+        PreflightRun.objects.filter(pk=run.pk).update(entities_read=F("entities_read") + count)
+
+    return advance
+
+
+def _read_live(
+    entries: list[_Entry], sleep: Callable[[float], None], progress: Callable[[int], None] | None = None
+) -> None:
+    """``read_state`` per connection and batch of ``ENTITY_BATCH`` (retrying transient
+    failures); fills ``entry.live`` and refreshes the mirror rows of the entities read, so
+    drift is later judged against what this preflight saw; ``progress`` hears each batch."""
     by_connection: dict[int, list[_Entry]] = defaultdict(list)
     for entry in entries:
         by_connection[entry.connection.pk].append(entry)
     for connection_pk in sorted(by_connection):
         group = by_connection[connection_pk]
         connection = group[0].connection
-        states = _read_connection(connection, [e.entity for e in group], sleep)
+        states = _read_connection(connection, [e.entity for e in group], sleep, progress)
         mirror_refresh((e.entity for e in group), states)
         for entry in group:
             entry.live = states.get((entry.entity.entity_type, entry.entity.external_id))
@@ -441,7 +576,10 @@ def _read_live_each(entries: list[_Entry], sleep: Callable[[float], None]) -> di
 
 
 def _read_connection(
-    connection: PlatformConnection, entities: list[PlatformEntity], sleep: Callable[[float], None]
+    connection: PlatformConnection,
+    entities: list[PlatformEntity],
+    sleep: Callable[[float], None],
+    progress: Callable[[int], None] | None = None,
 ) -> dict[tuple[str, str], EntityState]:
     executor = get_executor(connection)
     refs = [entity.to_ref() for entity in entities]
@@ -457,8 +595,13 @@ def _read_connection(
         if exc.error.code == ErrorCode.RATE_LIMITED and exc.error.retry_after:
             rate_limit_backoff(connection=connection, seconds=exc.error.retry_after)
 
+    states: dict[tuple[str, str], EntityState] = {}
     try:
-        return with_retries(lambda: executor.read_state(refs), on_retry=backoff, sleep=sleep)
+        for chunk in chunked(refs, ENTITY_BATCH):
+            states.update(with_retries(lambda chunk=chunk: executor.read_state(chunk), on_retry=backoff, sleep=sleep))
+            if progress is not None:
+                progress(len(chunk))
+        return states
     except PlatformCallError as exc:
         raise PreflightFailed(
             f"Could not read the live state of {_count(len(refs), 'entity', 'entities')} on {connection}: "

@@ -1,7 +1,8 @@
 """``manage.py preflight --tenant SLUG --plan-run-id ID --proposed-actions-path FILE [--mode M]``.
 
 Preflights a proposed push bundle (the optimizer's export) against the live platforms:
-stores the ``PreflightRun`` and appends its document to ``STATE_DIR/ad_push_diffs.json``.
+stores the ``PreflightRun`` and exports its document (``STATE_DIR/ad_push_diffs/<run_id>.json``,
+listed first in the index ``STATE_DIR/ad_push_diffs.json``).
 Exit status 0 when the preflight ran (guardrail breaches are findings in the document,
 not failures); 1 with a one-line reason for malformed input, an unknown tenant, a
 missing baseline (an entity never synced into the mirror) or a platform failure such as
