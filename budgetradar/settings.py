@@ -443,11 +443,16 @@ ENGINE_PARK_AFTER_SECONDS = env_int("ENGINE_PARK_AFTER_SECONDS", 30, minimum=1)
 ENGINE_READ_RETRY_SECONDS = env_int("ENGINE_READ_RETRY_SECONDS", 60, minimum=1)
 # A task stops taking new units after this long and hands the rest of its job to a new task.
 ENGINE_TASK_BUDGET_SECONDS = env_int("ENGINE_TASK_BUDGET_SECONDS", Q_TIMEOUT // 2, minimum=5)
+# The most actions one job holds (memory per job is bounded by it); Google Ads takes
+# 10,000 operations in one mutate request, so a smaller job there would only add requests.
 ENGINE_JOB_MAX_ACTIONS = env_int("ENGINE_JOB_MAX_ACTIONS", 1000, minimum=1)
+ENGINE_JOB_MAX_ACTIONS_BY_PLATFORM = {
+    "google_ads": env_int("ENGINE_JOB_MAX_ACTIONS_GOOGLE_ADS", 10_000, minimum=1),
+}
 # Actions a worker takes up at once (one read, a few platform requests, one settlement).
 ENGINE_UNIT_SIZE = {
     "default": env_int("ENGINE_UNIT_SIZE", 500, minimum=1),
-    "google_ads": env_int("ENGINE_UNIT_SIZE_GOOGLE_ADS", 1000, minimum=1),
+    "google_ads": env_int("ENGINE_UNIT_SIZE_GOOGLE_ADS", 10_000, minimum=1),
     "meta": env_int("ENGINE_UNIT_SIZE_META", 200, minimum=1),
 }
 # An action blocking its entity longer than this is listed as stuck (admin, alerts).

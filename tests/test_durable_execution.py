@@ -315,3 +315,12 @@ def test_a_drained_shared_rate_limit_parks_the_job_instead_of_sleeping(world, ap
     # the block's end, rounded up to the second the limiter reports
     assert timedelta(minutes=9) < action.next_attempt_at - timezone.now() <= timedelta(minutes=10, seconds=1)
     assert world.applied_count("sandbox-cmp-1") == 0
+
+
+def test_a_google_ads_job_holds_one_mutate_requests_worth(settings):
+    """Google takes 10,000 operations a request: smaller jobs there would only add round trips."""
+    from actions.services.dispatch import job_cap
+
+    settings.ENGINE_JOB_MAX_ACTIONS = 1000
+    assert job_cap("google_ads") == 10_000 and job_cap("meta") == 1000 and job_cap("sandbox") == 1000
+    assert settings.ENGINE_UNIT_SIZE["google_ads"] == 10_000

@@ -5,7 +5,7 @@ with no job and no lease, its ``next_attempt_at`` reached (roll back). An approv
 action without ``next_attempt_at`` waits for someone to press Execute. Rules the
 database enforces and this code respects:
 - one queued/running job per connection: new work joins a still-queued job of the
-  same kind while it has room (``ENGINE_JOB_MAX_ACTIONS``), or waits for the running
+  same kind while it has room (``job_cap``), or waits for the running
   one to finish (its ``job.finished`` event dispatches again); a dispatch loads at most
   one job's worth of due actions per connection and kind, so its memory is bounded too
   (actions beyond that window, e.g. ones a used-up quota postpones, are handled by the
@@ -100,17 +100,22 @@ def actions_dispatch(
     return job_ids
 
 
+def job_cap(platform: str) -> int:
+    """The most actions a job of ``platform`` holds (``ENGINE_JOB_MAX_ACTIONS``, or the
+    platform's own in ``ENGINE_JOB_MAX_ACTIONS_BY_PLATFORM``)."""
+    return settings.ENGINE_JOB_MAX_ACTIONS_BY_PLATFORM.get(platform, settings.ENGINE_JOB_MAX_ACTIONS)
+
+
 def _job_sized(candidates) -> list[int]:
-    """Per connection and kind, the ids of the first ``ENGINE_JOB_MAX_ACTIONS`` candidates:
+    """Per connection and kind, the ids of the first ``job_cap`` candidates:
     no job can take more, so a dispatch loads (and holds in memory) at most one job's
     worth per connection however many actions are due. The rest wait for the next
     dispatch, which the finished job triggers. Windows are per kind so rollbacks are
     never crowded out by approvals (an approval may wait for its entity's rollback)."""
-    cap = settings.ENGINE_JOB_MAX_ACTIONS
     taken: dict[tuple[int, str], int] = defaultdict(int)
     ids = []
-    for pk, connection_id, status in candidates.values_list("pk", "connection_id", "status"):
-        if taken[connection_id, status] < cap:
+    for pk, connection_id, status, platform in candidates.values_list("pk", "connection_id", "status", "platform"):
+        if taken[connection_id, status] < job_cap(platform):
             taken[connection_id, status] += 1
             ids.append(pk)
     return ids
@@ -166,7 +171,7 @@ def _enqueue_into_job(connection: PlatformConnection, kind: str, actions: list[A
             job = _open_job(connection, kind)
             if job is None:
                 return None  # a job is running on this connection; it dispatches again when done
-            room = max(settings.ENGINE_JOB_MAX_ACTIONS - Action.objects.filter(job=job).count(), 0)
+            room = max(job_cap(connection.platform) - Action.objects.filter(job=job).count(), 0)
             if kind == JobKind.EXECUTE:
                 moved = _queue_for_execution(job, _first_in_line(connection, actions)[:room])
             else:

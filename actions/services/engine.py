@@ -1,6 +1,6 @@
 """The execution engine: runs a job's actions against the platform exactly once.
 
-A job is a queue of at most ``ENGINE_JOB_MAX_ACTIONS`` actions of one connection and
+A job is a queue of at most ``dispatch.job_cap(platform)`` actions of one connection and
 one kind (execute or roll back). A worker runs it in *units* (up to
 ``ENGINE_UNIT_SIZE`` actions, a few platform requests) under a lease:
 
