@@ -32,6 +32,7 @@ from django_fsm import can_proceed
 
 from actions.changes import ParamsError, normalize_params, target_values
 from actions.models import (
+    IN_MOTION,
     Action,
     ActionExecutionLog,
     ActionJob,
@@ -128,6 +129,8 @@ FIELD_LABELS = {
     Field.SCHEDULE: "Schedule",
 }
 # Everything a page about actions shows, fetched with the actions (never one query per row).
+# How often an action's page reloads itself while a worker is moving the action on.
+REFRESH_SECONDS = 5
 ACTION_RELATED = ["tenant__plan", "entity", "connection", "proposed_by", "approved_by"]
 
 
@@ -957,7 +960,14 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             for op in OPERATIONS.values()
             if op.possible(action) and request.user.has_perm(op.perm)
         ]
-        extra_context = {**(extra_context or {}), "operation_buttons": buttons, "gate": self._gate(request, action)}
+        extra_context = {
+            **(extra_context or {}),
+            "operation_buttons": buttons,
+            "gate": self._gate(request, action),
+            # Only while a worker moves it on; a settled action's page stays put.
+            "in_motion": action is not None and action.status in IN_MOTION,
+            "refresh_seconds": REFRESH_SECONDS,
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _gate(self, request: HttpRequest, action: Action) -> dict[str, Any]:

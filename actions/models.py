@@ -39,6 +39,9 @@ class ActionStatus(models.TextChoices):
 
 S = ActionStatus
 IN_FLIGHT = [S.QUEUED, S.EXECUTING]
+# A worker moves these on without a person: their pages refresh until the action settles.
+# (Wider than IN_FLIGHT, which is the one-per-entity constraint and leaves rollbacks out.)
+IN_MOTION = [S.QUEUED, S.EXECUTING, S.ROLLING_BACK]
 CANCELLABLE = [S.PENDING_APPROVAL, S.APPROVED, S.QUEUED]
 ROLLBACKABLE = [S.SUCCEEDED, S.PARTIALLY_EXECUTED]
 

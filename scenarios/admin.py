@@ -6,8 +6,9 @@ preflight as a diff by section with guardrail badges, and offers Preflight, Dry 
 Deploy live. A live deploy is confirmed on a page that shows the diff, the breaches and
 the totals and carries an idempotency key made when the page was rendered, so a double
 click or a resubmitted form returns the same deployment instead of deploying twice.
-Deployment pages show per-entity results and progress (refreshing while queued or
-running) with confirmed Retry failed entities and Roll back deployment buttons.
+Deployment pages show per-entity results and progress as a bar coloured by outcome
+(refreshing while queued, running or rolling back) with confirmed Retry failed entities
+and Roll back deployment buttons.
 
 Every button calls a service (which checks permission and tenant again) and turns its
 domain errors into admin messages; services are imported on use, so a problem in one
@@ -40,7 +41,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from actions.models import ActionType
+from actions.models import ActionStatus, ActionType
 from budgetradar.admin_base import (
     AMBER,
     BLUE,
@@ -95,6 +96,8 @@ DEPLOYMENT_TONES = {
     Deployment.Status.PARTIALLY_SUCCEEDED: AMBER,
     Deployment.Status.FAILED: RED,
     Deployment.Status.CANCELLED: GREY,
+    Deployment.Status.ROLLED_BACK: GREY,
+    Deployment.Status.PARTIALLY_ROLLED_BACK: AMBER,
 }
 RESULT_TONES = {
     DeploymentResult.Status.PENDING: BLUE,
@@ -207,11 +210,35 @@ def deployment_counts(deployment: Deployment) -> str:
             ("stale", "stale"),
             ("blocked", "blocked"),
             ("skipped", "unchanged"),
+            ("rolled_back", "rolled back"),
             ("pending", "pending"),
         ]
         if getattr(deployment, name)
     ]
     return f"{', '.join(parts) or 'nothing'} of {deployment.total}"
+
+
+# The progress bar's segments, left to right: (CSS class suffix, label, counts it sums).
+OUTCOME_SEGMENTS = [
+    ("succeeded", "succeeded", ("succeeded", "validated")),
+    ("failed", "failed", ("failed", "stale", "blocked")),
+    ("rolled-back", "rolled back", ("rolled_back",)),
+    ("skipped", "unchanged", ("skipped",)),
+    ("pending", "pending", ("pending",)),
+]
+
+
+def progress_segments(deployment: Deployment) -> list[dict[str, Any]]:
+    """The deployment's entities by outcome as bar segments (``x`` and ``width`` in percent
+    of ``total``, touching and summing to 100); empty segments are left out."""
+    segments, start = [], 0
+    for name, label, fields in OUTCOME_SEGMENTS:
+        count = sum(getattr(deployment, f) for f in fields)
+        if count and deployment.total:
+            x, end = 100 * start / deployment.total, 100 * (start + count) / deployment.total
+            segments.append({"name": name, "label": f"{count} {label}", "x": f"{x:.2f}", "width": f"{end - x:.2f}"})
+            start += count
+    return segments
 
 
 def _person(user) -> str:
@@ -1513,17 +1540,20 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         results = deployment.results.select_related("entity__connection", "action").order_by("id")
         page = Paginator(results, RESULTS_PAGE_SIZE).get_page(_page_number(request, "results_page"))
         settled = deployment.total - deployment.pending
+        rolling_back = deployment.actions.filter(status=ActionStatus.ROLLING_BACK).count()
         extra_context = {
             **(extra_context or {}),
             "deployment": deployment,
             "results": [result_row(r) for r in page.object_list],
             "results_page": page,
-            "active": deployment.status in ACTIVE_DEPLOYMENT,
+            "active": deployment.status in ACTIVE_DEPLOYMENT or bool(rolling_back),
+            "rolling_back": rolling_back,
             "preparing": preparing,
             "preparing_changed": _changed_count(deployment) if preparing else 0,
             "refresh_seconds": REFRESH_SECONDS,
             "settled": settled,
             "progress": round(100 * settled / deployment.total) if deployment.total else 100,
+            "segments": progress_segments(deployment),
             "buttons": self._buttons(request, deployment),
             "watches": watch_status_for_deployment(deployment),
         }

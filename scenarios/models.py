@@ -273,6 +273,9 @@ class Deployment(models.Model):
         PARTIALLY_SUCCEEDED = "partially_succeeded", "Partially succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # Set by the refresh once entities it changed are rolled back: all of them, or some.
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        PARTIALLY_ROLLED_BACK = "partially_rolled_back", "Partially rolled back"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deployments")
     scenario = models.ForeignKey(Scenario, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments")
@@ -291,6 +294,9 @@ class Deployment(models.Model):
     validated = models.PositiveIntegerField(default=0)
     blocked = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
+    rolled_back = models.PositiveIntegerField(
+        default=0, help_text="Entities whose change was applied and then rolled back (not counted as succeeded)."
+    )
     prepared_at = models.DateTimeField(
         null=True,
         blank=True,

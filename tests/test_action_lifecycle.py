@@ -75,7 +75,7 @@ def test_rejecting_a_succeeded_action_is_refused_with_a_clear_error(approver, ca
     with pytest.raises(InvalidState) as refused:
         action_reject(action=action, actor=approver, reason="too late")
     assert refused.value.http_status == 409
-    assert f"Action #{action.pk} is succeeded and cannot be rejected" in refused.value.message
+    assert refused.value.message == f"Action #{action.pk} has already succeeded and cannot be rejected."
 
 
 def test_an_approver_can_approve_and_history_records_who_and_why(approver, campaign):
@@ -149,7 +149,7 @@ def test_operator_can_cancel_a_queued_action_but_not_an_executing_one(operator, 
     action_cancel(action=queued, actor=operator, reason="plan changed")
     assert queued.status == S.CANCELLED
     executing = ActionFactory(entity=campaign, status=S.EXECUTING)
-    with pytest.raises(InvalidState, match="executing and cannot be cancelled"):
+    with pytest.raises(InvalidState, match=f"^Action #{executing.pk} is executing and cannot be cancelled.$"):
         action_cancel(action=executing, actor=operator)
 
 
@@ -174,4 +174,4 @@ def test_bulk_approve_reports_done_and_skipped_with_reasons(approver, campaign):
     done = ActionFactory(entity=campaign, status=S.SUCCEEDED)
     results = actions_apply_bulk(actions=[pending, done], actor=approver, operation=action_approve)
     assert [(r.action.pk, r.done) for r in results] == [(pending.pk, True), (done.pk, False)]
-    assert "succeeded and cannot be approved" in results[1].reason
+    assert results[1].reason == f"Action #{done.pk} has already succeeded and cannot be approved."

@@ -410,7 +410,7 @@ def test_bulk_approve_confirms_then_approves_only_the_allowed(client, approver, 
     page = client.get(confirm_url).content.decode()
     assert all(f'data-action="{a.pk}"' in page for a in [ok, done, own])
     assert page.count("Will be approved") == 1
-    assert "is succeeded and cannot be approved" in page
+    assert f"Action #{done.pk} has already succeeded and cannot be approved." in page
     assert "Four-eyes approval is required" in page
     assert "Four-eyes approval is on for Acme" in page
     assert "100.00 EUR → 120.00 EUR" in page
@@ -519,7 +519,8 @@ def test_a_refusal_after_confirmation_is_a_message_not_an_error(client, approver
     Action.objects.filter(pk=pending.pk).update(status=ActionStatus.CANCELLED)  # someone was faster
     response = client.post(confirm_url, {"reason": ""}, follow=True)
     assert response.status_code == 200
-    assert f"Action #{pending.pk} was not approved: Action #{pending.pk} is cancelled" in response.content.decode()
+    refusal = f"Action #{pending.pk} was not approved: Action #{pending.pk} was cancelled and cannot be approved."
+    assert refusal in response.content.decode()
 
 
 def test_history_versions_are_read_only(client, tenant_admin, tenant):

@@ -159,7 +159,7 @@ def test_bulk_execute_queues_the_approved_and_skips_the_rest(client):
     confirm = response["Location"]
     page = client.get(confirm).content.decode()
     assert page.count("Will be queued for execution") == 2
-    assert "is pending approval; only approved actions can be executed" in page
+    assert f"Action #{pending.pk} is waiting for approval; only approved actions can be executed." in page
     result = client.get(client.post(confirm, {})["Location"]).content.decode()
     assert "2 actions queued for execution" in result and "1 action skipped" in result
 

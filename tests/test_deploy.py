@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.circuit import CircuitOpen
+from actions.services.rollback import action_rollback_request
 from budgetradar.errors import Conflict, InvalidState, NotEntitled, PermissionDenied
 from platforms.models import CircuitState, PlatformConnection
 from platforms.sandbox.models import SandboxEntity, SandboxRequest
@@ -20,6 +21,7 @@ from scenarios.services.deploy import (
     deployment_create,
     deployment_retry_failed,
     deployment_rollback,
+    deployment_serialize,
 )
 from scenarios.services.preflight import preflight_for_scenario
 from tests.engine_helpers import run_worker, sandbox_world
@@ -245,3 +247,47 @@ def test_rolling_back_a_deployment_restores_every_succeeded_entity(world, scenar
     statuses = set(deployment.results.exclude(status="skipped").values_list("status", flat=True))
     assert statuses == {"rolled_back"}
     assert set(Action.objects.values_list("status", flat=True)) == {ActionStatus.ROLLED_BACK}
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert (deployment.succeeded, deployment.rolled_back, deployment.skipped, deployment.total) == (0, 3, 1, 4)
+
+
+def test_rolling_back_one_entity_of_a_deployment_leaves_it_partially_rolled_back(world, scenario, approver):
+    scenario = preflighted(scenario, approver)
+    live(scenario, approver)
+    run_worker()
+    deployment = Deployment.objects.get()
+    action = deployment.actions.get(entity__external_id="sandbox-cmp-1")
+    action_rollback_request(action=action, actor=approver, reason="only this one")
+    run_worker()
+    assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
+    assert world.platform("sandbox-cmp-2").status == "paused"
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.PARTIALLY_ROLLED_BACK
+    assert (deployment.succeeded, deployment.rolled_back, deployment.skipped) == (2, 1, 1)
+    assert deployment_serialize(deployment, include_results=False)["counts"] == {
+        "total": 4,
+        "succeeded": 2,
+        "failed": 0,
+        "skipped": 1,
+        "stale": 0,
+        "validated": 0,
+        "blocked": 0,
+        "pending": 0,
+        "rolled_back": 1,
+    }
+
+
+def test_a_deployment_whose_every_applied_change_was_rolled_back_is_rolled_back_despite_failures(
+    world, scenario, approver
+):
+    scenario = preflighted(scenario, approver)
+    world.fault("partial_failure", entity_ids=["sandbox-cmp-2"])
+    live(scenario, approver)
+    run_worker()
+    deployment = Deployment.objects.get()
+    deployment_rollback(deployment=deployment, actor=approver, reason="CPA up")
+    run_worker()
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert (deployment.succeeded, deployment.rolled_back, deployment.failed, deployment.skipped) == (0, 2, 1, 1)

@@ -88,7 +88,8 @@ def test_an_entity_removed_on_the_platform_cannot_be_rolled_back(world, executed
 
 def test_only_executed_actions_can_be_rolled_back(world, approver):
     pending = approved(world.entity("sandbox-cmp-2"), approver)
-    with pytest.raises(InvalidState, match="only succeeded or partially executed"):
+    refused = f"^Action #{pending.pk} is already approved; only succeeded or partially executed actions can be"
+    with pytest.raises(InvalidState, match=refused):
         action_rollback_request(action=pending, actor=approver)
 
 

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from actions.models import Action, ActionStatus
+from actions.services.rollback import action_rollback_request
 from budgetradar.models import Tenant
 from budgetradar.roles import Role
 from platforms.models import CircuitState, PlatformConnection
@@ -633,6 +634,17 @@ def test_critical_breaches_need_an_override_approved_by_a_second_person(client, 
 # The deployment page -------------------------------------------------------------------------
 
 
+def bar(page: str) -> dict[str, tuple[str, str]]:
+    """The deployment page's progress bar: segment name → (x, width) in percent."""
+    svg = page.split('id="deployment-bar"')[1].split("</svg>")[0]
+    found = re.findall(r'data-segment="([a-z-]+)" x="([\d.]+)" y="0" width="([\d.]+)"', svg)
+    return {name: (x, width) for name, x, width in found}
+
+
+def counts(page: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", page.split('id="deployment-counts">')[1].split("</p>")[0]).split())
+
+
 def test_a_running_deployment_refreshes_and_a_finished_one_does_not(client, approver, tenant, world):
     scenario = make_scenario(tenant, {"sandbox-cmp-1": {"daily_budget": Decimal("150.00")}}, world=world)
     preflight(scenario, approver)
@@ -642,7 +654,7 @@ def test_a_running_deployment_refreshes_and_a_finished_one_does_not(client, appr
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert deployment.status in ("queued", "running")
     assert '<meta http-equiv="refresh" content="5">' in page
-    assert "0 of 1 entities settled" in page and '<progress class="br-progress" max="100" value="0">' in page
+    assert "0 of 1 entities settled" in page and bar(page) == {"pending": ("0.00", "100.00")}
     Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.SUCCEEDED, pending=0, succeeded=1)
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'http-equiv="refresh"' not in page
@@ -659,6 +671,7 @@ def test_retry_and_rollback_buttons_follow_role_and_state(client, tenant, operat
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert 'id="tool-retry"' in page
     assert 'id="tool-rollback"' not in page  # nothing succeeded
+    assert bar(page) == {"failed": ("0.00", "100.00")}  # every entity failed: no green
     assert "Below the minimum." in page and "Propose a new value." in page and "Value refused by the platform" in page
     client.force_login(operator)
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
@@ -686,6 +699,8 @@ def test_deploy_partial_failure_retry_and_rollback_through_the_admin(client):
 
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
     assert "Partially succeeded" in page
+    assert counts(page) == "1 succeeded 1 failed"
+    assert bar(page) == {"succeeded": ("0.00", "50.00"), "failed": ("50.00", "50.00")}
     ok = page.split(f'data-entity="{world.entity("sandbox-cmp-1").pk}"')[1].split("</tr>")[0]
     bad = page.split(f'data-entity="{world.entity("sandbox-cmp-2").pk}"')[1].split("</tr>")[0]
     assert "Succeeded" in ok and "100.00 EUR → 150.00 EUR" in ok
@@ -714,7 +729,46 @@ def test_deploy_partial_failure_retry_and_rollback_through_the_admin(client):
         ActionStatus.ROLLED_BACK
     )
     page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
-    assert "Rolled back" in page and 'id="tool-rollback"' not in page
+    assert Deployment.objects.get(pk=deployment.pk).status == Deployment.Status.ROLLED_BACK
+    assert '<span class="br-badge br-badge-grey">Rolled back</span>' in page and 'id="tool-rollback"' not in page
+    assert counts(page) == "1 failed 1 rolled back"
+    assert bar(page) == {"failed": ("0.00", "50.00"), "rolled-back": ("50.00", "50.00")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_partly_rolled_back_deployment_shows_each_outcome_and_refreshes_while_rolling_back(
+    client, approver, tenant, world
+):
+    scenario = make_scenario(
+        tenant,
+        {
+            "sandbox-cmp-1": {"daily_budget": Decimal("150.00")},
+            "sandbox-cmp-2": {"daily_budget": Decimal("150.00")},
+            "sandbox-adset-1-1": {"status": "paused"},
+        },
+        world=world,
+    )
+    preflight(scenario, approver)
+    client.force_login(approver)
+    client.post(url(Scenario, "deploy", scenario.pk), deploy_page(client, scenario)[1])
+    run_worker()
+    deployment = Deployment.objects.get()
+    first, second = deployment.actions.order_by("entity__external_id")[:2]
+    action_rollback_request(action=first, actor=approver, reason="only this one")
+    run_worker()
+    action_rollback_request(action=second, actor=approver, reason="this one too")  # a worker has not run yet
+
+    page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
+    assert '<span class="br-badge br-badge-amber">Partially rolled back</span>' in page
+    assert counts(page) == "2 succeeded 1 rolled back"
+    assert bar(page) == {"succeeded": ("0.00", "66.67"), "rolled-back": ("66.67", "33.33")}
+    assert "3 of 3 entities settled, 1 rolling back — this page refreshes every 5 seconds." in page
+    assert '<meta http-equiv="refresh" content="5">' in page
+
+    run_worker()
+    page = client.get(url(Deployment, "change", deployment.pk)).content.decode()
+    assert counts(page) == "1 succeeded 2 rolled back"
+    assert 'http-equiv="refresh"' not in page
 
 
 # Guardrail policies --------------------------------------------------------------------------------

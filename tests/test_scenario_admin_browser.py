@@ -60,5 +60,9 @@ def test_approver_preflights_and_deploys_a_scenario_live(transactional_db, live_
     assert "Daily budget: 100.00 EUR → 150.00 EUR" in results
     assert "Status: active → paused" in results
     assert page.locator("meta[http-equiv=refresh]").count() == 0
+    # The bar is green from the stylesheet (the CSP refuses inline styles) and spans the bar.
+    succeeded = page.locator("#deployment-bar rect[data-segment=succeeded]")
+    assert succeeded.evaluate("r => getComputedStyle(r).fill") == "rgb(46, 125, 50)"
+    assert succeeded.bounding_box()["width"] == page.locator("#deployment-bar").bounding_box()["width"]
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("150.00")
     assert world.platform("sandbox-cmp-2").status == "paused"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actions.models import Action, ActionStatus
+from actions.selectors import action_status_phrase
 from actions.services.circuit import circuit_check
 from actions.services.dispatch import actions_dispatch
 from budgetradar.errors import InvalidState
@@ -43,8 +44,7 @@ def action_execute_request(*, action: Action, actor) -> Action:
     if action.status != ActionStatus.APPROVED:
         hint = " Approve it again to retry." if action.status == ActionStatus.FAILED else ""
         raise InvalidState(
-            f"Action #{action.pk} is {action.get_status_display().lower()}; "
-            f"only approved actions can be executed.{hint}"
+            f"Action #{action.pk} {action_status_phrase(action)}; only approved actions can be executed.{hint}"
         )
     circuit_check(action.connection)
     gate_execute(action=action, actor=actor)  # guardrails for a change sent now; makes it due now

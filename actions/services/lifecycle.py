@@ -18,6 +18,7 @@ from django_fsm import can_proceed
 
 from actions.changes import bid_strategy_refusal
 from actions.models import Action, ActionStatus, LogEvent
+from actions.selectors import action_status_phrase
 from actions.services.settlement import transition_one
 from budgetradar.audit import actor_label
 from budgetradar.entitlements import entitlement_check_action_approvals
@@ -28,7 +29,7 @@ from safety.gate import gate_approval
 
 def _refuse_transition(action: Action, verb: str) -> InvalidState:
     return InvalidState(
-        f"Action #{action.pk} is {action.get_status_display().lower()} and cannot be {verb}.",
+        f"Action #{action.pk} {action_status_phrase(action)} and cannot be {verb}.",
         code=f"already_{action.status}" if action.status != ActionStatus.PENDING_APPROVAL else "invalid_state",
     )
 

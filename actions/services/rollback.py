@@ -29,6 +29,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from actions.models import Action, ActionJob, ActionStatus, LogEvent
+from actions.selectors import action_status_phrase
 from actions.services import outcomes as out
 from actions.services.circuit import circuit_check
 from actions.services.dispatch import actions_dispatch
@@ -50,7 +51,7 @@ def action_rollback_request(*, action: Action, actor, reason: str = "", override
         return action
     if not can_proceed(action.start_rollback):
         raise InvalidState(
-            f"Action #{action.pk} is {action.get_status_display().lower()}; only succeeded or partially "
+            f"Action #{action.pk} {action_status_phrase(action)}; only succeeded or partially "
             "executed actions can be rolled back."
         )
     rollback_check_instructions(action)

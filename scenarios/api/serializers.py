@@ -153,6 +153,7 @@ class DeploymentCountsSerializer(serializers.Serializer):
     validated = serializers.IntegerField()
     blocked = serializers.IntegerField()
     pending = serializers.IntegerField()
+    rolled_back = serializers.IntegerField(help_text="Applied, then rolled back (not counted as succeeded).")
 
 
 class ResultEntitySerializer(serializers.Serializer):

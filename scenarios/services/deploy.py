@@ -361,6 +361,10 @@ ACTION_TO_RESULT = {
 }
 
 
+# The per-status counts a deployment keeps (one field each, named after the result status).
+COUNTED = ("succeeded", "failed", "skipped", "stale", "validated", "blocked", "pending", "rolled_back")
+
+
 def deployments_refresh(deployment_ids: set[int]) -> None:
     """Copy the state of each deployment's actions into its results and counts.
 
@@ -368,6 +372,11 @@ def deployments_refresh(deployment_ids: set[int]) -> None:
     refreshed under a lock on its row, so two workers settling actions of one deployment
     at once are serialised and never overwrite each other's results; counts are derived
     from the results. A bounded number of queries per deployment, whatever its size.
+
+    An entity whose change was rolled back counts as ``rolled_back``, not ``succeeded``; once
+    any has, the deployment is ``rolled_back`` (every applied change undone) or
+    ``partially_rolled_back`` (some are still on the platform: not rolled back yet, rolling
+    back, or the rollback failed).
     """
     for deployment_id in sorted(deployment_ids):
         with transaction.atomic():
@@ -413,9 +422,8 @@ def _recount(deployment: Deployment, *, finished: bool) -> None:
     counts = defaultdict(int)
     for status in deployment.results.values_list("status", flat=True):
         counts[status] += 1
-    for name in ("succeeded", "failed", "skipped", "stale", "validated", "blocked", "pending"):
+    for name in COUNTED:
         setattr(deployment, name, counts[name])
-    deployment.succeeded += counts[R.ROLLED_BACK]
     deployment.total = sum(counts.values())
     deployment.status = _status(deployment, counts)
     now = timezone.now()
@@ -434,8 +442,12 @@ def _status(deployment: Deployment, counts) -> str:
             or deployment.actions.exclude(status__in=[ActionStatus.APPROVED, ActionStatus.QUEUED]).exists()
         )
         return Deployment.Status.RUNNING if started else Deployment.Status.QUEUED
+    if counts[R.ROLLED_BACK]:
+        # Applied changes are the succeeded ones plus those undone since.
+        undone_all = not counts[R.SUCCEEDED]
+        return Deployment.Status.ROLLED_BACK if undone_all else Deployment.Status.PARTIALLY_ROLLED_BACK
     bad = counts[R.FAILED] + counts[R.STALE] + counts[R.BLOCKED]
-    good = counts[R.SUCCEEDED] + counts[R.VALIDATED] + counts[R.ROLLED_BACK]
+    good = counts[R.SUCCEEDED] + counts[R.VALIDATED]
     if not bad:
         return Deployment.Status.SUCCEEDED
     return Deployment.Status.PARTIALLY_SUCCEEDED if good else Deployment.Status.FAILED
@@ -574,10 +586,7 @@ def deployment_serialize(deployment: Deployment, *, include_results: bool = True
         "override": deployment.override_id,
         "retry_of": deployment.retry_of_id,
         "requested_by": deployment.requested_by.username if deployment.requested_by_id else None,
-        "counts": {
-            name: getattr(deployment, name)
-            for name in ("total", "succeeded", "failed", "skipped", "stale", "validated", "blocked", "pending")
-        },
+        "counts": {name: getattr(deployment, name) for name in ("total", *COUNTED)},
         "created_at": deployment.created_at.isoformat(),
         "started_at": deployment.started_at.isoformat() if deployment.started_at else None,
         "finished_at": deployment.finished_at.isoformat() if deployment.finished_at else None,
