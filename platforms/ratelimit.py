@@ -100,6 +100,11 @@ def _store(bucket: RateLimitBucket, limit: RateLimit, tokens: float, now: dateti
     bucket.save(update_fields=["tokens", "capacity", "refill_per_second", "updated_at"])
 
 
+# Refills are floats: a bucket short of a request by less than this has enough.
+TOKEN_EPSILON = 1e-6
+MIN_WAIT_SECONDS = 0.001
+
+
 def bucket_take(*, connection_id: int, operations: int, limit: RateLimit, now: datetime | None = None) -> float:
     """Take the tokens for one request if the bucket has them.
 
@@ -116,11 +121,13 @@ def bucket_take_tokens(*, connection_id: int, tokens: float, limit: RateLimit, n
     with transaction.atomic():
         bucket = _locked_bucket(connection_id, limit, now)
         available = _refilled(bucket, limit, now)
-        if available >= cost:
+        if available + TOKEN_EPSILON >= cost:
             _store(bucket, limit, available - cost, now)
             return 0.0
         _store(bucket, limit, available, now)
-    return (cost - available) / limit.refill_per_second
+    # Never a wait below a millisecond: datetimes count whole microseconds, so a clock
+    # could not move by a shorter wait and the caller would ask again for ever.
+    return max((cost - available) / limit.refill_per_second, MIN_WAIT_SECONDS)
 
 
 def rate_limit_backoff(*, connection: PlatformConnection, seconds: float, now: datetime | None = None) -> None:

@@ -163,3 +163,23 @@ def test_reserved_tokens_expire_so_they_cannot_be_saved_for_a_burst(connection_,
     throttle(1)  # reserves 10, spends 1
     clock.now += timedelta(seconds=2)
     assert not throttle._spend_reserved(1)
+
+
+class BoundedClock(FakeClock):
+    """A FakeClock that fails the test instead of letting a throttle loop for ever."""
+
+    def sleep(self, seconds: float) -> None:
+        assert len(self.slept) < 10_000, "the throttle kept asking to sleep without the clock moving"
+        super().sleep(seconds)
+
+
+def test_a_clock_counting_whole_microseconds_is_never_asked_to_wait_less_than_it_can_move(tenant):
+    """Meta's refill is a float of points per second: a bucket could be short by 2e-7 points,
+    the throttle asked for a 0.2 microsecond sleep, a datetime clock cannot move by that, and
+    the worker looped for ever (found by bench/execute_actions.py with the default limits)."""
+    meta = ConnectionFactory(tenant=tenant, platform="meta")
+    clock = BoundedClock()
+    throttle = throttle_for(meta, clock)
+    for _ in range(300):  # 50-item batch writes, far beyond one bucket
+        throttle(150)
+    assert clock.slept and all(seconds >= 0.001 for seconds in clock.slept)
