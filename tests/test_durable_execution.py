@@ -324,3 +324,45 @@ def test_a_google_ads_job_holds_one_mutate_requests_worth(settings):
     settings.ENGINE_JOB_MAX_ACTIONS = 1000
     assert job_cap("google_ads") == 10_000 and job_cap("meta") == 1000 and job_cap("sandbox") == 1000
     assert settings.ENGINE_UNIT_SIZE["google_ads"] == 10_000
+
+
+# The keeper's renewal never waits on rows its worker has locked (no deadlock) -------------
+
+
+@pytest.mark.postgres
+def test_renewing_a_lease_skips_rows_the_worker_is_writing_instead_of_deadlocking(world, approver):
+    """The keeper thread renews while its worker settles the same rows in one transaction;
+    two UPDATEs of many rows in different orders deadlocked on PostgreSQL (seen in
+    bench/execute_actions.py with a 10,000-action Google unit)."""
+    from django.db import connections, transaction
+
+    from actions.services.leases import Lease, lease_renew, lease_ttl, new_token
+
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: row locks")
+    first = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    second = approved(world.entity("sandbox-cmp-2"), approver, new_budget="150.00")
+    lease = Lease(token=new_token("worker"), ttl=lease_ttl(), expires_at=timezone.now() + lease_ttl())
+    Action.objects.filter(pk__in=[first.pk, second.pk]).update(
+        status=ActionStatus.EXECUTING, lease_owner=lease.token, lease_expires_at=lease.expires_at
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def worker_settling() -> None:  # holds a row lock like a settlement transaction does
+        with transaction.atomic():
+            Action.objects.select_for_update().filter(pk=first.pk).get()
+            locked.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=worker_settling)
+    thread.start()
+    assert locked.wait(10)
+    before = Action.objects.get(pk=second.pk).lease_expires_at
+    started = time.monotonic()
+    assert lease_renew(lease) is True
+    elapsed = time.monotonic() - started
+    release.set()
+    thread.join(10)
+    assert elapsed < 2  # it did not wait for the worker's transaction
+    assert Action.objects.get(pk=second.pk).lease_expires_at > before  # the free row was renewed

@@ -132,9 +132,31 @@ def lease_renew(lease: Lease) -> bool:
         if held != 1:
             lease.lost.set()
             return False
-    Action.objects.filter(lease_owner=lease.token, status__in=UNSETTLED).update(lease_expires_at=expires)
+    _renew_actions(lease.token, expires)
     lease.expires_at = expires
     return True
+
+
+def _renew_actions(token: str, expires: datetime) -> None:
+    """Extend the unsettled actions ``token`` holds, skipping rows locked right now.
+
+    The keeper's thread renews while its worker settles: on PostgreSQL an UPDATE of the
+    same rows in another order would deadlock with the worker's transaction, so rows
+    the worker has locked are skipped (it is writing them itself; the next tick renews
+    what is still unsettled).
+    """
+    owned = Action.objects.filter(lease_owner=token, status__in=UNSETTLED)
+    if not db_connection.features.has_select_for_update_skip_locked:
+        owned.update(lease_expires_at=expires)  # SQLite: one writer at a time, nothing to skip
+        return
+    table, quote = Action._meta.db_table, db_connection.ops.quote_name
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(table)} SET {quote('lease_expires_at')} = %s WHERE {quote('id')} IN ("
+            f"SELECT {quote('id')} FROM {quote(table)} WHERE {quote('lease_owner')} = %s "
+            f"AND {quote('status')} = ANY(%s) ORDER BY {quote('id')} FOR UPDATE SKIP LOCKED)",
+            [expires, token, [str(status) for status in UNSETTLED]],
+        )
 
 
 RELEASED_SUFFIX = ":released"
