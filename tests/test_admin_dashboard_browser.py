@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,13 +14,8 @@ from actions.models import Action, ActionStatus
 from budgetradar.roles import Role
 from tests import factories
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian Chromium is not installed at /usr/bin/chromium"),
-]
+# Debian Chromium through Playwright, as in test_admin_browser (skipped when not installed).
+from tests.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark  # noqa: F401
 
 
 @pytest.fixture

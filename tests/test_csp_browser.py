@@ -4,8 +4,6 @@ in Chromium without a single CSP violation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.db import connections
 
@@ -13,13 +11,8 @@ from budgetradar.roles import Role
 from scenarios.models import Scenario
 from tests import factories
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian Chromium is not installed at /usr/bin/chromium"),
-]
+# Debian Chromium through Playwright, as in test_admin_browser (skipped when not installed).
+from tests.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark  # noqa: F401
 
 
 @pytest.fixture
