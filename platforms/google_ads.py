@@ -62,6 +62,9 @@ T = TypeVar("T")
 
 API_VERSION = "v26"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+# "Mutate requests ... 10,000 operations per request" (system limits,
+# https://developers.google.com/google-ads/api/docs/best-practices/quotas); the fake
+# refuses more, and ENGINE_JOB_MAX_ACTIONS_GOOGLE_ADS / ENGINE_UNIT_SIZE_GOOGLE_ADS default to it.
 MAX_OPERATIONS_PER_REQUEST = 10_000
 # Ids per GAQL ``IN`` list. The API refuses "too many values" in a filter
 # (QueryError.FILTER_HAS_TOO_MANY_VALUES) without documenting the limit
