@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from typing import Any
@@ -17,6 +18,7 @@ from platforms.types import (
     Field,
     OutcomeStatus,
     PerformanceRow,
+    PlatformCallError,
     PlatformError,
 )
 
@@ -58,6 +60,12 @@ class PlatformExecutor(abc.ABC):
     - Requests respect the platform's batch limits, and ``throttle`` is called before
       each request; ``before_write`` is called with each write request's changes right
       before it is sent.
+    - A write request's deadline (``config.request_timeout``) runs from *before*
+      ``before_write`` (which commits the engine's ``request_sent``), and a request whose
+      deadline passed before it left is not sent (``begin_write``). So no write can land
+      later than ``request_timeout`` after its ``request_sent`` was committed, provided
+      the platform honours the deadline it is sent with: the reconciler waits exactly
+      that long before reading the platform.
     """
 
     platform: str = ""
@@ -113,6 +121,30 @@ class PlatformExecutor(abc.ABC):
         return restore
 
     # Helpers for adapters -------------------------------------------------------------
+
+    def begin_write(self, changes: Sequence[Change]) -> float:
+        """Start one write request's deadline, fence it (``before_write``), and return the
+        ``time.monotonic()`` its deadline runs from.
+
+        A worker paused (or stalled) inside the fence for the whole timeout sends nothing:
+        this raises a non-ambiguous ``PlatformCallError`` (the request provably did not
+        leave), so a change can never reach the platform long after ``request_sent``.
+        """
+        started = time.monotonic()
+        self.before_write(changes)
+        if self.seconds_left(started) <= 0:
+            raise PlatformCallError(
+                PlatformError(
+                    code=ErrorCode.TRANSIENT,
+                    message=f"Not sent: the request's {self.config.request_timeout:g}s deadline passed "
+                    "before it could leave (the worker was paused).",
+                )
+            )
+        return started
+
+    def seconds_left(self, started: float) -> float:
+        """What remains of a request's deadline that started at ``started``."""
+        return self.config.request_timeout - (time.monotonic() - started)
 
     def unsupported(self, change: Change) -> ChangeOutcome | None:
         """A NOT_SUPPORTED outcome when this adapter cannot write ``change.field``."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -684,12 +685,21 @@ class GoogleAdsExecutor(PlatformExecutor):
             writes = request.writes
             outcomes = failed_outcomes([w.change for w in writes], exc.error)
             return {w.index: o for w, o in zip(writes, outcomes, strict=True)}, exc.error
+        started = time.monotonic()
         if not validate_only:
-            self.before_write([w.change for w in request.writes])
+            try:
+                started = self.begin_write([w.change for w in request.writes])
+            except PlatformCallError as exc:  # the deadline passed inside the fence: nothing sent
+                writes = request.writes
+                outcomes = failed_outcomes([w.change for w in writes], exc.error)
+                return {w.index: o for w, o in zip(writes, outcomes, strict=True)}, exc.error
         self.round_trips += 1
         method = getattr(self._service(target.service), target.method)
+        # Only what is left of the deadline: gRPC sends it with the call so the server knows
+        # when to give up (https://grpc.io/docs/guides/deadlines/).
+        timeout = max(self.seconds_left(started), 0.001)
         try:
-            response = self._call(lambda: method(request=api_request, timeout=self.config.request_timeout))
+            response = self._call(lambda: method(request=api_request, timeout=timeout))
         except _PLATFORM_EXCEPTIONS as exc:
             error = classify_exception(exc)
             # A mutate that timed out may have been applied; a validate-only one changed nothing.

@@ -491,7 +491,7 @@ class MetaExecutor(PlatformExecutor):
     def _send(self, operations: int, send: Callable[[], T], *, changes: Sequence[Change] | None = None) -> T:
         self.throttle(operations)
         if changes is not None:
-            self.before_write(changes)
+            self.begin_write(changes)  # raises when the deadline passed inside the fence: not sent
         self.round_trips += 1
         self._last_headers = {}
         return send()
@@ -801,7 +801,7 @@ class MetaExecutor(PlatformExecutor):
                 batch.execute,
                 changes=None if validate_only else [c for p in posts for c in p.changes],
             )
-        except PlatformCallError as exc:  # the throttle refused to wait that long: nothing was sent
+        except PlatformCallError as exc:  # the throttle refused to wait that long, or the deadline passed: nothing sent
             for post in posts:
                 outcomes.update(zip(post.indices, failed_outcomes(post.changes, exc.error), strict=True))
             return exc.error

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, InternalError, OperationalError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -275,9 +275,9 @@ class SandboxExecutor(PlatformExecutor):
         the request was accepted; a timeout-after-apply fault fires once it has run.
         """
         self.throttle(operations)
-        if changes is not None and not validate_only:
-            self.before_write(changes)
         started = time.monotonic()
+        if changes is not None and not validate_only:
+            started = self.begin_write(changes)  # the deadline runs from before request_sent
         self.round_trips += 1
         account = SandboxAccount.objects.filter(account_id=self.config.account_id).first()
         if account is None:
@@ -346,15 +346,38 @@ class SandboxExecutor(PlatformExecutor):
             retry_after = fault.retry_after if code == ErrorCode.RATE_LIMITED else None
             raise PlatformCallError(call.error(code, message, retry_after=retry_after))
 
-    def _within_deadline(self, call: _Call) -> None:
+    def _within_deadline(self, call: _Call, *, outermost: bool) -> None:
+        # ``outermost``: this transaction commits the change (not a savepoint in a caller's).
         """Like a gRPC server honouring the client's deadline, the sandbox does not commit a
         write that arrives or finishes after the client stopped waiting (the request
-        timeout): the transaction rolls back and the client sees a timeout. So a client
-        that was paused mid-request cannot make its change land long after it gave up."""
-        if time.monotonic() - call.started > self.config.request_timeout:
-            call.applied = 0
-            call.outcome = "deadline exceeded before commit: nothing applied"
-            raise self._timeout(call, ambiguous=True)
+        timeout): the transaction rolls back and the client sees a timeout.
+
+        The sandbox runs inside the worker, so a worker paused between this check and its
+        COMMIT would otherwise commit late. On PostgreSQL the server itself holds the line:
+        the check runs on the database clock and leaves the transaction an idle timeout of
+        exactly what is left, so a COMMIT that does not arrive in time is never made (the
+        server ends the session and rolls back). Called last before the COMMIT."""
+        if self.seconds_left(call.started) > 0 and (not outermost or self._server_deadline_holds(call)):
+            return
+        call.applied = 0
+        call.logged = False  # the request log row rolls back with the change
+        call.outcome = "deadline exceeded before commit: nothing applied"
+        raise self._timeout(call, ambiguous=True)
+
+    def _server_deadline_holds(self, call: _Call) -> bool:
+        """On PostgreSQL: True when the database clock is still before the deadline, and
+        the rest of the transaction may idle no longer than what is left of it."""
+        if connection.vendor != "postgresql":
+            return True
+        deadline = timezone.now() + timedelta(seconds=self.seconds_left(call.started))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', left_ms::text, true) FROM "
+                "(SELECT ceil(extract(epoch FROM (%s::timestamptz - clock_timestamp())) * 1000)::int AS left_ms) t "
+                "WHERE left_ms > 0",
+                [deadline],
+            )
+            return cursor.fetchone() is not None
 
     def _timeout(self, call: _Call, *, ambiguous: bool) -> PlatformCallError:
         message = f"The sandbox did not answer within {self.config.request_timeout:g}s (request timed out)."
@@ -392,6 +415,25 @@ class SandboxExecutor(PlatformExecutor):
     def _write(self, call: _Call, batch: Sequence[Change]) -> list[ChangeOutcome]:
         """Validate every change, apply the valid ones in one transaction (unless validate-only)."""
         outcomes: list[ChangeOutcome] = []
+        outermost = not connection.in_atomic_block
+        try:
+            self._write_in_transaction(call, batch, outcomes, outermost=outermost)
+        except (OperationalError, InterfaceError, InternalError):
+            if not outermost:
+                raise
+            # The database ended the session: the COMMIT missed the deadline (or the
+            # database went away mid-request). Either way the client sees a timeout.
+            call.applied = 0
+            call.logged = False
+            call.outcome = "no COMMIT before the deadline: the session was ended, nothing applied"
+            raise self._timeout(call, ambiguous=True) from None
+        if not call.logged:
+            call.outcome = _summary(outcomes)
+        return outcomes
+
+    def _write_in_transaction(
+        self, call: _Call, batch: Sequence[Change], outcomes: list[ChangeOutcome], *, outermost: bool
+    ) -> None:
         with transaction.atomic():
             # Only what validation and the writes touch: the response-curve columns would be
             # converted to Decimal for every row and never read here.
@@ -419,16 +461,13 @@ class SandboxExecutor(PlatformExecutor):
                 for row in dirty.values():
                     row.updated_at = now
                 _save_rows(list(dirty.values()), sorted(fields), updated_at=now)
-            self._within_deadline(call)
             if dirty:
                 # The request log commits with the change it records: a change is never
                 # on the platform without its request in the log.
                 lost = call.fault is not None and call.fault.kind == FaultKind.TIMEOUT_AFTER_APPLY
                 call.outcome = _summary(outcomes) + ("; the response was lost (timeout)" if lost else "")
                 self._log(call)
-        if not call.logged:
-            call.outcome = _summary(outcomes)
-        return outcomes
+            self._within_deadline(call, outermost=outermost and bool(dirty))
 
     def _outcome(
         self, call: _Call, change: Change, status: OutcomeStatus, error: PlatformError | None = None
