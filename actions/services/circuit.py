@@ -24,6 +24,7 @@ from budgetradar import outbox
 from budgetradar.audit import audited_save
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import require_perm, require_same_tenant
+from budgetradar.timefmt import format_time
 from platforms.models import CircuitState, PlatformConnection
 
 
@@ -47,7 +48,7 @@ def circuit_refusal(connection: PlatformConnection) -> str | None:
     until = ""
     if connection.circuit_opened_at:
         probe_at = connection.circuit_opened_at + timedelta(seconds=settings.CIRCUIT_BREAKER_COOLDOWN_SECONDS)
-        until = f" until {probe_at:%H:%M} UTC"
+        until = f" until {format_time(probe_at, connection.time_zone)}"
     return (
         f"The circuit breaker of connection {connection.name} is {connection.circuit_state}: "
         f"{connection.circuit_reason or 'repeated failures'}. Live work is paused{until}; "

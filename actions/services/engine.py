@@ -38,7 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -66,6 +65,7 @@ from actions.services.verification import describe, drifted_fields, same_value
 from budgetradar import outbox
 from budgetradar.bulk import bulk_set
 from budgetradar.queue import enqueue_on_commit
+from budgetradar.timefmt import format_time
 from platforms.base import Throttle
 from platforms.ratelimit import ConnectionThrottle, rate_limit_backoff
 from platforms.registry import get_executor
@@ -818,5 +818,6 @@ def _outcome_json(outcome: ChangeOutcome) -> dict[str, Any]:
 
 
 def when(at: datetime, time_zone: str) -> str:
-    """A time as people read it in the account's zone: ``2026-12-01 14:05:00 Europe/Berlin``."""
-    return f"{at.astimezone(ZoneInfo(time_zone)):%Y-%m-%d %H:%M:%S} {time_zone}"
+    """A time as people read it in the account's zone, in the admin's one format:
+    ``2026-12-01 14:05:00 CET``."""
+    return format_time(at, time_zone)

@@ -38,6 +38,7 @@ from actions.services.settlement import Settlement, transition_actions
 from actions.services.verification import describe, same_value
 from budgetradar.errors import DomainError, InvalidState
 from budgetradar.tenancy import require_perm, require_same_tenant
+from budgetradar.timefmt import format_time, zone_of
 from platforms.models import PlatformConnection
 from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus
 from safety.gate import gate_rollback
@@ -103,7 +104,8 @@ def rollback_check_instructions(action: Action) -> None:
     if not action.rollback_params or not action.rollback_params.get("changes"):
         raise InvalidState(f"Action #{action.pk} has no rollback instructions: nothing was applied.")
     if action.rollback_deadline is None or action.rollback_deadline < timezone.now():
-        expired = f" expired at {action.rollback_deadline:%Y-%m-%d %H:%M} UTC" if action.rollback_deadline else ""
+        deadline = action.rollback_deadline
+        expired = f" expired at {format_time(deadline, zone_of(action))}" if deadline else ""
         raise InvalidState(
             f"The rollback instructions of action #{action.pk}{expired}; they are valid for 24 hours after "
             "execution. Propose a new action with the value you want instead.",
