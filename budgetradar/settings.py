@@ -453,7 +453,7 @@ ENGINE_JOB_MAX_ACTIONS_BY_PLATFORM = {
 ENGINE_UNIT_SIZE = {
     "default": env_int("ENGINE_UNIT_SIZE", 500, minimum=1),
     "google_ads": env_int("ENGINE_UNIT_SIZE_GOOGLE_ADS", 10_000, minimum=1),
-    "meta": env_int("ENGINE_UNIT_SIZE_META", 200, minimum=1),
+    "meta": env_int("ENGINE_UNIT_SIZE_META", 1000, minimum=1),
 }
 # An action blocking its entity longer than this is listed as stuck (admin, alerts).
 ENGINE_STUCK_AFTER_MINUTES = env_int("ENGINE_STUCK_AFTER_MINUTES", 30, minimum=1)

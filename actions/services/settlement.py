@@ -74,19 +74,29 @@ def transition_states(name: str) -> tuple[set[str], str]:
 
 
 def settle(
-    settlements: Sequence[Settlement], *, actor, reason: str, lease: str | None = None, job=None
+    settlements: Sequence[Settlement],
+    *,
+    actor,
+    reason: str,
+    lease: str | None = None,
+    job=None,
+    logs: Iterable[dict[str, Any]] = (),
 ) -> list[Action]:
     """Apply many settlements (grouped by transition) in one transaction; return the moved actions.
 
     Each history row's reason is ``"<reason>: <transition>"`` (e.g. ``worker:…: succeed``).
+    ``logs`` are further execution-log rows (``log_events``' form) written with the
+    settlements' own, in one statement, whether or not anything moved.
     """
     by_transition: dict[str, list[Settlement]] = {}
     for item in settlements:
         by_transition.setdefault(item.transition, []).append(item)
     moved: list[Action] = []
-    with transaction.atomic():
+    rows = list(logs)
+    with transaction.atomic(savepoint=False):  # part of the caller's transaction, if any
         for name, group in by_transition.items():
-            moved += _apply(group, name, actor=actor, reason=f"{reason}: {name}", lease=lease, job=job)
+            moved += _apply(group, name, actor=actor, reason=f"{reason}: {name}", lease=lease, job=job, logs=rows)
+        log_events(rows)
     return moved
 
 
@@ -120,8 +130,11 @@ def transition_actions(
         )
         for action in actions
     ]
-    with transaction.atomic():
-        return _apply(items, name, actor=actor, reason=reason, lease=lease, job=job)
+    rows: list[dict[str, Any]] = []
+    with transaction.atomic(savepoint=False):  # part of the caller's transaction, if any
+        moved = _apply(items, name, actor=actor, reason=reason, lease=lease, job=job, logs=rows)
+        log_events(rows)
+    return moved
 
 
 def transition_one(
@@ -138,7 +151,11 @@ def transition_one(
 # The path every change takes --------------------------------------------------------------
 
 
-def _apply(items: list[Settlement], name: str, *, actor, reason: str, lease: str | None, job) -> list[Action]:
+def _apply(
+    items: list[Settlement], name: str, *, actor, reason: str, lease: str | None, job, logs: list[dict[str, Any]]
+) -> list[Action]:
+    """Move ``items`` through ``name``: rows, history, outbox and mirror written here; the
+    execution-log rows appended to ``logs`` for the caller to write in the same transaction."""
     sources, target = transition_states(name)
     moved: list[Settlement] = []
     for start in range(0, len(items), BATCH):
@@ -147,7 +164,7 @@ def _apply(items: list[Settlement], name: str, *, actor, reason: str, lease: str
         return []
     actions = [m.action for m in moved]
     write_history(actions, actor=actor, reason=reason)
-    log_events(_log_row(m, actor, job) for m in moved if m.event is not None)
+    logs += [_log_row(m, actor, job) for m in moved if m.event is not None]
     outbox.publish_many(event for m in moved if (event := _event(m, target)) is not None)
     verified = [(m.action.entity_id, m.after) for m in moved if m.after is not None]
     if verified:
