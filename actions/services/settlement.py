@@ -40,7 +40,11 @@ from observability.metrics import action_transitions_record
 from platforms.mirror import mirror_update
 from platforms.types import EntityState
 
-BATCH = 1000
+BATCH = 1000  # rows per INSERT of new actions (each row carries every column as a parameter)
+# Rows locked and written per statement when moving: a whole unit (Google's 10,000), so a
+# settlement costs the same few statements for one action or ten thousand; each statement
+# takes the ids as parameters (PostgreSQL and SQLite take far more than this).
+MOVE_BATCH = 10_000
 S = ActionStatus
 SETTLED = {S.SUCCEEDED, S.FAILED, S.PARTIALLY_EXECUTED, S.ROLLED_BACK, S.ROLLBACK_FAILED}
 
@@ -158,8 +162,8 @@ def _apply(
     execution-log rows appended to ``logs`` for the caller to write in the same transaction."""
     sources, target = transition_states(name)
     moved: list[Settlement] = []
-    for start in range(0, len(items), BATCH):
-        moved += _move_batch(items[start : start + BATCH], name, sources, lease)
+    for start in range(0, len(items), MOVE_BATCH):
+        moved += _move_batch(items[start : start + MOVE_BATCH], name, sources, lease)
     if not moved:
         return []
     actions = [m.action for m in moved]
