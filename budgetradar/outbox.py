@@ -18,7 +18,7 @@ the events processed in the same transaction as the consumers' own writes. Guara
   topic arrive in id order within a batch, but a late commit can arrive after newer ones;
 - consumers must not call platforms or other networks (that would hold the transaction
   open); they write rows and enqueue work with ``transaction.on_commit``.
-A drain is enqueued after every commit that published events, and a schedule runs one
+A drain is enqueued once after every commit that published events, and a schedule runs one
 every minute in case a task was lost.
 """
 
@@ -37,7 +37,7 @@ from django.utils.module_loading import import_string
 from budgetradar.models import OutboxEvent
 from budgetradar.queue import enqueue
 
-BATCH = 500
+BATCH = 2000  # events per drain transaction (consumers work per batch) and per INSERT
 _SUBSCRIBERS: dict[str, list[str]] = defaultdict(list)
 
 
@@ -72,8 +72,20 @@ def publish_many(events: Iterable[tuple[str, int | None, dict[str, Any]]]) -> in
     if not rows:
         return 0
     OutboxEvent.objects.bulk_create(rows, batch_size=BATCH)
-    transaction.on_commit(_enqueue_drain)
+    _drain_on_commit()
     return len(rows)
+
+
+def _drain_on_commit() -> None:
+    """One drain per transaction, however many times it publishes: a drain takes every
+    unprocessed event. A drain already registered in this transaction survives exactly
+    when these events do (Django drops an on-commit callback with the savepoint it was
+    registered in, and these events are inside every savepoint still open), so none is
+    added then."""
+    conn = transaction.get_connection()
+    if conn.in_atomic_block and any(func is _enqueue_drain for _, func, _ in conn.run_on_commit):
+        return
+    transaction.on_commit(_enqueue_drain)
 
 
 def _enqueue_drain() -> None:

@@ -247,6 +247,40 @@ def test_a_job_larger_than_one_task_is_resumed_by_the_next_task(world, approver,
     assert all(a.status == ActionStatus.SUCCEEDED for a in Action.objects.filter(pk__in=[a.pk for a in actions]))
 
 
+def test_a_task_does_not_start_a_unit_its_remaining_budget_cannot_hold(world, approver, settings):
+    """After a unit, the run stops unless the time left could hold another unit as long as
+    the longest so far: a task ends near its budget, not a whole unit past it."""
+    settings.ENGINE_UNIT_SIZE = {"default": 2, "google_ads": 2, "meta": 2}
+    for i in range(1, 7):
+        approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00")
+    [job_id] = actions_dispatch()
+
+    def slow_throttle(_operations: int) -> None:
+        time.sleep(0.1)  # each unit sends 3 requests: at least 0.3 s
+
+    report = job_process(job_id=job_id, policy=FAST, throttle=slow_throttle, budget_seconds=0.5)
+    assert report.units == 1 and report.status == JobStatus.QUEUED
+    assert Action.objects.filter(status=ActionStatus.SUCCEEDED).count() == 2
+
+
+def test_the_shared_limiters_waits_keep_the_lease_alive(world, approver, settings):
+    """The limiter's pacing sleeps through the lease keeper (it shows progress, so the
+    lease is renewed while the worker waits its turn, and a lost lease stops the wait)."""
+    settings.PLATFORM_RATE_LIMITS = {"sandbox": {"capacity": 1, "refill_per_second": 4}}
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    [job_id] = actions_dispatch()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    report = job_process(job_id=job_id, policy=FAST, sleep=sleep)  # the connection's real limiter
+    action.refresh_from_db()
+    assert report.succeeded == 1 and action.status == ActionStatus.SUCCEEDED
+    assert sum(slept) >= 0.4  # read, write, read back: two waits of about 0.25 s
+
+
 def test_a_connection_with_more_due_actions_than_the_job_cap_gets_several_jobs(world, approver, settings):
     settings.ENGINE_JOB_MAX_ACTIONS = 2
     actions = [approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00") for i in range(1, 6)]

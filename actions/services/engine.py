@@ -166,7 +166,9 @@ class JobRun:
         self.applied_any = False
         self.actions_by_id: dict[int, Action] = {}
         if throttle is None:  # the shared limiter, but never a wait longer than parking
-            throttle = ConnectionThrottle(job.connection, max_wait=settings.ENGINE_PARK_AFTER_SECONDS)
+            throttle = ConnectionThrottle(
+                job.connection, max_wait=settings.ENGINE_PARK_AFTER_SECONDS, sleep=self._throttle_sleep
+            )
         executor = get_executor(job.connection, throttle=throttle, before_write=self._before_write)
         self.runner = PlatformRunner(
             executor,
@@ -186,9 +188,16 @@ class JobRun:
     # The loop ----------------------------------------------------------------------------
 
     def run(self, *, deadline: float) -> None:
-        """Units until the job is done, the lease is lost, or the deadline passed (checked
-        after each unit, so every task makes progress)."""
+        """Units until the job is done, the lease is lost, or the deadline is near.
+
+        The first unit always runs (every task makes progress); after each unit the
+        run stops unless the time left before the deadline could hold another unit as
+        long as the longest this task has run, so a task ends about at its budget rather
+        than a whole unit past it.
+        """
+        longest = 0.0
         while not self.lease.lost.is_set():
+            started = time.monotonic()
             units = self._claim_unit()
             if not units:
                 return
@@ -203,7 +212,9 @@ class JobRun:
                 return
             finally:
                 self.actions_by_id.clear()
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            longest = max(longest, now - started)
+            if now + longest >= deadline:
                 return
 
     def close(self) -> JobReport:
@@ -241,6 +252,14 @@ class JobRun:
     def _sleep(self, seconds: float) -> None:
         self.keeper.sleep(seconds, sleep=self.sleep)
         self.lease.ensure(0)
+
+    def _throttle_sleep(self, seconds: float) -> None:
+        """The shared limiter's pacing is work in progress: the lease keeps being renewed
+        while the worker waits, and a lease lost meanwhile stops it (``LeaseLost``)."""
+        if self.keeper is None:
+            self.sleep(seconds)
+            return
+        self._sleep(seconds)
 
     # Claiming units ----------------------------------------------------------------------
 
@@ -512,8 +531,14 @@ class JobRun:
             return
         self.keeper.touch()
         with transaction.atomic():
-            moved = settle(settlements, actor=self.actor, reason=self.actor, lease=self.lease.token, job=self.job)
-            self._flush_logs()
+            moved = settle(
+                settlements,
+                actor=self.actor,
+                reason=self.actor,
+                lease=self.lease.token,
+                job=self.job,
+                logs=self._take_pending(),
+            )
             parked = sum(1 for a in moved if a.status == ActionStatus.APPROVED)
             if parked:
                 ActionJob.objects.filter(pk=self.job.pk).update(parked=F("parked") + parked)
@@ -525,9 +550,6 @@ class JobRun:
 
     def _write_logs(self, rows: list[dict[str, Any]]) -> None:
         log_events([*self._take_pending(), *rows])
-
-    def _flush_logs(self) -> None:
-        log_events(self._take_pending())
 
     def _take_pending(self) -> list[dict[str, Any]]:
         rows, self.pending_logs = self.pending_logs, []
