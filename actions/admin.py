@@ -41,7 +41,14 @@ from actions.models import (
     LogEvent,
     Recommendation,
 )
-from actions.selectors import action_status_phrase, action_wait_state, actions_needing_attention
+from actions.selectors import (
+    TIMELINE_ORDER,
+    action_status_phrase,
+    action_wait_state,
+    actions_needing_attention,
+    log_request_id,
+    log_wait_text,
+)
 from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
@@ -119,6 +126,10 @@ EVENT_TONES = {
     LogEvent.STALE: RED,
     LogEvent.REJECTED: GREY,
     LogEvent.CANCELLED: GREY,
+    LogEvent.RETRYING: AMBER,
+    LogEvent.PARKED: AMBER,
+    LogEvent.AWAITING_RECONCILIATION: AMBER,
+    LogEvent.ROLLBACK_STARTED: AMBER,
 }
 FIELD_LABELS = {
     Field.DAILY_BUDGET: "Daily budget",
@@ -351,15 +362,24 @@ class JobActionsInline(RelatedActionsInline):
 
 
 class ExecutionLogInline(ReadOnlyInline):
-    """The action's timeline: every event and platform call, oldest first."""
+    """The action's timeline: every event, attempt, wait and platform call, newest first,
+    each at its moment in the account's zone."""
 
     model = ActionExecutionLog
     fk_name = "action"
-    verbose_name_plural = "Timeline (execution log)"
-    fields = ["created_at", "event_badge", "actor_name", "message", "error_summary", "platform_request_id"]
+    verbose_name_plural = "Timeline (execution log, newest first)"
+    fields = ["when", "event_badge", "actor_name", "message", "wait", "error_summary", "request_id"]
     readonly_fields = fields
-    ordering = ["created_at", "id"]
+    ordering = list(TIMELINE_ORDER)
     show_change_link = True
+    template = "admin/actions/action/timeline_inline.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("action__connection")
+
+    @admin.display(description="When")
+    def when(self, entry: ActionExecutionLog) -> str:
+        return format_time(entry.created_at, entry.action.connection.time_zone)
 
     @admin.display(description="By")
     def actor_name(self, entry: ActionExecutionLog) -> str:
@@ -368,6 +388,14 @@ class ExecutionLogInline(ReadOnlyInline):
     @admin.display(description="Event")
     def event_badge(self, entry: ActionExecutionLog):
         return badge(entry.get_event_display(), EVENT_TONES.get(entry.event, BLUE))
+
+    @admin.display(description="Wait")
+    def wait(self, entry: ActionExecutionLog) -> str:
+        return log_wait_text(entry) or EMPTY
+
+    @admin.display(description="Platform request id")
+    def request_id(self, entry: ActionExecutionLog) -> str:
+        return log_request_id(entry) or EMPTY
 
     @admin.display(description="Error")
     def error_summary(self, entry: ActionExecutionLog) -> str:
@@ -1281,11 +1309,12 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     """The append-only evidence of every event and platform call. Nobody can add,
     change or delete a row here, superusers included."""
 
-    list_display = ["created_at", "event_badge", "action_link", "job", "actor_name", "summary", "platform_request_id"]
+    list_display = ["created_at", "event_badge", "action_link", "job", "actor_name", "summary", "request_id"]
     list_select_related = ["action__entity", "job__connection"]
     list_filter = ["event", "action__platform", DATE_FILTER]
     search_fields = ["=action__id", "message", "actor", "platform_request_id"]
     list_per_page = 100
+    ordering = list(TIMELINE_ORDER)
     fields = [
         "created_at",
         "event_badge",
@@ -1293,7 +1322,7 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         "job",
         "actor_name",
         "message",
-        "platform_request_id",
+        "request_id",
         "request_display",
         "response_display",
         "snapshot_display",
@@ -1312,6 +1341,10 @@ class ActionExecutionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     @admin.display(description="By", ordering="actor")
     def actor_name(self, entry: ActionExecutionLog) -> str:
         return actor_display(entry.actor)
+
+    @admin.display(description="Platform request id", ordering="platform_request_id")
+    def request_id(self, entry: ActionExecutionLog) -> str:
+        return log_request_id(entry) or EMPTY
 
     @admin.display(description="Message")
     def summary(self, entry: ActionExecutionLog) -> str:

@@ -96,3 +96,27 @@ def actions_needing_attention(
             | Q(status=S.ROLLING_BACK, updated_at__lt=cutoff)
         )
     raise ValueError(f"unknown attention kind {kind!r}")
+
+
+# An action's timeline ------------------------------------------------------------------------
+
+TIMELINE_ORDER = ("-created_at", "-id")  # newest first, on the action's page and in the log list
+
+
+def log_wait_text(entry) -> str:
+    """How long the engine waited after this event and why, from the platform error it
+    logged: ``3 s (the platform's retry-after)``; "" when the entry records no wait."""
+    error = entry.error if isinstance(entry.error, dict) else {}
+    retry_after = error.get("retry_after")
+    if not retry_after:
+        return ""
+    return f"{float(retry_after):g} s (the platform's retry-after)"
+
+
+def log_request_id(entry) -> str:
+    """The platform's id for the request this entry is about: the one the entry recorded,
+    else the one in the platform error it logged; "" when the platform gave none."""
+    if entry.platform_request_id:
+        return entry.platform_request_id
+    error = entry.error if isinstance(entry.error, dict) else {}
+    return str(error.get("request_id") or "")

@@ -378,13 +378,13 @@ def test_execution_log_is_read_only_even_for_superusers(client, superuser, pendi
     assert ActionExecutionLog.objects.get(pk=entry.pk).message == "original"
 
 
-def test_action_page_shows_the_timeline_in_order(client, approver, pending):
+def test_action_page_shows_the_timeline_newest_first(client, approver, pending):
     log_event(action=pending, event=LogEvent.REQUEST_SENT, actor="worker:1", message="first event")
     log_event(action=pending, event=LogEvent.FAILED, actor="worker:1", message="second event")
     client.force_login(approver)
     page = client.get(url(Action, "change", pending.pk)).content.decode()
     assert "Timeline" in page
-    assert page.index("first event") < page.index("second event")
+    assert page.index("second event") < page.index("first event")
 
 
 # Approve / reject / cancel ------------------------------------------------------------------
