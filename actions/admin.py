@@ -53,6 +53,8 @@ from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
 from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
 from actions.services.recommendations import RecommendationInput, recommendations_create
 from actions.services.rollback import action_rollback_request
+from actions.services.rollback_preview import FIELD_LABELS, rollback_deadline_text, rollback_preview
+from actions.services.rollback_preview import show_value as _show
 from actions.services.verification import same_value
 from budgetradar.admin_base import (
     AMBER,
@@ -72,7 +74,6 @@ from budgetradar.admin_base import (
     confirmation_get,
     confirmation_open,
     denied,
-    format_money,
     pretty_json,
 )
 from budgetradar.entitlements import month_start
@@ -81,7 +82,7 @@ from budgetradar.models import Tenant
 from budgetradar.timefmt import format_time
 from budgetradar.words import actor_display, error_label
 from platforms.models import PlatformEntity
-from platforms.types import MONEY_FIELDS, Field
+from platforms.types import Field
 from safety.gate import (
     action_preflight_request,
     actions_preflight,
@@ -131,14 +132,6 @@ EVENT_TONES = {
     LogEvent.AWAITING_RECONCILIATION: AMBER,
     LogEvent.ROLLBACK_STARTED: AMBER,
 }
-FIELD_LABELS = {
-    Field.DAILY_BUDGET: "Daily budget",
-    Field.LIFETIME_BUDGET: "Lifetime budget",
-    Field.STATUS: "Status",
-    Field.BID: "Bid",
-    Field.TARGETING: "Targeting",
-    Field.SCHEDULE: "Schedule",
-}
 # Everything a page about actions shows, fetched with the actions (never one query per row).
 # How often an action's page reloads itself while a worker is moving the action on.
 REFRESH_SECONDS = 5
@@ -158,16 +151,6 @@ def _targets(action_type: str, params: dict) -> dict[Field, Any]:
         return target_values(action_type, params or {})
     except (KeyError, TypeError, ValueError, ArithmeticError):
         return {}
-
-
-def _show(field: Field, value: Any, currency: str) -> str:
-    if value is None or value == "":
-        return EMPTY
-    if field in MONEY_FIELDS:
-        return format_money(value, currency)
-    if field in (Field.TARGETING, Field.SCHEDULE):
-        return "set"
-    return str(value)
 
 
 def describe_change(
@@ -193,63 +176,15 @@ def action_change(action: Action) -> str:
     return describe_change(action.action_type, action.params, action.entity, action.connection.currency, seen)
 
 
-def _rollback_fields(action: Action) -> list[tuple[Field, Any]]:
-    """(field, before-value) pairs of the action's rollback instructions."""
-    pairs = []
-    for change in (action.rollback_params or {}).get("changes", []):
-        try:
-            pairs.append((Field(change["field"]), change.get("value")))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return pairs
-
-
 def rollback_change(action: Action) -> str:
-    """``Daily budget: 150.00 EUR → 100.00 EUR``: the last known live value (read back after
-    execution) back to the value before execution."""
-    currency = action.connection.currency
-    parts = []
-    for field, before in _rollback_fields(action):
-        current = (action.after_state or {}).get(field.value, getattr(action.entity, field.value, None))
-        parts.append(f"{FIELD_LABELS[field]}: {_show(field, current, currency)} → {_show(field, before, currency)}")
-    return "; ".join(parts) or "No rollback instructions: nothing was applied."
+    """``Daily budget: live now 150.00 EUR → will restore 100.00 EUR`` from the action's latest
+    rollback preflight (the last known value when there is none)."""
+    return rollback_preview(action, latest_preflight(action)).change_text()
 
 
 def rollback_drift_warning(action: Action) -> str:
-    """Why a rollback may be refused for drift, judged from the mirror when it was synced
-    after the execution; empty when it still shows what BudgetRadar set (or predates it)."""
-    currency = action.connection.currency
-    entity = action.entity
-    if entity.synced_at is None or action.finished_at is None or entity.synced_at <= action.finished_at:
-        return ""
-    drift = [
-        f"{FIELD_LABELS[field].lower()} is {_show(field, getattr(entity, field.value, None), currency)} "
-        f"but BudgetRadar set {_show(field, (action.after_state or {}).get(field.value), currency)}"
-        for field, _before in _rollback_fields(action)
-        if field.value in (action.after_state or {})
-        and not same_value(field, getattr(entity, field.value, None), action.after_state[field.value])
-    ]
-    if not drift:
-        return ""
-    synced = format_time(entity.synced_at, action.connection.time_zone)
-    return (
-        f"Drift: the mirror of {entity.name} (synced {synced}) shows that {'; '.join(drift)}. Someone may have "
-        "changed it since; the rollback will be refused rather than overwrite that change, unless drift is overridden."
-    )
-
-
-def rollback_deadline_text(action: Action) -> str:
-    """``Until 2026-05-02 16:00:00 CEST (in 23 hours)`` (the account's zone) or ``Expired at …``."""
-    deadline = action.rollback_deadline
-    if deadline is None:
-        return "No rollback instructions (nothing was applied)."
-    zone = action.connection.time_zone
-    left = deadline - timezone.now()
-    if left.total_seconds() <= 0:
-        return f"Expired at {format_time(deadline, zone)}: this action can no longer be rolled back."
-    hours = int(left.total_seconds() // 3600)
-    remaining = f"{hours} hour{'s' if hours != 1 else ''}" if hours else f"{int(left.total_seconds() // 60)} minutes"
-    return f"Until {format_time(deadline, zone)} (in {remaining})."
+    """Why a rollback may be refused for drift ("" when the live value is still BudgetRadar's)."""
+    return rollback_preview(action, latest_preflight(action)).drift_warning()
 
 
 # The safety gate on an action's page ----------------------------------------------------------
@@ -690,11 +625,12 @@ def action_row(action: Action, operation: Operation | None = None, **extra: Any)
     """One action as the confirmation and result pages list it; a rollback shows its own
     change (live value back to the before-value), its deadline and any drift seen."""
     if operation is not None and operation.name == "rollback":
+        rollback = rollback_preview(action, latest_preflight(action))
         return {
             "action": action,
-            "change": rollback_change(action),
+            "change": rollback.change_text(),
             "deadline": rollback_deadline_text(action),
-            "warning": rollback_drift_warning(action),
+            "warning": rollback.drift_warning(),
             "status": status_badge(action),
             **extra,
         }
@@ -946,7 +882,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         url = reverse("admin:scenarios_deployment_change", args=[action.deployment_id])
         return format_html('<a href="{}">Deployment #{}</a>', url, action.deployment_id)
 
-    @admin.display(description="Rollback possible")
+    @admin.display(description="Rollback")
     def rollback_deadline_display(self, action: Action) -> str:
         return rollback_deadline_text(action)
 
@@ -1244,7 +1180,8 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         if pending is None or pending["result"] is None:
             return HttpResponseRedirect(self._url("changelist"))
         op = OPERATIONS[pending["operation"]]
-        actions = self.get_queryset(request).in_bulk([r["id"] for r in pending["result"]])
+        ids = [r["id"] for r in pending["result"]]
+        actions = self.get_queryset(request).prefetch_related(preflights_prefetch()).in_bulk(ids)
         rows = [
             action_row(actions[r["id"]], op, done=r["done"], reason=r["reason"])
             for r in pending["result"]

@@ -50,7 +50,11 @@ def test_the_timeline_shows_waits_retries_and_a_resolved_timeout_newest_first(cl
     retries = [row for row in rows if "Waiting to retry" in row]
     assert len(retries) == 2
     assert all("3 s (the platform's retry-after)" in row for row in retries)
-    request_ids = [log_id for log_id in ActionExecutionLog.objects.filter(action=action).values_list("platform_request_id", flat=True) if log_id]
+    request_ids = [
+        log_id
+        for log_id in ActionExecutionLog.objects.filter(action=action).values_list("platform_request_id", flat=True)
+        if log_id
+    ]
     assert request_ids and all(any(rid in row for row in rows) for rid in request_ids)
     [checked] = [row for row in rows if "Outcome checked by reading the platform" in row]
     assert "so it was applied" in checked
