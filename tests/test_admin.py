@@ -205,7 +205,7 @@ def test_autocomplete_offers_only_own_entities(client, operator, campaign, other
 def test_a_form_cannot_pick_another_tenants_entity(client, operator, other_tenant, campaign):
     theirs = factories.EntityFactory(tenant=other_tenant)
     client.force_login(operator)
-    data = {"action_type": "adjust_budget", "params": '{"new_budget": "150.00"}', "rationale": "x"}
+    data = {"action_type": "adjust_budget", "new_budget": "150.00", "budget_type": "daily", "rationale": "x"}
     response = client.post(url(Recommendation, "add"), {**data, "entity": theirs.pk})
     assert response.status_code == 200
     assert "Select a valid choice" in response.content.decode()
@@ -217,7 +217,7 @@ def test_a_form_cannot_pick_another_tenants_entity(client, operator, other_tenan
 
 def test_invalid_params_are_a_form_error(client, operator, campaign):
     client.force_login(operator)
-    data = {"entity": campaign.pk, "action_type": "adjust_budget", "params": '{"new_budget": "-3"}'}
+    data = {"entity": campaign.pk, "action_type": "adjust_budget", "budget_type": "daily", "new_budget": "-3"}
     response = client.post(url(Recommendation, "add"), data)
     assert response.status_code == 200
     assert "must be greater than zero" in response.content.decode()
