@@ -111,3 +111,8 @@ def test_an_action_from_recommendation_to_rollback(transactional_db, live_server
     assert "Rollback succeeded" in page.locator("#logs-group tbody tr.has_original").first.inner_text()
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
     page.screenshot(path=str(screenshot_dir(tmp_path) / "action-life-rolled-back.png"), full_page=True)
+
+    # The lists and the execution log fit the window as well.
+    for path in ("actions/action/", "actions/recommendation/", "actions/actionexecutionlog/", "actions/actionjob/"):
+        page.goto(f"{base}/admin/{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH, path
