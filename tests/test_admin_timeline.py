@@ -6,9 +6,12 @@ import html as html_lib
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from actions.models import ActionExecutionLog, ActionStatus, LogEvent
+from actions.services.logs import log_event
 from budgetradar.timefmt import format_time
 from tests.engine_helpers import approved, run_worker, sandbox_world
 
@@ -71,3 +74,17 @@ def test_the_execution_log_list_is_newest_first(client, world, approver):
     newest = ActionExecutionLog.objects.filter(action=action).latest("created_at", "id")
     assert newest.event == LogEvent.SUCCEEDED
     assert body.index("Succeeded") < body.index("Request sent") < body.index("Approved")
+
+
+def test_a_longer_timeline_costs_no_extra_queries(client, world, approver):
+    action = approved(world.entity("sandbox-cmp-1"), approver, new_budget="150.00")
+    client.force_login(approver)
+    page = reverse("admin:actions_action_change", args=[action.pk])
+    client.get(page)
+    with CaptureQueriesContext(connection) as few:
+        client.get(page)
+    for n in range(20):
+        log_event(action=action, event=LogEvent.RETRYING, actor="worker:1", message=f"wait {n}")
+    with CaptureQueriesContext(connection) as many:
+        client.get(page)
+    assert len(many.captured_queries) == len(few.captured_queries)
