@@ -14,8 +14,12 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.leases import RELEASED_SUFFIX
+from budgetradar.entitlements import month_start
+from budgetradar.models import Tenant
 from budgetradar.timefmt import format_time
 from budgetradar.words import actor_display
+from safety.schedule import when_it_runs
+from scenarios.services.guardrails import policies_for
 
 S = ActionStatus
 
@@ -96,3 +100,74 @@ def actions_needing_attention(
             | Q(status=S.ROLLING_BACK, updated_at__lt=cutoff)
         )
     raise ValueError(f"unknown attention kind {kind!r}")
+
+
+# An action's timeline ------------------------------------------------------------------------
+
+TIMELINE_ORDER = ("-created_at", "-id")  # newest first, on the action's page and in the log list
+
+
+def log_wait_text(entry) -> str:
+    """How long the engine waited after this event and why, from the platform error it
+    logged: ``3 s (the platform's retry-after)``; "" when the entry records no wait."""
+    error = entry.error if isinstance(entry.error, dict) else {}
+    retry_after = error.get("retry_after")
+    if not retry_after:
+        return ""
+    return f"{float(retry_after):g} s (the platform's retry-after)"
+
+
+def log_request_id(entry) -> str:
+    """The platform's id for the request this entry is about: the one the entry recorded,
+    else the one in the platform error it logged; "" when the platform gave none."""
+    if entry.platform_request_id:
+        return entry.platform_request_id
+    error = entry.error if isinstance(entry.error, dict) else {}
+    return str(error.get("request_id") or "")
+
+
+# What a person approving actions is told -------------------------------------------------------
+
+
+def when_texts(actions: list[Action]) -> dict[int, str]:
+    """What will happen to each action and when (one policy query per tenant)."""
+    now = timezone.now()
+    texts: dict[int, str] = {}
+    by_tenant: dict[int, list[Action]] = {}
+    for action in actions:
+        by_tenant.setdefault(action.tenant_id, []).append(action)
+    for group in by_tenant.values():
+        policies = policies_for(tenant=group[0].tenant, connections={a.connection for a in group})
+        for action in group:
+            texts[action.pk] = when_it_runs(action, policy=policies[action.connection_id], now=now)
+    return texts
+
+
+def approval_notes(tenants: set[Tenant]) -> list[str]:
+    """Per tenant in the selection: its four-eyes rule, its execution policy and what is
+    left of its monthly quota."""
+    notes = []
+    for tenant in sorted(tenants, key=lambda t: t.name):
+        if tenant.four_eyes_required:
+            notes.append(
+                f"Four-eyes approval is on for {tenant.name}: nobody may approve an action they proposed "
+                "(or a scenario's action they created or last changed)."
+            )
+        else:
+            notes.append(f"Four-eyes approval is off for {tenant.name}: proposers may approve their own actions.")
+        notes.append(
+            f"{tenant.name}'s execution policy: {tenant.get_execution_mode_display().lower()} (a connection may set "
+            "its own); each row below says when the action will run."
+        )
+        notes.append(
+            "Every approval passes the safety gate: a one-entity preflight reads the entity now, and a critical "
+            "guardrail breach is refused unless a second person approved an override."
+        )
+        plan = tenant.plan
+        if plan.actions_enabled and plan.actions_per_month is not None:
+            used = Action.objects.filter(tenant=tenant, approved_at__gte=month_start(tenant)).count()
+            notes.append(
+                f"{tenant.name}'s {plan.name} plan allows {plan.actions_per_month} approved actions a month: "
+                f"{used} used, {max(plan.actions_per_month - used, 0)} left."
+            )
+    return notes

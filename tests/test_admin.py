@@ -205,7 +205,7 @@ def test_autocomplete_offers_only_own_entities(client, operator, campaign, other
 def test_a_form_cannot_pick_another_tenants_entity(client, operator, other_tenant, campaign):
     theirs = factories.EntityFactory(tenant=other_tenant)
     client.force_login(operator)
-    data = {"action_type": "adjust_budget", "params": '{"new_budget": "150.00"}', "rationale": "x"}
+    data = {"action_type": "adjust_budget", "new_budget": "150.00", "budget_type": "daily", "rationale": "x"}
     response = client.post(url(Recommendation, "add"), {**data, "entity": theirs.pk})
     assert response.status_code == 200
     assert "Select a valid choice" in response.content.decode()
@@ -217,7 +217,7 @@ def test_a_form_cannot_pick_another_tenants_entity(client, operator, other_tenan
 
 def test_invalid_params_are_a_form_error(client, operator, campaign):
     client.force_login(operator)
-    data = {"entity": campaign.pk, "action_type": "adjust_budget", "params": '{"new_budget": "-3"}'}
+    data = {"entity": campaign.pk, "action_type": "adjust_budget", "budget_type": "daily", "new_budget": "-3"}
     response = client.post(url(Recommendation, "add"), data)
     assert response.status_code == 200
     assert "must be greater than zero" in response.content.decode()
@@ -378,13 +378,13 @@ def test_execution_log_is_read_only_even_for_superusers(client, superuser, pendi
     assert ActionExecutionLog.objects.get(pk=entry.pk).message == "original"
 
 
-def test_action_page_shows_the_timeline_in_order(client, approver, pending):
+def test_action_page_shows_the_timeline_newest_first(client, approver, pending):
     log_event(action=pending, event=LogEvent.REQUEST_SENT, actor="worker:1", message="first event")
     log_event(action=pending, event=LogEvent.FAILED, actor="worker:1", message="second event")
     client.force_login(approver)
     page = client.get(url(Action, "change", pending.pk)).content.decode()
     assert "Timeline" in page
-    assert page.index("first event") < page.index("second event")
+    assert page.index("second event") < page.index("first event")
 
 
 # Approve / reject / cancel ------------------------------------------------------------------

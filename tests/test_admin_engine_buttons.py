@@ -88,7 +88,7 @@ def test_the_action_page_shows_before_and_after_the_deadline_and_the_error(clien
     client.force_login(approver)
     page = client.get(url(Action, "change", failed.pk)).content.decode()
     assert "Daily budget:</strong> 100.00 EUR → 150.00 EUR" in page
-    assert "Rollback possible" in page and "(in 19 hours)" in page
+    assert "Rollback:</label>" in page and "(in 19 hours)" in page
     assert "Value refused by the platform" in page and "invalid_value" not in page
     assert "below the platform minimum of 1.00 EUR" in page
     assert "propose a new value" in page
@@ -178,11 +178,11 @@ def test_rollback_confirmation_shows_the_change_back_the_deadline_and_drift(clie
     campaign.save()
     client.force_login(approver)
     page = client.get(confirm_url_of(client, "rollback", done)).content.decode()
-    assert "Daily budget: 150.00 EUR → 100.00 EUR" in page
+    # The confirmation read the platform first: it shows 100.00, someone changed it back meanwhile.
+    assert "Daily budget: live now 100.00 EUR → will restore 100.00 EUR" in page
     assert "Rollback possible: Until" in page
     assert "Will be queued for rollback" in page
-    # The mirror synced since execution shows 100.00: someone changed it back meanwhile.
-    assert "Drift: the mirror of EU Search - Brand" in page
+    assert "Drift: the platform (read " in page
     assert "daily budget is 100.00 EUR but BudgetRadar set 150.00 EUR" in page
     assert 'name="override_drift"' not in page  # approvers may not override drift
     assert Action.objects.get(pk=done.pk).status == ActionStatus.SUCCEEDED
@@ -227,7 +227,7 @@ def test_roll_back_through_the_admin_restores_the_platform_value(client):
 
     confirm = confirm_url_of(client, "rollback", Action.objects.get(pk=action.pk))
     page = client.get(confirm).content.decode()
-    assert "Daily budget: 150.00 EUR → 100.00 EUR" in page
+    assert "Daily budget: live now 150.00 EUR → will restore 100.00 EUR" in page
     assert "Drift" not in page  # nobody changed it since
     response = client.post(confirm, {"reason": "Spend spike"}, follow=True)
     assert f"Action #{action.pk} was queued for rollback." in response.content.decode()
@@ -235,6 +235,7 @@ def test_roll_back_through_the_admin_restores_the_platform_value(client):
     run_worker()
     page = client.get(url(Action, "change", action.pk)).content.decode()
     assert "Rolled back" in page and "Spend spike" in page
+    assert "Rolled back at " in page and "(in " not in page  # no rollback is offered any more
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("100.00")
 
 

@@ -75,8 +75,7 @@ def test_run_a_preflight_from_the_action_page(client, campaign, approver):
 
 def test_an_absurd_amount_in_the_admin_is_a_form_error_naming_the_ceiling(client, operator, campaign):
     client.force_login(operator)
-    params = '{"new_budget": "99999999999999999999.99"}'
-    data = {"entity": campaign.pk, "action_type": "adjust_budget", "params": params}
+    data = {"entity": campaign.pk, "action_type": "adjust_budget", "new_budget": "99999999999999999999.99"}
     response = client.post(reverse("admin:actions_recommendation_add"), data)
     assert response.status_code == 200
     assert "above the ceiling of 1000000.00 EUR" in response.content.decode()
