@@ -13,13 +13,12 @@ from django.urls import reverse
 from budgetradar.roles import Role
 from scenarios.models import GuardrailOverride, GuardrailPolicy, Scenario
 from tests import factories
+from tests.engine_helpers import sandbox_world
 from tests.test_scenario_admin import deploy_page, make_scenario, preflight, url
 
 
 @pytest.fixture
 def world(tenant):
-    from tests.engine_helpers import sandbox_world
-
     return sandbox_world(tenant)
 
 
