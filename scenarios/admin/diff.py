@@ -7,7 +7,6 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince
 
 from budgetradar.admin_base import (
     AMBER,
@@ -31,8 +30,8 @@ from scenarios.admin.presentation import (
 )
 from scenarios.models import (
     PreflightRun,
-    Scenario,
 )
+from scenarios.selectors import preflight_freshness
 from scenarios.services.guardrails import CRITICAL
 
 # The diff view ------------------------------------------------------------------------------------
@@ -210,23 +209,6 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
         "page": current,
         "paginated": paginator.num_pages > 1,
     }
-
-
-def preflight_freshness(run: PreflightRun, scenario: Scenario | None) -> str:
-    """Whether ``run`` may still be deployed: its platforms' age limit, counted from when
-    its reads finished, and changes to the plan since."""
-    from scenarios.services.preflight import preflight_age_rule, preflight_is_fresh, preflight_read_at
-
-    if run.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING):
-        return "This preflight is still reading the platforms; a live deploy waits until it has succeeded."
-    if run.status != PreflightRun.Status.SUCCEEDED:
-        return "This preflight did not succeed; run a new one before deploying."
-    read_at, rule = preflight_read_at(run), preflight_age_rule(run)
-    if not preflight_is_fresh(run):
-        return f"Read {timesince(read_at)} ago: older than {rule}, so run a new preflight to deploy."
-    if scenario is not None and scenario.updated_at > run.created_at:
-        return "The scenario changed after this preflight; run a new preflight before deploying."
-    return f"Read {timesince(read_at)} ago; a live deploy needs a preflight whose reads finished less than {rule} ago."
 
 
 def preflight_progress(run: PreflightRun) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
 from platforms.models import PlatformEntity
-from scenarios.admin.diff import diff_context, preflight_freshness
+from scenarios.admin.diff import diff_context
 from scenarios.admin.presentation import (
     DEPLOYMENT_TONES,
     ITEMS_PAGE_SIZE,
@@ -51,6 +51,12 @@ from scenarios.models import (
     PreflightRun,
     Scenario,
     ScenarioItem,
+)
+from scenarios.selectors import (
+    approve_refusal,
+    deploy_confirmation_is_stale,
+    latest_scenario_preflight,
+    preflight_freshness,
 )
 from scenarios.services.guardrails import CRITICAL
 
@@ -333,7 +339,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
         scenario = self.get_object(request, object_id)
-        latest = _latest_preflight(scenario)
+        latest = latest_scenario_preflight(scenario)
         user = request.user
         extra_context = {
             **(extra_context or {}),
@@ -471,7 +477,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         """GET: the confirmation (diff, breaches, totals, override state, a fresh key).
         POST: deploy once per key; a repeated key returns the same deployment."""
         scenario = self._scenario_for(request, object_id, "scenarios.deploy_live")
-        latest = _latest_preflight(scenario, succeeded=True)
+        latest = latest_scenario_preflight(scenario, succeeded=True)
         if request.method == "POST":
             return self._deploy(request, scenario, latest)
         if latest is None:
@@ -501,9 +507,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
             "idempotency_key": str(uuid.uuid4()),
             "blocked": blocked,
             "approved_override": approved,
-            "pending_overrides": [
-                {"override": o, "can_approve": may_override and o.requested_by_id != user.pk} for o in pending
-            ],
+            "pending_overrides": [{"override": o, "can_approve": not approve_refusal(o, user)} for o in pending],
             "can_request_override": may_override and bool(blocking) and approved is None and not pending,
             "plans": [(name, plan.sentence()) for name, plan in deploy_plans(run)],
             "four_eyes": four_eyes,
@@ -518,8 +522,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         key = request.POST.get("idempotency_key", "")
         confirmed = request.POST.get("preflight", "")
         override = request.POST.get("override", "")
-        existing = Deployment.objects.filter(tenant=scenario.tenant, idempotency_key=key).first() if key else None
-        if existing is None and (latest is None or str(latest.pk) != confirmed):
+        if deploy_confirmation_is_stale(scenario, latest, idempotency_key=key, confirmed_preflight=confirmed):
             # The page showed another diff than the one a deploy would use now.
             messages.error(
                 request,
@@ -554,7 +557,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         from scenarios.selectors import next_step
 
         scenario = self._scenario_for(request, object_id, "scenarios.override_guardrail")
-        run = _latest_preflight(scenario, succeeded=True)
+        run = latest_scenario_preflight(scenario, succeeded=True)
         back = HttpResponseRedirect(reverse("admin:scenarios_scenario_deploy", args=[scenario.pk]))
         if run is None or str(run.pk) != request.POST.get("preflight", ""):
             messages.error(
@@ -607,10 +610,3 @@ def _scenario_reason(form: forms.ModelForm, fields: set[str], items_changed: boo
         return given
     changed = sorted(fields) + (["items"] if items_changed else [])
     return f"changed in the admin: {', '.join(changed)}"
-
-
-def _latest_preflight(scenario: Scenario, *, succeeded: bool = False) -> PreflightRun | None:
-    runs = scenario.preflights.select_related("created_by").order_by("-created_at", "-id")
-    if succeeded:
-        runs = runs.filter(status=PreflightRun.Status.SUCCEEDED)
-    return runs.first()
