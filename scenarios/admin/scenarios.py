@@ -112,6 +112,10 @@ def _item_dict(cleaned: dict) -> dict[str, Any]:
     return item
 
 
+# Amounts get narrow inputs (CSS ``br-amount``) so the items and their Delete column fit 1400 px.
+AMOUNT_FIELDS = ("daily_budget", "lifetime_budget", "bid")
+
+
 class ScenarioItemInline(admin.TabularInline):
     """Target values per entity; the entity is chosen by autocomplete among the tenant's."""
 
@@ -126,6 +130,12 @@ class ScenarioItemInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("entity__connection")
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: Any):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name in AMOUNT_FIELDS and field is not None:
+            field.widget.attrs["class"] = f"{field.widget.attrs.get('class', '')} br-amount".strip()
+        return field
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: Any):
         if db_field.name == "entity":
