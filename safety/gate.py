@@ -511,7 +511,7 @@ def _verdict(
     if blocking:
         override = _covering_override(action, run, blocking)
         if override is None:
-            pending = run.overrides.filter(approved_at__isnull=True).exists()
+            pending = run.overrides.filter(approved_at__isnull=True, rejected_at__isnull=True).exists()
             raise _refusal(what, run, blocking, pending=pending)
     return Verdict(preflight=run, blocking=blocking, deferred=deferred, override=override), entity
 

@@ -4,7 +4,9 @@ One flow for live deploys and single actions: an override belongs to one preflig
 scenario's or an action's one-entity preflight (``PreflightRun.action``). Asking needs
 the override permission and a reason; approving needs the override permission, another
 person than the one who asked, and, when the tenant asks for four-eyes, someone who did
-not create or last change what it lets through (``safety.four_eyes``). Both are audited.
+not create or last change what it lets through (``safety.four_eyes``). A second person
+with the permission may instead reject it with a comment. While one is pending no other
+can be asked for the same preflight. Every step is audited with its comment.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def override_request(*, preflight: PreflightRun, actor, reason: str) -> Guardrai
         raise ValidationFailed("An override needs a reason.", details={"reason": "required"})
     if not preflight.has_critical:
         raise InvalidState(f"Preflight {preflight.run_id} has no critical breaches; nothing to override.")
+    if preflight.overrides.filter(approved_at__isnull=True, rejected_at__isnull=True).exists():
+        raise InvalidState(
+            f"An override of preflight {preflight.run_id} is already waiting for a second approver.",
+            code="override_pending",
+        )
     override = GuardrailOverride(
         tenant=preflight.tenant, preflight=preflight, reason=reason.strip(), requested_by=actor
     )
@@ -47,15 +54,39 @@ def action_override_request(*, action: Action, actor, reason: str) -> GuardrailO
     return override_request(preflight=preflight, actor=actor, reason=reason)
 
 
-def override_approve(*, override: GuardrailOverride, actor) -> GuardrailOverride:
-    """The second pair of eyes: someone else with the override permission approves it."""
+def _with_comment(what: str, comment: str) -> str:
+    comment = (comment or "").strip()
+    return f"{what}: {comment}" if comment else what
+
+
+def override_approve(*, override: GuardrailOverride, actor, comment: str = "") -> GuardrailOverride:
+    """The second pair of eyes: someone else with the override permission approves it
+    (the comment goes into its history). A rejected override cannot be approved."""
     require_same_tenant(actor, override.tenant, what="override")
     require_perm(actor, "scenarios.override_guardrail", doing="approve guardrail overrides")
     if override.requested_by_id == actor.pk:
         raise PermissionDenied("An override needs a second approver: you requested this one.")
     gate_override_approval(override=override, actor=actor)
+    if override.rejected:
+        raise InvalidState(f"{override} was rejected; request a new one.", code="override_rejected")
     if override.approved:
         return override
     override.approved_by, override.approved_at = actor, timezone.now()
-    audited_save(override, actor=actor, reason="override approved")
+    audited_save(override, actor=actor, reason=_with_comment("override approved", comment))
+    return override
+
+
+def override_reject(*, override: GuardrailOverride, actor, comment: str) -> GuardrailOverride:
+    """Refuse a pending override with a comment (needed: the requester reads it in the
+    history); the breaches keep blocking and a new override may be requested."""
+    require_same_tenant(actor, override.tenant, what="override")
+    require_perm(actor, "scenarios.override_guardrail", doing="reject guardrail overrides")
+    if not comment or not comment.strip():
+        raise ValidationFailed("A rejection needs a comment.", details={"comment": "required"})
+    if override.approved:
+        raise InvalidState(f"{override} is already approved.", code="override_approved")
+    if override.rejected:
+        return override
+    override.rejected_by, override.rejected_at = actor, timezone.now()
+    audited_save(override, actor=actor, reason=_with_comment("override rejected", comment))
     return override

@@ -240,6 +240,8 @@ class GuardrailOverride(models.Model):
     requested_by = models.ForeignKey(USER, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     approved_at = models.DateTimeField(null=True, blank=True)
+    rejected_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rejected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
 
@@ -252,6 +254,15 @@ class GuardrailOverride(models.Model):
     @property
     def approved(self) -> bool:
         return self.approved_at is not None
+
+    @property
+    def rejected(self) -> bool:
+        return self.rejected_at is not None
+
+    @property
+    def pending(self) -> bool:
+        """Neither approved nor rejected: waiting for a second person."""
+        return not self.approved and not self.rejected
 
 
 class Deployment(models.Model):

@@ -356,8 +356,8 @@ def test_editing_items_replaces_them_through_the_service(client, operator, tenan
 def test_a_big_scenario_lists_its_items_read_only_and_keeps_them_on_save(
     client, operator, tenant, connection_, monkeypatch
 ):
-    monkeypatch.setattr("scenarios.admin.MAX_INLINE_ITEMS", 2)
-    monkeypatch.setattr("scenarios.admin.ITEMS_PAGE_SIZE", 2)
+    monkeypatch.setattr("scenarios.admin.scenarios.MAX_INLINE_ITEMS", 2)
+    monkeypatch.setattr("scenarios.admin.scenarios.ITEMS_PAGE_SIZE", 2)
     entities = [factories.EntityFactory(connection=connection_, name=f"Big {i}") for i in range(3)]
     scenario = make_scenario(tenant, {e: {"daily_budget": Decimal("120.00")} for e in entities})
     client.force_login(operator)

@@ -35,6 +35,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from actions.models import Action, ActionStatus
+from budgetradar.timefmt import format_time
 from observability.models import AlertKind, ObservabilitySettings, Severity, WorkerHeartbeat
 from observability.services.alerts import Condition, alerts_sync, dedup_key
 from observability.services.health import overdue_schedules
@@ -219,7 +220,7 @@ def detect_ingestion(now: datetime) -> list[Condition]:
         if (connection.pk, day) in have:
             continue
         synced = (
-            f"last synced {connection.last_synced_at:%Y-%m-%d %H:%M} UTC"
+            f"last synced {format_time(connection.last_synced_at, connection.time_zone)}"
             if connection.last_synced_at
             else "never synced"
         )
@@ -295,7 +296,8 @@ def detect_parked_actions(now: datetime) -> list[Condition]:
                     connection,
                     f"{row['n']} actions parked on {connection.name}",
                     f"{row['n']} approved actions on {connection.name} wait for a next attempt (the latest at "
-                    f"{row['latest']:%Y-%m-%d %H:%M} UTC), longer than {bound.total_seconds() / 3600:.0f} hours. "
+                    f"{format_time(row['latest'], connection.time_zone)}), "
+                    f"longer than {bound.total_seconds() / 3600:.0f} hours. "
                     "Read their wait reason on the action page: a rate-limit block or a change window.",
                     count=row["n"],
                 )
@@ -330,7 +332,11 @@ def detect_open_circuits(now: datetime) -> list[Condition]:
     for connection in _connections():
         if connection.circuit_state == CircuitState.CLOSED:
             continue
-        opened = f"since {connection.circuit_opened_at:%Y-%m-%d %H:%M} UTC" if connection.circuit_opened_at else ""
+        opened = (
+            f"since {format_time(connection.circuit_opened_at, connection.time_zone)}"
+            if connection.circuit_opened_at
+            else ""
+        )
         conditions.append(
             _condition(
                 AlertKind.CIRCUIT_OPEN,
@@ -368,7 +374,8 @@ def detect_expiring_tokens(now: datetime) -> list[Condition]:
                     connection,
                     f"Access token of {connection.name} {'expired' if past else 'expires'} {expires:%Y-%m-%d}",
                     f"The access token of {connection.name} {'expired' if past else 'expires'} at "
-                    f"{expires:%Y-%m-%d %H:%M} UTC. Reconnect the account (new credentials) before work on it fails.",
+                    f"{format_time(expires, connection.time_zone)}. "
+                    "Reconnect the account (new credentials) before work on it fails.",
                     expires_at=expires.isoformat(),
                 )
             )
@@ -383,7 +390,7 @@ def detect_missed_schedules(now: datetime) -> list[Condition]:
             dedup_key=dedup_key(AlertKind.SCHEDULE_MISSED, None, schedule.pk),
             title=f"Schedule “{schedule.name or schedule.func}” did not run",
             message=f"The schedule “{schedule.name or schedule.func}” was due at "
-            f"{schedule.next_run:%Y-%m-%d %H:%M} UTC "
+            f"{format_time(schedule.next_run)} "
             f"and is {seconds / 60:.0f} minutes late. A qcluster with a scheduler must be running.",
             tenant_id=None,
             details={"schedule": schedule.name or schedule.func, "late_seconds": int(seconds)},
@@ -397,7 +404,7 @@ def detect_worker_heartbeat(now: datetime) -> list[Condition]:
     limit = settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
     if newest is not None and (now - newest).total_seconds() <= limit:
         return []
-    seen = f"was seen at {newest:%Y-%m-%d %H:%M:%S} UTC" if newest else "has never been seen"
+    seen = f"was seen at {format_time(newest)}" if newest else "has never been seen"
     return [
         Condition(
             kind=AlertKind.WORKER_DOWN,

@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from budgetradar.models import Tenant
+from budgetradar.timefmt import format_time
 from platforms.models import PlatformConnection
 from platforms.money import quantize
 from scenarios.models import GuardrailPolicy
@@ -374,8 +375,15 @@ def evaluate_entity_missing(policy: GuardrailPolicy, *, subject: str, key: str, 
 
 
 def evaluate_cooldown(
-    policy: GuardrailPolicy, *, subject: str, key: str, last_change: datetime | None, now: datetime
+    policy: GuardrailPolicy,
+    *,
+    subject: str,
+    key: str,
+    last_change: datetime | None,
+    now: datetime,
+    time_zone: str | None = None,
 ) -> Breach | None:
+    """The cooldown breach, its end shown in ``time_zone`` (the account's; default UTC), zone named."""
     hours = policy.cooldown_hours
     if hours is None or last_change is None:
         return None
@@ -383,7 +391,7 @@ def evaluate_cooldown(
     if elapsed >= timedelta(hours=hours):
         return None
     elapsed_hours = Decimal(elapsed.total_seconds() / 3600).quantize(Decimal("0.1"), ROUND_HALF_EVEN)
-    ready = (last_change + timedelta(hours=hours)).astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC")
+    ready = format_time(last_change + timedelta(hours=hours), time_zone)
     return make_breach(
         policy,
         "cooldown",

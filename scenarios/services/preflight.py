@@ -833,7 +833,9 @@ def _entity_breaches(
         return [b for b in [g.evaluate_entity_missing(policy, removed=entry.live is not None, **common)] if b]
     if not changed:
         return []
-    found = [g.evaluate_cooldown(policy, last_change=last_change, now=now, **common)]
+    found = [
+        g.evaluate_cooldown(policy, last_change=last_change, now=now, time_zone=entry.connection.time_zone, **common)
+    ]
     if forecasting:
         found.append(g.evaluate_low_confidence_forecast(policy, forecast=forecast, **common))
     if spend_moves(forecast):
