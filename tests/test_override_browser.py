@@ -107,7 +107,7 @@ def test_a_live_deployment_is_rolled_back_from_its_page(transactional_db, live_s
     page.click("#tool-rollback")
     page.wait_for_selector("#confirmation-rows")
     rows = page.locator("#confirmation-rows").inner_text()
-    assert "Campaign 1" in rows and "150.00 EUR → 100.00 EUR" in rows
+    assert "Campaign 1" in rows and "live now 150.00 EUR → will restore 100.00 EUR" in rows
     assert "goes back to the value its entity had before the deployment" in page.locator("#content-main").inner_text()
     page.fill("#id_reason", "CPA spike")
     page.click("#confirm-form input[type=submit]")

@@ -720,7 +720,7 @@ def test_deploy_partial_failure_retry_and_rollback_through_the_admin(client):
     assert world.platform("sandbox-cmp-2").daily_budget == Decimal("120.00")
 
     confirm = client.get(url(Deployment, "rollback", deployment.pk)).content.decode()
-    assert "Daily budget: last known 150.00 EUR → will restore 100.00 EUR" in confirm
+    assert "Daily budget: live now 150.00 EUR → will restore 100.00 EUR" in confirm  # read first
     token = re.search(r'name="token" value="([^"]+)"', confirm).group(1)
     client.post(url(Deployment, "rollback", deployment.pk), {"token": token, "reason": "CPA spike"})
     run_worker()

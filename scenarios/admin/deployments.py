@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 from django import forms
@@ -287,7 +289,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
                     request, f"Rollback of deployment #{deployment.pk} queued; the workers restore the before-values."
                 )
             return HttpResponseRedirect(self._url("change", deployment))
-        actions = _rollbackable(deployment).select_related("entity", "connection")
+        actions = _live_rollback_previews(deployment, request.user)
         token = confirmation_open(request, {"operation": "rollback", "deployment": deployment.pk})
         context = self._confirm_context(request, deployment, "Roll back")
         context.update(
@@ -323,6 +325,20 @@ def _rollbackable(deployment: Deployment) -> QuerySet:
     return deployment.actions.filter(
         status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=timezone.now()
     ).exclude(rollback_params=None)
+
+
+def _live_rollback_previews(deployment: Deployment, user) -> list:
+    """The deployment's rollbackable actions after the gate's rollback preflight read their
+    live values (outside any transaction; one read per connection, fresh runs reused), so
+    the confirmation shows "live now" and any drift before anyone confirms."""
+    from safety.gate import actions_preflight, preflights_prefetch
+
+    actions = list(_rollbackable(deployment).select_related("entity", "connection"))
+    with contextlib.suppress(DomainError):  # refused: rows say "last known"; the worker still reads first
+        actions_preflight(actions=actions, actor=user, rollback=True)
+    return list(
+        _rollbackable(deployment).select_related("entity", "connection").prefetch_related(preflights_prefetch())
+    )
 
 
 def _rollback_row(action) -> dict[str, Any]:
