@@ -462,7 +462,11 @@ def report_end_to_end(f: EndToEnd) -> None:
     ok = lambda good: "ok" if good else "MISS"  # noqa: E731
     rows = [
         ("POST preflight", f"{f.preflight_post_ms:.0f} ms, {f.preflight_status}", ok(f.preflight_status == 202)),
-        ("preflight task to done", f"{f.preflight_task_s:.1f} s, {f.preflight_run_status}", ok(f.preflight_run_status == "succeeded")),
+        (
+            "preflight task to done",
+            f"{f.preflight_task_s:.1f} s, {f.preflight_run_status}",
+            ok(f.preflight_run_status == "succeeded"),
+        ),
         ("GET run (summary) size", f"{f.summary_bytes / 1024:.1f} KB", ok(f.summary_bytes < 64 * 1024)),
         (
             "page through entities",

@@ -109,9 +109,7 @@ def test_the_stored_summary_is_bounded_and_the_api_still_lists_every_breach(
     assert len(every) == run.payload["breaches_total"]
     assert every == preflight_document(fresh)["breaches"]
     assert len(critical_breaches(fresh)) == sum(1 for b in every if b["severity"] == "critical")
-    assert {b["key"] for b in critical_breaches(fresh) if b["code"] == "max_increase_pct"} == {
-        b["key"] for b in listed
-    }
+    assert {b["key"] for b in critical_breaches(fresh) if b["code"] == "max_increase_pct"} == {b["key"] for b in listed}
 
 
 def test_a_small_run_keeps_every_breach_in_its_summary(tenant, operator, tmp_path, settings):

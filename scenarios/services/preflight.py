@@ -155,8 +155,8 @@ def preflight_breaches(run: PreflightRun, *, severity: str | None = None) -> lis
     else:
         documents = getattr(run, "_entity_documents", None)
         if documents is None:
-            documents = run.entity_documents.filter(breaches__gt=0).order_by("position").values_list(
-                "document", flat=True
+            documents = (
+                run.entity_documents.filter(breaches__gt=0).order_by("position").values_list("document", flat=True)
             )
         found = _run_level(payload) + [b for doc in documents for b in _breaches_of(doc)]
         found.sort(key=g.breach_sort_key)
