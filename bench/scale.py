@@ -19,7 +19,12 @@ it times, in process through Django's test client (no HTTP server; the median of
 
 and prints one table with the queries of each page and the goal beside each figure:
 a page within 2x of the same page at the smallest size (flat) and under 100 ms (API)
-or 300 ms (admin). Not a test: figures vary with the machine and its load.
+or 300 ms (admin). Then, with ``--entities`` N (10,000; 0 skips it), a sandbox account
+of N campaigns is preflighted and deployed live through the API: the request times and
+statuses (202), the background tasks (captured instead of sent to django-q2 and run in
+process by their task functions, rate limiter on) to done and settled, paging the
+preflight's entities through the cursor API, and a check that every sandbox campaign
+holds its target. Not a test: figures vary with the machine and its load.
 """
 
 from __future__ import annotations
