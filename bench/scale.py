@@ -19,7 +19,12 @@ it times, in process through Django's test client (no HTTP server; the median of
 
 and prints one table with the queries of each page and the goal beside each figure:
 a page within 2x of the same page at the smallest size (flat) and under 100 ms (API)
-or 300 ms (admin). Not a test: figures vary with the machine and its load.
+or 300 ms (admin). Then, with ``--entities`` N (10,000; 0 skips it), a sandbox account
+of N campaigns is preflighted and deployed live through the API: the request times and
+statuses (202), the background tasks (captured instead of sent to django-q2 and run in
+process by their task functions, rate limiter on) to done and settled, paging the
+preflight's entities through the cursor API, and a check that every sandbox campaign
+holds its target. Not a test: figures vary with the machine and its load.
 """
 
 from __future__ import annotations
@@ -275,30 +280,251 @@ def report(results: dict[int, list[Figure]]) -> None:
         print(f"{size:,}: {pages}")
 
 
+# End to end: a large preflight and live deploy through the API ------------------------------
+
+
+class TaskQueue:
+    """What would go to django-q2, run here in process in the order it was enqueued (the
+    task functions themselves, with the real rate limiter and sleeps: a synchronous worker)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, tuple]] = []
+        self.ran: dict[str, int] = {}
+
+    def install(self) -> None:
+        import django_q.tasks
+
+        import budgetradar.queue
+
+        def capture(func, *args, **_kwargs):
+            self.pending.append((func, args))
+
+        budgetradar.queue.async_task = capture
+        django_q.tasks.async_task = capture
+
+    def run_all(self, *, max_tasks: int = 100_000, max_seconds: float = 600) -> int:
+        from django.utils.module_loading import import_string
+
+        started, count = time.perf_counter(), 0
+        while self.pending and count < max_tasks and time.perf_counter() - started < max_seconds:
+            func, args = self.pending.pop(0)
+            import_string(func)(*args)
+            self.ran[func.rsplit(".", 1)[1]] = self.ran.get(func.rsplit(".", 1)[1], 0) + 1
+            count += 1
+        if self.pending:
+            raise SystemExit(f"the task queue did not drain: {len(self.pending)} left after {count} tasks")
+        return count
+
+
+@dataclass
+class EndToEnd:
+    entities: int
+    latency_ms: int
+    preflight_post_ms: float = 0.0
+    preflight_status: int = 0
+    preflight_task_s: float = 0.0
+    preflight_run_status: str = ""
+    pages: int = 0
+    paged_entities: int = 0
+    paged_breaches: int = 0
+    page_through_s: float = 0.0
+    summary_bytes: int = 0
+    deploy_post_ms: float = 0.0
+    deploy_status: int = 0
+    deploy_task_s: float = 0.0
+    deployment_status: str = ""
+    succeeded: int = 0
+    mismatched: int = -1
+    tasks: str = ""
+
+
+def sandbox_scenario(n: int, latency_ms: int):
+    """A tenant with a synced sandbox account of ``n`` campaigns at 100.00 a day and a
+    scenario (by an operator) raising each to 110.00; an approver to deploy it."""
+    from decimal import Decimal
+
+    from budgetradar.plans import plan_named
+    from budgetradar.roles import Role
+    from platforms.registry import get_executor
+    from platforms.sandbox.models import SandboxEntity
+    from platforms.sync import sync_connection
+    from scenarios.models import Scenario, ScenarioItem
+    from tests.factories import SandboxAccountFactory, TenantFactory, member, sandbox_connection
+
+    tenant = TenantFactory(slug="e2e", name="End to end", plan=plan_named("enterprise"))
+    account = SandboxAccountFactory(account_id="sbx-e2e")
+    SandboxEntity.objects.bulk_create(
+        (
+            SandboxEntity(
+                account=account,
+                entity_type="campaign",
+                external_id=f"sandbox-cmp-{i}",
+                name=f"Campaign {i}",
+                status="active",
+                daily_budget=Decimal("100.00"),
+            )
+            for i in range(1, n + 1)
+        ),
+        batch_size=5000,
+    )
+    connection = sandbox_connection(tenant, account, name="Sandbox")
+    sync_connection(connection=connection, executor=get_executor(connection), days=1)
+    account.latency_ms = latency_ms
+    account.save(update_fields=["latency_ms"])
+    operator = member(tenant, Role.OPERATOR, "e2e-operator")
+    approver = member(tenant, Role.APPROVER, "e2e-approver")
+    scenario = Scenario.objects.create(tenant=tenant, name="Raise every budget", created_by=operator)
+    ScenarioItem.objects.bulk_create(
+        (
+            ScenarioItem(scenario=scenario, entity=entity, daily_budget=Decimal("110.00"))
+            for entity in connection.entities.filter(entity_type="campaign").order_by("id")
+        ),
+        batch_size=5000,
+    )
+    return account, scenario, operator, approver
+
+
+def end_to_end(n: int, latency_ms: int) -> EndToEnd:
+    """Preflight then live-deploy ``n`` sandbox campaigns through the API, the background
+    work run by ``TaskQueue``; checks the sandbox holds every target afterwards."""
+    from decimal import Decimal
+
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from platforms.sandbox.models import SandboxEntity
+    from scenarios.models import Deployment, PreflightRun
+
+    queue = TaskQueue()
+    queue.install()
+    account, scenario, operator, approver = sandbox_scenario(n, latency_ms)
+    figures = EndToEnd(entities=n, latency_ms=latency_ms)
+
+    def client(user) -> APIClient:
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        return api
+
+    api = client(operator)
+    started = time.perf_counter()
+    response = api.post(f"/api/scenarios/{scenario.pk}/preflight", {"mode": "manual"}, format="json")
+    figures.preflight_post_ms = (time.perf_counter() - started) * 1000
+    figures.preflight_status = response.status_code
+    run_id = response.json()["run_id"]
+    started = time.perf_counter()
+    queue.run_all()
+    figures.preflight_task_s = time.perf_counter() - started
+    run = PreflightRun.objects.get(run_id=run_id)
+    figures.preflight_run_status = run.status
+    summary = api.get(f"/api/preflights/{run_id}").json()
+    figures.summary_bytes = len(json.dumps(summary))
+
+    started = time.perf_counter()
+    url = f"/api/preflights/{run_id}/entities?limit=1000"
+    while url and figures.pages < n // 10 + 10:
+        page = api.get(url).json()
+        figures.pages += 1
+        figures.paged_entities += len(page["results"])
+        figures.paged_breaches += sum(len(e.get("breaches") or []) for e in page["results"])
+        url = page["next"]
+    figures.page_through_s = time.perf_counter() - started
+
+    deployer = client(approver)
+    started = time.perf_counter()
+    response = deployer.post(
+        f"/api/scenarios/{scenario.pk}/deploy", {"mode": "live", "idempotency_key": "e2e-live-1"}, format="json"
+    )
+    figures.deploy_post_ms = (time.perf_counter() - started) * 1000
+    figures.deploy_status = response.status_code
+    deployment_id = response.json()["id"]
+    started = time.perf_counter()
+    queue.run_all()
+    figures.deploy_task_s = time.perf_counter() - started
+    deployment = Deployment.objects.get(pk=deployment_id)
+    figures.deployment_status, figures.succeeded = deployment.status, deployment.succeeded
+    figures.mismatched = (
+        SandboxEntity.objects.filter(account=account, entity_type="campaign")
+        .exclude(daily_budget=Decimal("110.00"))
+        .count()
+    )
+    figures.tasks = ", ".join(f"{name} x{count}" for name, count in sorted(queue.ran.items()))
+    return figures
+
+
+def report_end_to_end(f: EndToEnd) -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    from platforms.ratelimit import rate_limit_for
+
+    limit = rate_limit_for("sandbox")
+    print(
+        f"end to end: {f.entities:,} sandbox campaigns, database {connection.vendor}, sandbox latency "
+        f"{f.latency_ms} ms per request, rate limiter ON (sandbox: {limit.capacity:g} requests burst, "
+        f"{limit.refill_per_second:g}/s), tasks run in process by their django-q2 functions "
+        f"(sync lines: preflight {settings.PREFLIGHT_SYNC_MAX_ENTITIES}, deploy {settings.DEPLOY_SYNC_MAX_ENTITIES})"
+    )
+    ok = lambda good: "ok" if good else "MISS"  # noqa: E731
+    rows = [
+        ("POST preflight", f"{f.preflight_post_ms:.0f} ms, {f.preflight_status}", ok(f.preflight_status == 202)),
+        (
+            "preflight task to done",
+            f"{f.preflight_task_s:.1f} s, {f.preflight_run_status}",
+            ok(f.preflight_run_status == "succeeded"),
+        ),
+        ("GET run (summary) size", f"{f.summary_bytes / 1024:.1f} KB", ok(f.summary_bytes < 64 * 1024)),
+        (
+            "page through entities",
+            f"{f.page_through_s:.1f} s, {f.pages} pages of 1,000, {f.paged_entities:,} entities, "
+            f"{f.paged_breaches:,} breaches",
+            ok(f.paged_entities == f.entities),
+        ),
+        ("POST deploy (live)", f"{f.deploy_post_ms:.0f} ms, {f.deploy_status}", ok(f.deploy_status == 202)),
+        (
+            "deploy task to settled",
+            f"{f.deploy_task_s:.1f} s, {f.deployment_status}, {f.succeeded:,} succeeded",
+            ok(f.deployment_status == "succeeded" and f.succeeded == f.entities),
+        ),
+        ("sandbox value != target", f"{f.mismatched:,} entities", ok(f.mismatched == 0)),
+    ]
+    for label, value, mark in rows:
+        print(f"  {label:<26}{value:<70}{mark}")
+    print(f"  tasks run: {f.tasks}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100,100000", help="comma-separated row counts (ascending)")
+    parser.add_argument("--sizes", default="100,100000", help="comma-separated row counts; empty: no list pages")
     parser.add_argument("--million", action="store_true", help="also 1,000,000 rows (minutes to load)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--entities", type=int, default=10_000, help="end-to-end preflight and live deploy size; 0: skip them"
+    )
+    parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per request")
     args = parser.parse_args()
-    sizes = sorted({int(s) for s in args.sizes.split(",")} | ({1_000_000} if args.million else set()))
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s} | ({1_000_000} if args.million else set()))
 
     recreate_database(args.database_url)
     try:
         setup_django(args.database_url)
-        world = build_world()
-        other = build_world("neighbour")
         results = {}
+        if sizes:
+            world = build_world()
+            other = build_world("neighbour")
         for size in sizes:
             load_s = grow(world, size) + grow(other, max(size // 10, 1))
             started = time.perf_counter()
             vacuum_analyze()
             print(f"{size:,} rows: loaded in {load_s:.1f} s, VACUUM ANALYZE {time.perf_counter() - started:.1f} s")
             results[size] = measure(world, args.repeat)
-        print()
-        report(results)
+        if results:
+            print()
+            report(results)
+        if args.entities:
+            print()
+            report_end_to_end(end_to_end(args.entities, args.latency_ms))
     finally:
         from django.db import connections
 

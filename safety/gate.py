@@ -72,6 +72,7 @@ from scenarios.services.preflight import (
     PreflightFailed,
     new_run_id,
     preflight_age_rule,
+    preflight_breaches,
     preflight_each,
     preflight_entities,
     preflight_is_fresh,
@@ -449,7 +450,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
         "changes": [{name: change.get(name) for name in shown} for change in changes],
         "forecast": entity.get("forecast"),
         "forecast_status": entity.get("forecast_status"),
-        "breaches": document.get("breaches", []),
+        "breaches": preflight_breaches(run),
         "has_critical": run.has_critical,
         "overrides": [
             {
@@ -473,7 +474,7 @@ def baseline_of(preflight: PreflightRun, entity: PlatformEntity) -> dict[str, An
 
 
 def critical_breaches(preflight: PreflightRun) -> list[Breach]:
-    return [b for b in (preflight.payload or {}).get("breaches", []) if b["severity"] == g.CRITICAL]
+    return preflight_breaches(preflight, severity=g.CRITICAL)
 
 
 def _verdict(
@@ -605,7 +606,7 @@ def _still_true(run: PreflightRun, entity: PlatformEntity, policy: GuardrailPoli
         )
         if b is not None
     }
-    return judged_now == {b["code"] for b in run.payload["breaches"] if b["code"] in TIME_RULES}
+    return judged_now == {b["code"] for b in preflight_breaches(run) if b["code"] in TIME_RULES}
 
 
 def _covering_override(action: Action, run: PreflightRun, blocking: list[Breach]) -> GuardrailOverride | None:

@@ -235,6 +235,7 @@ class PreflightDocumentSerializer(serializers.Serializer):
         required=False,
         help_text="Every breach; on GET /api/preflights/{run_id} only the run's own (each entity's are on its page).",
     )
+    breaches_total = serializers.IntegerField(required=False, help_text="How many breaches the run found in all.")
     breach_counts = serializers.DictField(
         child=serializers.IntegerField(),
         required=False,

@@ -251,10 +251,10 @@ def _summary_only(payload: dict[str, Any]) -> dict[str, Any]:
     if not payload:
         return {}
     breaches = payload.get("breaches") or []
-    counts = {
+    counts = (payload.get("summary") or {}).get("breaches") or {
         severity: sum(1 for b in breaches if b.get("severity") == severity) for severity in ("critical", "warning")
     }
-    return {**payload, "breaches": [b for b in breaches if not b.get("key")], "breach_counts": counts}
+    return {**payload, "breaches": [b for b in breaches if not b.get("key")], "breach_counts": dict(counts)}
 
 
 def run_progress(run: PreflightRun) -> dict[str, Any]:

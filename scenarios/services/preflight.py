@@ -22,9 +22,12 @@ Guarantees:
   (HTTP 502) is raised.
 - Storage is bounded per row: the document's entities are ``PreflightEntity`` rows in
   document order, written in the same transaction as the run's success (a reader sees
-  all of them or none); ``payload`` keeps the rest (summary, connections, breaches).
-  ``preflight_document`` puts the whole document together, ``preflight_entities_page``
-  reads it page by page.
+  all of them or none); ``payload`` keeps the rest (summary, connections) and a bounded
+  list of breaches: every run-level one and the first ``BREACHES_STORED`` of the
+  entities', with ``breaches_total`` and the summary's counts by severity and by rule.
+  ``preflight_document`` puts the whole document together (every breach),
+  ``preflight_breaches`` lists every breach without it, ``preflight_entities_page``
+  reads the entities page by page.
 - Progress is visible while it reads: ``entities_read`` grows after every batch of
   ``ENTITY_BATCH`` entities, and ``reads_finished_at`` records when the last read
   returned. A preflight's age is counted from there, against the limit of the slowest-
@@ -125,11 +128,60 @@ def preflight_entities(run: PreflightRun) -> list[dict[str, Any]]:
     return [row.document for row in run.entity_documents.all()]
 
 
+BREACHES_STORED = 50  # entity breaches the stored summary keeps (after every run-level one)
+
+
 def preflight_document(run: PreflightRun) -> dict[str, Any]:
-    """The whole document of DESIGN.md section 6 (empty while the run has none)."""
+    """The whole document of DESIGN.md section 6 (empty while the run has none), with
+    the flat list of every breach put together from the run's and its entities' own."""
     if not run.payload:
         return {}
-    return {**run.payload, "entities": preflight_entities(run)}
+    entities = preflight_entities(run)
+    breaches = _run_level(run.payload) + [b for doc in entities for b in _breaches_of(doc)]
+    breaches.sort(key=g.breach_sort_key)
+    return {**run.payload, "breaches": breaches, "breaches_total": len(breaches), "entities": entities}
+
+
+def preflight_breaches(run: PreflightRun, *, severity: str | None = None) -> list[dict[str, Any]]:
+    """Every breach of the run (of ``severity`` if given) in the document's order: the
+    run-level ones from the summary, the entities' from the rows that have any (the
+    summary keeps only the first ``BREACHES_STORED`` of those)."""
+    payload = run.payload or {}
+    if not payload:
+        return []
+    stored = payload.get("breaches") or []
+    if payload.get("breaches_total", len(stored)) <= len(stored):
+        found = list(stored)  # the summary holds them all (small runs, runs stored before the bound)
+    else:
+        documents = getattr(run, "_entity_documents", None)
+        if documents is None:
+            documents = (
+                run.entity_documents.filter(breaches__gt=0).order_by("position").values_list("document", flat=True)
+            )
+        found = _run_level(payload) + [b for doc in documents for b in _breaches_of(doc)]
+        found.sort(key=g.breach_sort_key)
+    return [b for b in found if severity is None or b["severity"] == severity]
+
+
+def _run_level(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The breaches of no entity (per connection or plan: a handful, always stored)."""
+    return [b for b in payload.get("breaches") or [] if not b.get("key")]
+
+
+def _bounded(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as stored (without entities): every run-level breach and the first
+    ``BREACHES_STORED`` entity breaches; ``breaches_total`` counts them all, and the
+    summary counts them by severity and by rule."""
+    breaches = document["breaches"]
+    entity_level = [b for b in breaches if b.get("key")]
+    kept = _run_level(document) + entity_level[:BREACHES_STORED]
+    kept.sort(key=g.breach_sort_key)
+    by_rule: dict[str, dict[str, int]] = {}
+    for breach in breaches:
+        counts = by_rule.setdefault(breach["code"], {})
+        counts[breach["severity"]] = counts.get(breach["severity"], 0) + 1
+    summary = {**document["summary"], "breaches_by_rule": dict(sorted(by_rule.items()))}
+    return {**document, "summary": summary, "breaches": kept, "breaches_total": len(breaches)}
 
 
 def preflight_entities_page(
@@ -385,7 +437,7 @@ def preflight_each(
 
 def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
     entities = document.pop("entities")
-    run.payload = document
+    run.payload = _bounded(document)
     run.has_critical = document["has_critical"]
     run.status = PreflightRun.Status.SUCCEEDED
     run.error_message = ""
@@ -413,7 +465,7 @@ def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
         run.run_id,
         document["summary"]["entities"],
         document["summary"]["changed"],
-        len(document["breaches"]),
+        run.payload["breaches_total"],
         extra={"tenant_id": run.tenant_id, "preflight": run.run_id},
     )
     return run

@@ -102,7 +102,8 @@ def summary(run: PreflightRun, path: Path) -> str:
     """One paragraph: what was checked, what would change, what the guardrails found."""
     document = run.payload or {}
     counts = document.get("summary", {})
-    severities = Counter(b.get("severity") for b in document.get("breaches", []))
+    stored = Counter(b.get("severity") for b in document.get("breaches", []))
+    severities = Counter(counts.get("breaches") or {}) or stored  # the summary counts every breach
     found = ", ".join(f"{severities[s]} {s}" for s in ("critical", "warning") if severities[s]) or "none"
     blocked = " Critical breaches block a live deploy until overridden." if severities["critical"] else ""
     return (
