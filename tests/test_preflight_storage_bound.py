@@ -15,6 +15,7 @@ from platforms.registry import get_executor
 from platforms.sandbox.models import SandboxEntity
 from platforms.sync import sync_connection
 from safety.gate import critical_breaches
+from scenarios.admin.diff import diff_context
 from scenarios.models import GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
 from scenarios.services.preflight import BREACHES_STORED, preflight_breaches, preflight_document
 from scenarios.tasks import preflight_task
@@ -128,3 +129,17 @@ def test_a_small_run_keeps_every_breach_in_its_summary(tenant, operator, tmp_pat
     run = PreflightRun.objects.get()
     assert run.payload["breaches_total"] == len(run.payload["breaches"]) >= 1
     assert response.json()["breaches"] == run.payload["breaches"]
+
+
+def test_the_admin_diff_counts_every_breach_though_the_summary_stores_the_first(breaching_scenario, operator, enqueued):
+    api = client_for(operator)
+    run_id = api.post(f"/api/scenarios/{breaching_scenario.pk}/preflight", {"mode": "manual"}, format="json").json()[
+        "run_id"
+    ]
+    preflight_task(PreflightRun.objects.get(run_id=run_id).pk)
+    run = PreflightRun.objects.get(run_id=run_id)
+    critical = sum(1 for b in preflight_breaches(run) if b["severity"] == "critical")
+    context = diff_context(run)
+    assert context["critical_count"] == critical >= ENTITIES  # not the 50 stored
+    assert context["critical_count"] + context["warning_count"] == run.payload["breaches_total"]
+    assert context["breaches_more"] == run.payload["breaches_total"] - len(context["breaches"])

@@ -33,6 +33,7 @@ from scenarios.models import (
 )
 from scenarios.selectors import preflight_freshness
 from scenarios.services.guardrails import CRITICAL
+from scenarios.services.preflight import breach_counts
 
 # The diff view ------------------------------------------------------------------------------------
 
@@ -191,9 +192,9 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
     # Entities are rows: a page of the diff reads its page (and a count), never the whole run.
     paginator = Paginator(run.entity_documents.only("document").order_by("position"), DIFF_PAGE_SIZE)
     current = paginator.get_page(page)
-    breaches = payload.get("breaches") or []
+    breaches = payload.get("breaches") or []  # the stored first ones; the API and export list all
     run_level = [b for b in breaches if not b.get("key")]
-    critical = [b for b in breaches if b.get("severity") == CRITICAL]
+    critical, warning = breach_counts(run)
     return {
         "run": run,
         "badge": preflight_badge(run),
@@ -202,9 +203,9 @@ def diff_context(run: PreflightRun | None, *, page: int = 1) -> dict[str, Any] |
         "summary": _summary_view(payload) if payload else None,
         "run_breaches": [(breach_badge(b), b.get("message", "")) for b in run_level],
         "breaches": [(breach_badge(b), b.get("message", ""), b.get("key")) for b in breaches[:BREACHES_SHOWN]],
-        "breaches_more": max(len(breaches) - BREACHES_SHOWN, 0),
-        "critical_count": len(critical),
-        "warning_count": len(breaches) - len(critical),
+        "breaches_more": max(critical + warning - min(len(breaches), BREACHES_SHOWN), 0),
+        "critical_count": critical,
+        "warning_count": warning,
         "entities": [_entity_view(row.document) for row in current.object_list],
         "page": current,
         "paginated": paginator.num_pages > 1,

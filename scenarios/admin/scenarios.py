@@ -58,7 +58,7 @@ from scenarios.selectors import (
     latest_scenario_preflight,
     preflight_freshness,
 )
-from scenarios.services.guardrails import CRITICAL
+from scenarios.services.preflight import breach_counts
 
 # Tenant-scoped inlines ------------------------------------------------------------------------------
 
@@ -454,14 +454,13 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
                 )
                 return HttpResponseRedirect(reverse("admin:scenarios_preflightrun_change", args=[run.pk]))
             summary = (run.payload or {}).get("summary") or {}
-            breaches = (run.payload or {}).get("breaches") or []
-            critical = sum(1 for b in breaches if b.get("severity") == CRITICAL)
+            critical, warning = breach_counts(run)
             level = messages.WARNING if critical else messages.SUCCESS
             messages.add_message(
                 request,
                 level,
                 f"Preflight {run.run_id}: {summary.get('changed', 0)} of {summary.get('entities', 0)} entities "
-                f"change; {critical} critical and {len(breaches) - critical} warning guardrail breaches.",
+                f"change; {critical} critical and {warning} warning guardrail breaches.",
             )
         return HttpResponseRedirect(self._change_url(scenario, "#preflight"))
 

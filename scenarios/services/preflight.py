@@ -163,6 +163,19 @@ def preflight_breaches(run: PreflightRun, *, severity: str | None = None) -> lis
     return [b for b in found if severity is None or b["severity"] == severity]
 
 
+def breach_counts(run: PreflightRun) -> tuple[int, int]:
+    """(critical, warning) breaches of the whole run, from the stored counts by rule (the
+    stored list may hold only the first ``BREACHES_STORED`` entity breaches)."""
+    payload = run.payload or {}
+    by_rule = (payload.get("summary") or {}).get("breaches_by_rule")
+    if by_rule is None:  # stored before the bound: the list is whole
+        stored = payload.get("breaches") or []
+        critical = sum(1 for b in stored if b.get("severity") == g.CRITICAL)
+        return critical, len(stored) - critical
+    critical = sum(counts.get(g.CRITICAL, 0) for counts in by_rule.values())
+    return critical, sum(sum(counts.values()) for counts in by_rule.values()) - critical
+
+
 def _run_level(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The breaches of no entity (per connection or plan: a handful, always stored)."""
     return [b for b in payload.get("breaches") or [] if not b.get("key")]
