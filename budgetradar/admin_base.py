@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -45,8 +44,7 @@ from budgetradar.errors import DomainError
 from budgetradar.models import Plan, Tenant
 from budgetradar.tenancy import is_platform_staff, refusal_message, scope_to_user, tenant_of
 from budgetradar.timefmt import format_time
-from budgetradar.words import ACTORS, actor_display
-from platforms.money import MoneyError, currency_exponent
+from budgetradar.words import ACTORS, actor_display, format_money  # noqa: F401 (admin modules import it from here)
 
 EMPTY = "—"
 
@@ -58,18 +56,6 @@ GREEN, AMBER, RED, BLUE, GREY = "green", "amber", "red", "blue", "grey"
 def badge(label: str, tone: str) -> SafeString:
     """A coloured pill (styles in templates/admin/base_site.html)."""
     return format_html('<span class="br-badge br-badge-{}">{}</span>', tone, label)
-
-
-def format_money(amount: Decimal | str | None, currency: str) -> str:
-    """``1,234.50 EUR``: grouped, with the currency's own number of decimals."""
-    if amount is None or amount == "":
-        return EMPTY
-    try:
-        value = Decimal(str(amount))
-        places = currency_exponent(currency)
-    except (ArithmeticError, MoneyError, ValueError):
-        return f"{amount} {currency}"
-    return f"{value:,.{places}f} {currency}"
 
 
 def pretty_json(value: Any) -> SafeString | str:

@@ -7,6 +7,11 @@ label here is still shown readably (underscores become spaces), never as the raw
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from budgetradar.timefmt import EMPTY
+from platforms.money import MoneyError, currency_exponent
+
 ENTITY_TYPES = {"campaign": "campaign", "ad_set": "ad set", "ad": "ad", "creative": "creative"}
 
 ERRORS = {
@@ -75,3 +80,15 @@ def actor_display(actor: str | None) -> str:
     if len(parts) >= 2 and parts[1].isdigit():
         return f"{ACTORS[role]} ({parts[0]}, process {parts[1]})"
     return f"{ACTORS[role]} ({rest})" if rest else ACTORS[role]
+
+
+def format_money(amount: Decimal | str | None, currency: str) -> str:
+    """``1,234.50 EUR``: grouped, with the currency's own number of decimals."""
+    if amount is None or amount == "":
+        return EMPTY
+    try:
+        value = Decimal(str(amount))
+        places = currency_exponent(currency)
+    except (ArithmeticError, MoneyError, ValueError):
+        return f"{amount} {currency}"
+    return f"{value:,.{places}f} {currency}"

@@ -62,10 +62,10 @@ class PlatformExecutor(abc.ABC):
       before it is sent.
     - A write request's deadline (``config.request_timeout``) runs from *before*
       ``before_write`` (which commits the engine's ``request_sent``), and a request whose
-      deadline passed before it left is not sent (``begin_write``). So no write can land
-      later than ``request_timeout`` after its ``request_sent`` was committed, provided
-      the platform honours the deadline it is sent with: the reconciler waits exactly
-      that long before reading the platform.
+      deadline passed before it left is not sent (``begin_write``). Google is sent what
+      is left of it as the gRPC timeout, and the sandbox does not commit after it; Meta's
+      Graph API takes no deadline, so there only the send is bounded. The reconciler
+      waits ``request_timeout`` (+1 s) after ``request_sent`` before reading the platform.
     """
 
     platform: str = ""

@@ -15,7 +15,9 @@ executing actions
   the before-state); some of them -> ``partially_executed``;
 - sent, but the platform shows none of them -> once, back to ``approved`` for another
   attempt (which reads the platform first and refuses drift, so it never applies
-  anything twice); a second time -> ``failed`` (``unknown_outcome``) for a person;
+  anything twice: the reconciler reads only after the request's deadline, and no write
+  is sent or committed after it, see ``PlatformExecutor.begin_write``); a second time ->
+  ``failed`` (``unknown_outcome``) for a person;
 rolling_back actions
 - no request sent -> handed back to the dispatcher; the before-values present ->
   ``rolled_back``; sent but absent -> once handed back, a second time ``rollback_failed``;

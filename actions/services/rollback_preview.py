@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from actions.models import Action, ActionStatus
 from actions.services.verification import same_value
-from budgetradar.admin_base import format_money
 from budgetradar.timefmt import EMPTY, format_time
+from budgetradar.words import format_money
 from platforms.types import MONEY_FIELDS, Field
 from scenarios.models import PreflightRun
 from scenarios.services.preflight import preflight_entities
