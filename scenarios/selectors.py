@@ -13,7 +13,7 @@ from django.utils.timesince import timesince
 from safety.four_eyes import override_authors
 from scenarios.models import Deployment, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.guardrails import CRITICAL
-from scenarios.services.preflight import preflight_age_rule, preflight_is_fresh, preflight_read_at
+from scenarios.services.preflight import preflight_age_rule, preflight_breaches, preflight_is_fresh, preflight_read_at
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 STATE_LABELS = {PENDING: "Awaiting a second approver", APPROVED: "Approved", REJECTED: "Rejected"}
@@ -35,7 +35,7 @@ def pending_override(run: PreflightRun | None) -> GuardrailOverride | None:
 
 def override_breaches(override: GuardrailOverride) -> list[dict]:
     """The critical breaches of the override's preflight: what an approval lets through."""
-    return [b for b in (override.preflight.payload or {}).get("breaches") or [] if b.get("severity") == CRITICAL]
+    return preflight_breaches(override.preflight, severity=CRITICAL)  # all, not only the summary's first
 
 
 def approve_refusal(override: GuardrailOverride, user) -> str:

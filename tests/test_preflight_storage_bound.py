@@ -16,7 +16,8 @@ from platforms.sandbox.models import SandboxEntity
 from platforms.sync import sync_connection
 from safety.gate import critical_breaches
 from scenarios.admin.diff import diff_context
-from scenarios.models import GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
+from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario, ScenarioItem
+from scenarios.selectors import override_breaches
 from scenarios.services.preflight import BREACHES_STORED, preflight_breaches, preflight_document
 from scenarios.tasks import preflight_task
 from tests.factories import SandboxAccountFactory, sandbox_connection
@@ -143,3 +144,7 @@ def test_the_admin_diff_counts_every_breach_though_the_summary_stores_the_first(
     assert context["critical_count"] == critical >= ENTITIES  # not the 50 stored
     assert context["critical_count"] + context["warning_count"] == run.payload["breaches_total"]
     assert context["breaches_more"] == run.payload["breaches_total"] - len(context["breaches"])
+    override = GuardrailOverride.objects.create(
+        tenant=run.tenant, preflight=run, reason="agreed", requested_by=operator
+    )
+    assert len(override_breaches(override)) == critical  # the override page lists what it lets through, all of it
