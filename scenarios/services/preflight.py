@@ -164,16 +164,16 @@ def preflight_breaches(run: PreflightRun, *, severity: str | None = None) -> lis
 
 
 def breach_counts(run: PreflightRun) -> tuple[int, int]:
-    """(critical, warning) breaches of the whole run, from the stored counts by rule (the
-    stored list may hold only the first ``BREACHES_STORED`` entity breaches)."""
+    """(critical, warning) breaches of the whole run: the summary counts every breach,
+    while the stored list may hold only the first ``BREACHES_STORED`` entity breaches."""
     payload = run.payload or {}
-    by_rule = (payload.get("summary") or {}).get("breaches_by_rule")
-    if by_rule is None:  # stored before the bound: the list is whole
+    counts = (payload.get("summary") or {}).get("breaches")
+    if counts is None:
         stored = payload.get("breaches") or []
-        critical = sum(1 for b in stored if b.get("severity") == g.CRITICAL)
-        return critical, len(stored) - critical
-    critical = sum(counts.get(g.CRITICAL, 0) for counts in by_rule.values())
-    return critical, sum(sum(counts.values()) for counts in by_rule.values()) - critical
+        counts = {
+            severity: sum(1 for b in stored if b.get("severity") == severity) for severity in (g.CRITICAL, g.WARNING)
+        }
+    return counts.get(g.CRITICAL, 0), counts.get(g.WARNING, 0)
 
 
 def _run_level(payload: dict[str, Any]) -> list[dict[str, Any]]:
