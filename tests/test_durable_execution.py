@@ -400,3 +400,67 @@ def test_renewing_a_lease_skips_rows_the_worker_is_writing_instead_of_deadlockin
     thread.join(10)
     assert elapsed < 2  # it did not wait for the worker's transaction
     assert Action.objects.get(pk=second.pk).lease_expires_at > before  # the free row was renewed
+
+
+# The fence and its request_sent rows are one decision ---------------------------------------
+
+
+def _held(world, approver, *names):
+    from actions.services.leases import Lease, lease_ttl, new_token
+
+    actions = [approved(world.entity(name), approver, new_budget="150.00") for name in names]
+    lease = Lease(token=new_token("worker"), ttl=lease_ttl(), expires_at=timezone.now() + lease_ttl())
+    Action.objects.filter(pk__in=[a.pk for a in actions]).update(
+        status=ActionStatus.EXECUTING, lease_owner=lease.token, lease_expires_at=lease.expires_at
+    )
+    return lease, [Action.objects.get(pk=a.pk) for a in actions]
+
+
+def _sent_rows(actions):
+    return [
+        {
+            "action": a,
+            "event": LogEvent.REQUEST_SENT,
+            "actor": "worker:test",
+            "request": [{"field": "daily_budget", "value": "150.00"}],
+            "message": "Sending 1 change (try 1).",
+        }
+        for a in actions
+    ]
+
+
+def test_a_held_fence_writes_its_request_sent_rows_as_given(world, approver):
+    from django.db import transaction
+
+    from actions.services.leases import fence_request
+
+    lease, actions = _held(world, approver, "sandbox-cmp-1", "sandbox-cmp-2")
+    before = {a.pk: a.lease_expires_at for a in actions}
+    with transaction.atomic():
+        fence_request(lease, [a.pk for a in actions], logs=_sent_rows(actions))
+    rows = ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT).order_by("action_id")
+    assert [(r.action_id, r.tenant_id, r.actor, r.message) for r in rows] == [
+        (a.pk, a.tenant_id, "worker:test", "Sending 1 change (try 1).") for a in actions
+    ]
+    assert all(r.request == [{"field": "daily_budget", "value": "150.00"}] for r in rows)
+    assert all(r.response is None and r.error is None and r.created_at is not None for r in rows)  # SQL NULL, not JSON null
+    assert ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT, response__isnull=True).count() == 2
+    renewed = {a.pk: a.lease_expires_at for a in Action.objects.filter(pk__in=before)}
+    assert all(renewed[pk] >= before[pk] for pk in before)  # the fence is a renewal too
+
+
+def test_a_fence_with_one_action_taken_over_writes_nothing_and_renews_nothing(world, approver):
+    """Checked and written as one decision: no ``request_sent`` row for any action of a
+    request that will not go out, and the rows still held are not renewed by it."""
+    from django.db import transaction
+
+    from actions.services.leases import LeaseLost, fence_request
+
+    lease, actions = _held(world, approver, "sandbox-cmp-1", "sandbox-cmp-2")
+    Action.objects.filter(pk=actions[1].pk).update(lease_owner="reconciler:other:1:abc")
+    still_held = Action.objects.get(pk=actions[0].pk).lease_expires_at
+    with pytest.raises(LeaseLost), transaction.atomic():
+        fence_request(lease, [a.pk for a in actions], logs=_sent_rows(actions))
+    assert lease.lost.is_set()
+    assert not ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT).exists()
+    assert Action.objects.get(pk=actions[0].pk).lease_expires_at == still_held

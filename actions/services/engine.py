@@ -563,21 +563,20 @@ class JobRun:
         for change in changes:
             by_action[int(change.key)].append(change)
         try_number = self.runner.try_number
+        sent = [
+            {
+                "action": self.actions_by_id[action_id],
+                "event": LogEvent.REQUEST_SENT,
+                "actor": self.actor,
+                "job": self.job,
+                "request": [out.change_json(c) for c in cs],
+                "message": _sending(cs, try_number),
+            }
+            for action_id, cs in by_action.items()
+        ]
         with transaction.atomic():
-            fence_request(self.lease, by_action)
-            self._write_logs(
-                [
-                    {
-                        "action": self.actions_by_id[action_id],
-                        "event": LogEvent.REQUEST_SENT,
-                        "actor": self.actor,
-                        "job": self.job,
-                        "request": [out.change_json(c) for c in cs],
-                        "message": _sending(cs, try_number),
-                    }
-                    for action_id, cs in by_action.items()
-                ]
-            )
+            fence_request(self.lease, by_action, logs=[*self.pending_logs, *sent])
+        self.pending_logs = []  # written with the fence (kept for the next write if it raised)
 
     def _log_responses(self, plans, by_action: dict[int, list[ChangeOutcome]]) -> None:
         self.pending_logs += [

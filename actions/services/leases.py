@@ -32,9 +32,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -42,6 +43,8 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from actions.models import Action, ActionJob, ActionStatus
+from actions.services.logs import log_events
+from budgetradar.bulk import Guard, guarded_inserts_supported
 
 UNSETTLED = [ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK]
 logger = logging.getLogger(__name__)
@@ -179,26 +182,50 @@ def lease_hand_over(lease: Lease, action_ids: Iterable[int], **fields) -> int:
     )
 
 
-def fence_request(lease: Lease, action_ids: Iterable[int]) -> None:
-    """Check that every action of a platform request is still held with margin left.
+def fence_request(lease: Lease, action_ids: Iterable[int], *, logs: Sequence[dict[str, Any]] = ()) -> None:
+    """Check that every action of a platform request is still held with margin left,
+    and append ``logs`` (``log_events``' form: the request's ``request_sent`` rows) only
+    if so. Call it inside the transaction that commits them.
 
-    One UPDATE that is also a renewal: it extends exactly the rows that are still ours
-    and have at least the margin left. Raises ``LeaseLost`` if any row did not match;
-    nothing has been sent then.
+    The check is an UPDATE that is also a renewal: it extends exactly the rows that are
+    still ours and have at least the margin left. Raises ``LeaseLost`` if any row did not
+    match; nothing has been sent and no log row written then (roll the transaction back:
+    the renewal of the rows that did match goes with it). On PostgreSQL check and log
+    rows are one statement (the UPDATE runs as a CTE of the insert); elsewhere two.
     """
     ids = sorted(set(action_ids))
     lease.ensure(lease_margin())
     now = timezone.now()
     expires = now + lease.ttl
+    threshold = now + timedelta(seconds=lease_margin())
+    if logs and guarded_inserts_supported():
+        if log_events(logs, guard=_fence_guard(lease, ids, expires, threshold)) == 0:
+            _fence_lost(lease, ids, held=None)
+        return
     held = Action.objects.filter(
-        pk__in=ids,
-        lease_owner=lease.token,
-        status__in=UNSETTLED,
-        lease_expires_at__gt=now + timedelta(seconds=lease_margin()),
+        pk__in=ids, lease_owner=lease.token, status__in=UNSETTLED, lease_expires_at__gt=threshold
     ).update(lease_expires_at=expires)
     if held != len(ids):
-        lease.lost.set()
-        raise LeaseLost(f"{len(ids) - held} of {len(ids)} actions are no longer held by {lease.token}")
+        _fence_lost(lease, ids, held=held)
+    if logs:
+        log_events(logs)
+
+
+def _fence_guard(lease: Lease, ids: list[int], expires: datetime, threshold: datetime) -> Guard:
+    """The fence's UPDATE as a guard: it returns the ids it renewed, which must be all."""
+    table, quote = Action._meta.db_table, db_connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(table)} SET {quote('lease_expires_at')} = %s WHERE {quote('id')} = ANY(%s) "
+        f"AND {quote('lease_owner')} = %s AND {quote('status')} = ANY(%s) AND {quote('lease_expires_at')} > %s "
+        f"RETURNING {quote('id')}"
+    )
+    return Guard(sql, [expires, ids, lease.token, [str(s) for s in UNSETTLED], threshold], expected=len(ids))
+
+
+def _fence_lost(lease: Lease, ids: list[int], *, held: int | None) -> None:
+    lease.lost.set()
+    missing = "some" if held is None else str(len(ids) - held)
+    raise LeaseLost(f"{missing} of {len(ids)} actions are no longer held by {lease.token}")
 
 
 # Keeping a lease alive -----------------------------------------------------------------------
