@@ -443,20 +443,25 @@ ENGINE_PARK_AFTER_SECONDS = env_int("ENGINE_PARK_AFTER_SECONDS", 30, minimum=1)
 ENGINE_READ_RETRY_SECONDS = env_int("ENGINE_READ_RETRY_SECONDS", 60, minimum=1)
 # A task stops taking new units after this long and hands the rest of its job to a new task.
 ENGINE_TASK_BUDGET_SECONDS = env_int("ENGINE_TASK_BUDGET_SECONDS", Q_TIMEOUT // 2, minimum=5)
-# The most actions one job holds (memory per job is bounded by it); Google Ads takes
-# 10,000 operations in one mutate request, so a smaller job there would only add requests.
+# The most actions one job holds. A job runs in units across as many tasks as it needs,
+# so the cap only bounds how much one job's dispatch loads at once; Google Ads takes
+# 10,000 operations in one mutate request and Meta's units are sized by its rate limit,
+# so smaller jobs there would only add requests and statements.
 ENGINE_JOB_MAX_ACTIONS = env_int("ENGINE_JOB_MAX_ACTIONS", 1000, minimum=1)
 ENGINE_JOB_MAX_ACTIONS_BY_PLATFORM = {
     "google_ads": env_int("ENGINE_JOB_MAX_ACTIONS_GOOGLE_ADS", 10_000, minimum=1),
+    "meta": env_int("ENGINE_JOB_MAX_ACTIONS_META", 10_000, minimum=1),
 }
-# Actions a worker takes up at once (one read, a few platform requests, one settlement).
-# Per-unit statements are paid once per unit, so a unit is as large as fits: a Meta unit
-# of 1,000 (one job) is ~5,000 points, ~185 s at the default 27 points/s, inside the task
-# budget; the lease is renewed throughout (the limiter's waits sleep through its keeper).
+# The most actions a worker takes up at once (one read, a few platform requests, one
+# settlement): this bounds a unit's memory. Per-unit statements are paid once per unit, so
+# a unit is as large as fits; where the rate limit counts operations (Meta's points) the
+# engine takes fewer, as many as the limit lets one worker send in 60 % of the task budget
+# (actions.services.engine.unit_size: ~1,150 at Meta's default 27 points/s, ~185 s of
+# pacing); the lease is renewed throughout (the limiter's waits sleep through its keeper).
 ENGINE_UNIT_SIZE = {
     "default": env_int("ENGINE_UNIT_SIZE", 500, minimum=1),
     "google_ads": env_int("ENGINE_UNIT_SIZE_GOOGLE_ADS", 10_000, minimum=1),
-    "meta": env_int("ENGINE_UNIT_SIZE_META", 1000, minimum=1),
+    "meta": env_int("ENGINE_UNIT_SIZE_META", 10_000, minimum=1),
 }
 # An action blocking its entity longer than this is listed as stuck (admin, alerts).
 ENGINE_STUCK_AFTER_MINUTES = env_int("ENGINE_STUCK_AFTER_MINUTES", 30, minimum=1)

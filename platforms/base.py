@@ -71,6 +71,10 @@ class PlatformExecutor(abc.ABC):
     platform: str = ""
     max_operations_per_request: int = 1
     supported_fields: frozenset[Field] = frozenset()
+    # Rate-limit tokens one executed change costs over its read before, write and read
+    # back where the platform's limit counts operations (Meta's points); 0 where it counts
+    # requests, so the number of changes in flight does not matter to it.
+    tokens_per_change: float = 0.0
 
     def __init__(
         self, config: ConnectionConfig, *, throttle: Throttle = no_throttle, before_write: BeforeWrite = no_before_write

@@ -313,6 +313,7 @@ class MetaExecutor(PlatformExecutor):
     page_size = 100  # rows per page when listing the account
     insights_page_size = 500  # rows (entity-days) per page of insights
     read_concurrency = 4  # batch reads in flight at once
+    tokens_per_change = 1 + WRITE_POINTS + 1  # a read before (1 point), the write (3), a read back (1)
 
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
         super().__init__(config, throttle=throttle)

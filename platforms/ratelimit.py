@@ -73,6 +73,15 @@ def rate_limit_for(platform: str) -> RateLimit:
     return limit
 
 
+def changes_affordable(limit: RateLimit, *, tokens_per_change: float, seconds: float) -> int | None:
+    """How many changes of ``tokens_per_change`` tokens one worker can send within
+    ``seconds`` from a full bucket (its capacity plus what refills meanwhile); None when
+    changes cost nothing per change (the limit counts requests)."""
+    if tokens_per_change <= 0:
+        return None
+    return int((limit.capacity + limit.refill_per_second * seconds) / tokens_per_change)
+
+
 def _refilled(bucket: RateLimitBucket, limit: RateLimit, now: datetime) -> float:
     # Clocks of different machines disagree a little; a negative interval adds nothing.
     elapsed = max((now - bucket.updated_at).total_seconds(), 0.0)

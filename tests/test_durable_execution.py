@@ -356,8 +356,26 @@ def test_a_google_ads_job_holds_one_mutate_requests_worth(settings):
     from actions.services.dispatch import job_cap
 
     settings.ENGINE_JOB_MAX_ACTIONS = 1000
-    assert job_cap("google_ads") == 10_000 and job_cap("meta") == 1000 and job_cap("sandbox") == 1000
+    assert job_cap("google_ads") == 10_000 and job_cap("meta") == 10_000 and job_cap("sandbox") == 1000
     assert settings.ENGINE_UNIT_SIZE["google_ads"] == 10_000
+
+
+def test_a_meta_unit_is_what_its_rate_limit_sends_within_the_task_budget(settings):
+    """Meta counts points per operation: a unit holds what the limit lets one worker send in
+    60 % of the task budget, so it fits its task; lifting the limit leaves only the cap."""
+    from actions.services.engine import unit_size
+    from platforms.meta import MetaExecutor
+
+    settings.ENGINE_TASK_BUDGET_SECONDS = 300
+    settings.PLATFORM_RATE_LIMITS = {}
+    per_change = MetaExecutor.tokens_per_change
+    assert per_change == 5  # a read before, a write of 3 points, a read back
+    assert unit_size("meta", tokens_per_change=per_change) == (900 + 27 * 180) // 5  # 1,152
+    settings.PLATFORM_RATE_LIMITS = {"meta": {"capacity": 6, "refill_per_second": 0.18}}  # development tier
+    assert unit_size("meta", tokens_per_change=per_change) == 7
+    settings.PLATFORM_RATE_LIMITS = {"meta": {"capacity": 1e9, "refill_per_second": 1e9}}
+    assert unit_size("meta", tokens_per_change=per_change) == settings.ENGINE_UNIT_SIZE["meta"] == 10_000
+    assert unit_size("google_ads") == 10_000  # Google counts requests, not operations
 
 
 # The keeper's renewal never waits on rows its worker has locked (no deadlock) -------------

@@ -67,7 +67,7 @@ from budgetradar.bulk import bulk_set
 from budgetradar.queue import enqueue_on_commit
 from budgetradar.timefmt import format_time
 from platforms.base import Throttle
-from platforms.ratelimit import ConnectionThrottle, rate_limit_backoff
+from platforms.ratelimit import ConnectionThrottle, changes_affordable, rate_limit_backoff, rate_limit_for
 from platforms.registry import get_executor
 from platforms.retry import RetryPolicy
 from platforms.types import (
@@ -264,7 +264,7 @@ class JobRun:
     # Claiming units ----------------------------------------------------------------------
 
     def _claim_unit(self) -> list[Action]:
-        size = unit_size(self.job.connection.platform)
+        size = unit_size(self.job.connection.platform, tokens_per_change=self.runner.executor.tokens_per_change)
         now = timezone.now()
         if self.job.kind == JobKind.ROLLBACK:
             return rb.rollback_claim(self.job, lease=self.lease, limit=size)
@@ -735,9 +735,25 @@ def share_connection(actions: Sequence[Action], connection) -> None:
             action.entity.connection = connection
 
 
-def unit_size(platform: str) -> int:
+# The share of a task's time budget one unit may spend waiting for the rate limit.
+UNIT_SHARE_OF_TASK_BUDGET = 0.6
+
+
+def unit_size(platform: str, *, tokens_per_change: float = 0.0) -> int:
+    """Actions a worker takes up at once: ``ENGINE_UNIT_SIZE`` for the platform (the cap
+    that bounds a unit's memory), or fewer where the platform's rate limit counts
+    operations: no more than its limit lets one worker send within
+    ``UNIT_SHARE_OF_TASK_BUDGET`` of the task budget (a Meta unit is ~1,150 actions at
+    the default 27 points/s, the whole cap with the limit lifted), so a unit always fits
+    the task that runs it."""
     sizes = settings.ENGINE_UNIT_SIZE
-    return int(sizes.get(platform, sizes["default"]))
+    configured = int(sizes.get(platform, sizes["default"]))
+    affordable = changes_affordable(
+        rate_limit_for(platform),
+        tokens_per_change=tokens_per_change,
+        seconds=settings.ENGINE_TASK_BUDGET_SECONDS * UNIT_SHARE_OF_TASK_BUDGET,
+    )
+    return configured if affordable is None else max(1, min(configured, affordable))
 
 
 def _unclaimed(job: ActionJob):
