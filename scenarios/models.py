@@ -268,9 +268,10 @@ class GuardrailOverride(models.Model):
 class Deployment(models.Model):
     """A dry run or a live push of a scenario, owning one action per changed entity (live).
 
-    ``prepared_at`` is empty while a large live deploy waits for its worker to create the
-    actions and results (``scenarios.services.deploy.deployment_prepare``); a refusal
-    found there fails the deployment with ``error_message``.
+    ``prepared_at`` is empty while a large live deploy, dry run or retry waits for its
+    worker to read its preflight and create the results (and actions)
+    (``scenarios.services.deploy``); a refusal found there fails the deployment with
+    ``error_message``.
     """
 
     class Mode(models.TextChoices):
