@@ -196,7 +196,10 @@ class PreflightRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["-created_at", "-id"], name="preflight_list_idx"),  # platform staff: every tenant
+        ]
 
     def __str__(self) -> str:
         return f"Preflight {self.run_id}"
@@ -325,7 +328,10 @@ class Deployment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="uniq_deployment_idempotency_key"),
         ]
-        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="deployment_tenant_list_idx")]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="deployment_tenant_list_idx"),
+            models.Index(fields=["-created_at", "-id"], name="deployment_list_idx"),  # platform staff: every tenant
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} deployment #{self.pk}"
