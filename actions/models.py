@@ -65,7 +65,11 @@ class Recommendation(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         # The default ordering per tenant, id included: the keyset pages of the list.
-        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="recommendation_tenant_list_idx")]
+        # The default ordering per tenant, and across tenants for platform staff's lists.
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="recommendation_tenant_list_idx"),
+            models.Index(fields=["-created_at", "-id"], name="recommendation_list_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_action_type_display()} on {self.entity.name}"
@@ -181,6 +185,7 @@ class Action(ConcurrentTransitionMixin, models.Model):
             # read one page from these indexes instead of sorting every row; see
             # budgetradar.api.KeysetPagination).
             models.Index(fields=["tenant", "-created_at", "-id"], name="action_tenant_list_idx"),
+            models.Index(fields=["-created_at", "-id"], name="action_list_idx"),  # platform staff: every tenant
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="action_tenant_status_list_idx"),
             models.Index(fields=["tenant", "status"]),
             models.Index(fields=["status", "connection"]),
@@ -379,6 +384,11 @@ class ActionJob(models.Model):
                 name="one_active_job_per_connection",
             ),
         ]
+        # The default ordering, per tenant and across tenants (platform staff's list).
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="job_tenant_list_idx"),
+            models.Index(fields=["-created_at", "-id"], name="job_list_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job #{self.pk} on {self.connection.name} ({self.status})"
@@ -449,6 +459,7 @@ class ActionExecutionLog(models.Model):
             # list) and that list filtered by event: each read as a range of one index.
             models.Index(fields=["action", "created_at", "id"], name="log_action_list_idx"),
             models.Index(fields=["tenant", "created_at", "id"], name="log_tenant_list_idx"),
+            models.Index(fields=["created_at", "id"], name="log_list_idx"),  # platform staff: every tenant
             models.Index(fields=["tenant", "event", "created_at", "id"], name="log_tenant_event_list_idx"),
         ]
         verbose_name = "execution log entry"

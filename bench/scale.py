@@ -20,8 +20,8 @@ it times, in process through Django's test client (no HTTP server; the median of
 and prints one table with the queries of each page and the goal beside each figure:
 a page within 2x of the same page at the smallest size (flat) and under 100 ms (API)
 or 300 ms (admin). Then, with ``--entities`` N (10,000; 0 skips it), a sandbox account
-of N campaigns is preflighted and deployed live through the API: the request times and
-statuses (202), the background tasks (captured instead of sent to django-q2 and run in
+of N campaigns is preflighted, dry-run deployed and deployed live through the API: the
+request times and statuses (202), the background tasks (captured instead of sent to django-q2 and run in
 process by their task functions, rate limiter on) to done and settled, paging the
 preflight's entities through the cursor API, and a check that every sandbox campaign
 holds its target. Not a test: figures vary with the machine and its load.
@@ -329,6 +329,11 @@ class EndToEnd:
     paged_breaches: int = 0
     page_through_s: float = 0.0
     summary_bytes: int = 0
+    dry_run_post_ms: float = 0.0
+    dry_run_status: int = 0
+    dry_run_task_s: float = 0.0
+    dry_run_deployment_status: str = ""
+    validated: int = 0
     deploy_post_ms: float = 0.0
     deploy_status: int = 0
     deploy_task_s: float = 0.0
@@ -385,7 +390,7 @@ def sandbox_scenario(n: int, latency_ms: int):
 
 
 def end_to_end(n: int, latency_ms: int) -> EndToEnd:
-    """Preflight then live-deploy ``n`` sandbox campaigns through the API, the background
+    """Preflight, dry-run then live-deploy ``n`` sandbox campaigns through the API, the background
     work run by ``TaskQueue``; checks the sandbox holds every target afterwards."""
     from decimal import Decimal
 
@@ -430,6 +435,21 @@ def end_to_end(n: int, latency_ms: int) -> EndToEnd:
     figures.page_through_s = time.perf_counter() - started
 
     deployer = client(approver)
+    # The dry run before the live deploy, so it has every change to validate; its own
+    # fresh preflight is the one the live deploy then uses (the same reads).
+    started = time.perf_counter()
+    response = deployer.post(
+        f"/api/scenarios/{scenario.pk}/deploy", {"mode": "dry_run", "idempotency_key": "e2e-dry-1"}, format="json"
+    )
+    figures.dry_run_post_ms = (time.perf_counter() - started) * 1000
+    figures.dry_run_status = response.status_code
+    dry_run_id = response.json()["id"]
+    started = time.perf_counter()
+    queue.run_all()
+    figures.dry_run_task_s = time.perf_counter() - started
+    dry_run = Deployment.objects.get(pk=dry_run_id)
+    figures.dry_run_deployment_status, figures.validated = dry_run.status, dry_run.validated
+
     started = time.perf_counter()
     response = deployer.post(
         f"/api/scenarios/{scenario.pk}/deploy", {"mode": "live", "idempotency_key": "e2e-live-1"}, format="json"
@@ -479,6 +499,12 @@ def report_end_to_end(f: EndToEnd) -> None:
             f"{f.paged_breaches:,} breaches",
             ok(f.paged_entities == f.entities),
         ),
+        ("POST deploy (dry run)", f"{f.dry_run_post_ms:.0f} ms, {f.dry_run_status}", ok(f.dry_run_status == 202)),
+        (
+            "dry-run task to done",
+            f"{f.dry_run_task_s:.1f} s, {f.dry_run_deployment_status}, {f.validated:,} validated",
+            ok(f.dry_run_deployment_status == "succeeded" and f.validated == f.entities),
+        ),
         ("POST deploy (live)", f"{f.deploy_post_ms:.0f} ms, {f.deploy_status}", ok(f.deploy_status == 202)),
         (
             "deploy task to settled",
@@ -500,7 +526,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument(
-        "--entities", type=int, default=10_000, help="end-to-end preflight and live deploy size; 0: skip them"
+        "--entities", type=int, default=10_000, help="end-to-end preflight, dry run and live deploy size; 0: skip them"
     )
     parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per request")
     args = parser.parse_args()

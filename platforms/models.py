@@ -140,12 +140,19 @@ class PlatformEntity(models.Model):
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["connection", "entity_type", "name"]
+        # By the connection's id, not "connection" (which sorts by tenant and connection name
+        # through two joins no index serves); the id last, so every page is deterministic.
+        ordering = ["connection_id", "entity_type", "name", "id"]
         verbose_name_plural = "platform entities"
         constraints = [
             models.UniqueConstraint(fields=["connection", "entity_type", "external_id"], name="uniq_entity_external"),
         ]
-        indexes = [models.Index(fields=["tenant", "entity_type"]), models.Index(fields=["connection", "parent"])]
+        indexes = [
+            models.Index(fields=["tenant", "entity_type"]),
+            models.Index(fields=["connection", "parent"]),
+            # The default ordering (the API's and the admin's lists; platform staff's across tenants).
+            models.Index(fields=["connection", "entity_type", "name", "id"], name="entity_list_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.entity_type} {self.external_id})"

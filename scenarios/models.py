@@ -196,7 +196,10 @@ class PreflightRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["-created_at", "-id"], name="preflight_list_idx"),  # platform staff: every tenant
+        ]
 
     def __str__(self) -> str:
         return f"Preflight {self.run_id}"
@@ -268,9 +271,10 @@ class GuardrailOverride(models.Model):
 class Deployment(models.Model):
     """A dry run or a live push of a scenario, owning one action per changed entity (live).
 
-    ``prepared_at`` is empty while a large live deploy waits for its worker to create the
-    actions and results (``scenarios.services.deploy.deployment_prepare``); a refusal
-    found there fails the deployment with ``error_message``.
+    ``prepared_at`` is empty while a large live deploy, dry run or retry waits for its
+    worker to read its preflight and create the results (and actions)
+    (``scenarios.services.deploy``); a refusal found there fails the deployment with
+    ``error_message``.
     """
 
     class Mode(models.TextChoices):
@@ -324,7 +328,10 @@ class Deployment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="uniq_deployment_idempotency_key"),
         ]
-        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="deployment_tenant_list_idx")]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="deployment_tenant_list_idx"),
+            models.Index(fields=["-created_at", "-id"], name="deployment_list_idx"),  # platform staff: every tenant
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} deployment #{self.pk}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scenarios.services.adpush import ad_push_process
-from scenarios.services.deploy import deployment_prepare
+from scenarios.services.deploy import deployment_dry_run_process, deployment_prepare, deployment_retry_process
 from scenarios.services.retention import preflights_prune
 
 
@@ -21,6 +21,22 @@ def deployment_prepare_task(deployment_pk: int) -> str:
     deployment = deployment_prepare(deployment_pk=deployment_pk)
     if deployment is None:
         return f"deployment {deployment_pk}: already prepared"
+    return f"deployment {deployment_pk}: {deployment.status}"
+
+
+def deployment_dry_run_task(deployment_pk: int) -> str:
+    """Run a large dry run: its preflight, the validate-only calls, the results."""
+    deployment = deployment_dry_run_process(deployment_pk=deployment_pk)
+    if deployment is None:
+        return f"dry run {deployment_pk}: already claimed or finished"
+    return f"dry run {deployment_pk}: {deployment.status}"
+
+
+def deployment_retry_task(deployment_pk: int) -> str:
+    """Run a large retry of failed entities: its preflight, then prepare and dispatch it."""
+    deployment = deployment_retry_process(deployment_pk=deployment_pk)
+    if deployment is None:
+        return f"deployment {deployment_pk}: already claimed or prepared"
     return f"deployment {deployment_pk}: {deployment.status}"
 
 

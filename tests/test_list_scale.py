@@ -18,8 +18,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from actions.models import Action, ActionExecutionLog, ActionStatus, LogEvent
+from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, LogEvent, Recommendation
 from budgetradar.admin_base import CappedCountPaginator
+from budgetradar.tenancy import is_platform_staff
+from platforms.models import PlatformEntity
 from scenarios.models import Deployment, DeploymentResult, PreflightRun
 from tests.factories import ActionFactory, ConnectionFactory, EntityFactory
 
@@ -311,3 +313,101 @@ def test_the_main_list_queries_use_an_index_at_20000_rows(approver, campaign, ot
     for sql, plan in zip(sqls, plans_of(sqls), strict=True):
         assert re.search(r"Index (Only )?Scan( Backward)? using \w+_list_idx", plan), f"{sql}\n{plan}"
         assert "Seq Scan on actions_action " not in plan and "Seq Scan on actions_actionexecutionlog" not in plan
+
+
+def spread_over_a_month(table: str) -> None:
+    """``auto_now_add`` stamped every bulk row alike; spread them as a real table is."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET created_at = %s + (id || ' seconds')::interval",
+            [timezone.now() - timedelta(days=30)],
+        )
+        cursor.execute(f"ANALYZE {table}")
+
+
+def bulk_platform_rows(tenants_entities: list, n: int) -> None:
+    """Deployments, preflight runs, recommendations, jobs and entities of several tenants."""
+    for tenant, entity in tenants_entities:
+        preflight = PreflightRun.objects.create(tenant=tenant, run_id=f"pf-bulk-{tenant.pk}", payload={})
+        PreflightRun.objects.bulk_create(
+            (PreflightRun(tenant=tenant, run_id=f"pf-{tenant.pk}-{i}", status="succeeded") for i in range(n)),
+            batch_size=2000,
+        )
+        Deployment.objects.bulk_create(
+            (
+                Deployment(
+                    tenant=tenant, preflight=preflight, mode="dry_run", idempotency_key=f"k{i}", status="succeeded"
+                )
+                for i in range(n)
+            ),
+            batch_size=2000,
+        )
+        Recommendation.objects.bulk_create(
+            (Recommendation(tenant=tenant, entity=entity, action_type="adjust_budget") for _ in range(n)),
+            batch_size=2000,
+        )
+        ActionJob.objects.bulk_create(
+            (ActionJob(tenant=tenant, connection=entity.connection, status="succeeded") for _ in range(n)),
+            batch_size=2000,
+        )
+        PlatformEntity.objects.bulk_create(
+            (
+                PlatformEntity(
+                    tenant=tenant,
+                    connection=entity.connection,
+                    entity_type="ad",
+                    external_id=f"ad-{i}",
+                    name=f"Ad {i:06d}",
+                    status="active",
+                )
+                for i in range(n)
+            ),
+            batch_size=2000,
+        )
+    for model in (PreflightRun, Deployment, Recommendation, ActionJob):
+        spread_over_a_month(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {PlatformEntity._meta.db_table}")
+
+
+STAFF_TABLES = (Action, ActionExecutionLog, Deployment, PreflightRun, Recommendation, ActionJob, PlatformEntity)
+
+
+@pytest.mark.postgres(reason="EXPLAIN plans are PostgreSQL's; SQLite's planner says nothing about this deployment")
+@pytest.mark.django_db(transaction=True)
+def test_platform_staffs_lists_across_tenants_use_an_index_for_their_default_order(
+    campaign, other_tenant, client, admin_user
+):
+    """Platform staff see every tenant's rows: their lists sort the whole table, so each
+    default ordering needs an index of its own, not one that starts with the tenant."""
+    theirs = EntityFactory(connection=ConnectionFactory(tenant=other_tenant))
+    bulk_actions(campaign.tenant, campaign, ROWS // 2)
+    bulk_actions(other_tenant, theirs, ROWS // 2)
+    bulk_logs(campaign.tenant, ROWS // 2)
+    bulk_logs(other_tenant, ROWS // 2)
+    bulk_platform_rows([(campaign.tenant, campaign), (other_tenant, theirs)], ROWS // 4)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE actions_action SET created_at = %s + (id || ' seconds')::interval", [timezone.now()])
+        cursor.execute("ANALYZE actions_action")
+        cursor.execute("ANALYZE actions_actionexecutionlog")
+    staff = admin_user
+    assert is_platform_staff(staff)
+
+    api = client_for(staff)
+    client.force_login(staff)
+    with CaptureQueriesContext(connection) as queries:
+        api.get(api.get("/api/actions/?page_size=50").json()["next"])
+        api.get("/api/recommendations/")
+        api.get("/api/deployments/")
+        api.get("/api/entities/")
+        for model in STAFF_TABLES:
+            assert client.get(changelist(model), {"p": "3"}).status_code == 200, model
+    pages = {model._meta.db_table: page_queries(queries, model._meta.db_table) for model in STAFF_TABLES}
+    assert all(pages.values()), pages
+    unindexed = {
+        table: plan
+        for table, sqls in pages.items()
+        for plan in plans_of(sqls)
+        if not re.search(r"Index (Only )?Scan( Backward)? using \w+_list_idx", plan)
+    }
+    assert not unindexed, "\n\n".join(f"{table}:\n{plan}" for table, plan in unindexed.items())

@@ -52,6 +52,7 @@ from scenarios.admin.presentation import (
 from scenarios.models import (
     Deployment,
     DeploymentResult,
+    PreflightRun,
 )
 
 # Deployments ---------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
         deployment = self.get_object(request, object_id)
-        preparing = deployment.prepared_at is None and deployment.status == Deployment.Status.QUEUED
+        preparing = deployment.prepared_at is None and deployment.status in ACTIVE_DEPLOYMENT
         results = deployment.results.select_related("entity__connection", "action").order_by("id")
         page = Paginator(results, RESULTS_PAGE_SIZE).get_page(page_number(request, "results_page"))
         settled = deployment.total - deployment.pending
@@ -196,7 +197,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "active": deployment.status in ACTIVE_DEPLOYMENT or bool(rolling_back),
             "rolling_back": rolling_back,
             "preparing": preparing,
-            "preparing_changed": _changed_count(deployment) if preparing else 0,
+            "preparing_text": _preparing_text(deployment) if preparing else "",
             "refresh_seconds": REFRESH_SECONDS,
             "settled": settled,
             "progress": round(100 * settled / deployment.total) if deployment.total else 100,
@@ -249,7 +250,14 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
                 messages.error(request, f"Deployment #{deployment.pk} was not retried: {exc.message}")
                 return HttpResponseRedirect(self._url("change", deployment))
             confirmation_close(request, form.cleaned_data["token"], retry.pk)
-            messages.success(request, f"Deployment #{retry.pk} retries the failed entities of #{deployment.pk}.")
+            worker = (
+                " A worker reads their live values first; this page follows its progress."
+                if not retry.prepared_at
+                else ""
+            )
+            messages.success(
+                request, f"Deployment #{retry.pk} retries the failed entities of #{deployment.pk}.{worker}"
+            )
             return HttpResponseRedirect(self._url("change", retry))
         failed = deployment.results.filter(
             status__in=[DeploymentResult.Status.FAILED, DeploymentResult.Status.STALE]
@@ -312,10 +320,26 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         }
 
 
-def _changed_count(deployment: Deployment) -> int:
-    """Entities the deployment's preflight changes (the actions its worker will create)."""
-    summary = (deployment.preflight.payload or {}).get("summary") or {}
-    return int(summary.get("changed", 0))
+def _preparing_text(deployment: Deployment) -> str:
+    """What the worker of a deployment waiting for it is doing: reading the live values
+    (a large dry run or retry has its preflight run by the worker), validating on the
+    platforms (dry run), or creating the actions and per-entity results (live)."""
+    preflight = deployment.preflight
+    dry_run = deployment.mode == Deployment.Mode.DRY_RUN
+    if preflight.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING):
+        return format_html(
+            "A worker is reading the live values of this {}'s entities ({} of {} read), then {}",
+            "dry run" if dry_run else "deployment",
+            preflight.entities_read,
+            preflight.entities_total,
+            "the platforms' validate-only calls" if dry_run else "its actions and per-entity results",
+        )
+    changed = int(((preflight.payload or {}).get("summary") or {}).get("changed", 0))
+    if dry_run:
+        return format_html("A worker is asking the platforms to validate this dry run's changes ({} changed)", changed)
+    return format_html(
+        "A worker is creating this deployment's actions and per-entity results ({} changed entities)", changed
+    )
 
 
 def _rollbackable(deployment: Deployment) -> QuerySet:

@@ -477,9 +477,18 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
             messages.error(request, f"The dry run of {scenario.name} was refused: {exc.message}")
             return HttpResponseRedirect(self._change_url(scenario))
         deployment = Deployment.objects.get(tenant=scenario.tenant, pk=result.response["id"])
-        messages.success(
-            request, f"Dry run #{deployment.pk}: {deployment_counts(deployment)}. Nothing was changed on the platforms."
-        )
+        if deployment.prepared_at is None:
+            messages.success(
+                request,
+                f"Dry run #{deployment.pk} of {scenario.name} runs in a worker: it reads the live values and asks "
+                "the platforms to validate the changes; this page follows its progress. Nothing changes on the "
+                "platforms.",
+            )
+        else:
+            messages.success(
+                request,
+                f"Dry run #{deployment.pk}: {deployment_counts(deployment)}. Nothing was changed on the platforms.",
+            )
         return HttpResponseRedirect(reverse("admin:scenarios_deployment_change", args=[deployment.pk]))
 
     def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

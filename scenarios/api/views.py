@@ -256,7 +256,8 @@ class ScenarioViewSet(
     )
     @route(detail=True, methods=["post"])
     def deploy(self, request: Request, pk: str) -> Response:
-        """Dry run (200, validate-only) or live deploy (202); an idempotency key is required."""
+        """Dry run (200, validate-only; 202 and a progress URL for a scenario of more than
+        ``DEPLOY_SYNC_MAX_ENTITIES`` items) or live deploy (202); an idempotency key is required."""
         from scenarios.services.deploy import deployment_create
 
         scenario = self.get_object()
@@ -353,7 +354,8 @@ class DeploymentViewSet(
     )
     @route(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request: Request, pk: str) -> Response:
-        """A new live deployment of the entities that failed or were stale (fresh preflight)."""
+        """A new live deployment of the entities that failed or were stale (fresh preflight;
+        read and prepared by a worker when there are more than ``DEPLOY_SYNC_MAX_ENTITIES``)."""
         from scenarios.services.deploy import deployment_retry_failed_request, deployment_serialize
 
         deployment = self.get_object()

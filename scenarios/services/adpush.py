@@ -159,32 +159,50 @@ def scenario_preflight_request(*, scenario, actor, mode: str = PreflightRun.Mode
     commit; the run comes back queued, and its ``entities_read`` shows the progress.
     The actor needs ``scenarios.run_preflight`` either way.
     """
-    from scenarios.services.preflight import new_run_id
-
     if actor is not None:
         require_perm(actor, "scenarios.run_preflight", doing="run preflights")
     mode = _mode(mode)
     if scenario.items.count() <= settings.PREFLIGHT_SYNC_MAX_ENTITIES:
         return scenario_preflight(scenario=scenario, actor=actor, mode=mode)
-    inputs = [_input(row) for row in scenario.items.order_by("id")]
+    inputs = [scenario_item_input(row) for row in scenario.items.order_by("id")]
     with transaction.atomic():
-        run = PreflightRun.objects.create(
-            tenant=scenario.tenant,
-            run_id=new_run_id(),
+        run = preflight_queue(
             scenario=scenario,
+            actor=actor,
             mode=mode,
-            status=PreflightRun.Status.QUEUED,
-            plan_id=scenario.source_plan_id[:200],
-            notes=scenario.notes,
             inputs=inputs,
-            entities_total=len(inputs),
-            created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            plan_id=scenario.source_plan_id,
+            notes=scenario.notes,
         )
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
 
 
-def _input(row) -> dict[str, Any]:
+def preflight_queue(
+    *, scenario, actor, inputs: list[dict[str, Any]], plan_id: str, notes: str, mode: str = PreflightRun.Mode.MANUAL
+) -> PreflightRun:
+    """Save a ``queued`` preflight of ``inputs`` (nothing is read yet).
+
+    The caller runs it: ``scenario_preflight_request`` enqueues ``preflight_task``; a large
+    dry run or retry has its deployment's task run it (``ad_push_process``) first.
+    """
+    from scenarios.services.preflight import new_run_id
+
+    return PreflightRun.objects.create(
+        tenant=scenario.tenant,
+        run_id=new_run_id(),
+        scenario=scenario,
+        mode=mode,
+        status=PreflightRun.Status.QUEUED,
+        plan_id=plan_id[:200],
+        notes=notes,
+        inputs=inputs,
+        entities_total=len(inputs),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+
+
+def scenario_item_input(row) -> dict[str, Any]:
     """A scenario item as ``TargetItem.as_input`` stores it, without loading its entity."""
     return {"entity": row.entity_id, "targets": {k: str(v) for k, v in sorted(row.targets().items())}}
 

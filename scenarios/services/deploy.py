@@ -26,6 +26,19 @@ still checks everything cheap first (gate, entitlement, freshness, override, cir
 so a refusal is still the request's answer; what the worker finds (a circuit opened
 meanwhile, the action quota used up) fails the deployment with ``error_message``.
 
+A dry run and a retry of the failed entities follow the same line, counted before
+anything is read: a dry run of a scenario of more than ``DEPLOY_SYNC_MAX_ENTITIES``
+items, or a retry of more failed (or stale) entities than that, saves a ``queued``
+preflight of those items (``preflight_queue``: nothing read yet) and a ``queued``
+deployment with ``prepared_at`` empty, answers 202 with it, and leaves the reads to a
+django-q2 task enqueued after commit (``deployment_dry_run_task`` /
+``deployment_retry_task``). The task runs the preflight outside any transaction
+(``ad_push_process``), then — for a dry run — the validate-only calls, also outside
+one, and writes the results in one short transaction; for a retry, the critical-breach
+rule on the new preflight and ``deployment_prepare``. A preflight that fails, or a
+refusal found then, fails the deployment with ``error_message``. At or below the line
+both run in the request as before (a dry run answers 200 with its results).
+
 Both take an idempotency key: the same key and request return the first answer and run
 nothing again; the same key for another request is a 409; concurrent duplicates make
 one deployment and one set of platform mutations (the key row is unique).
@@ -35,11 +48,13 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from actions.models import Action, ActionStatus, ActionType, LogEvent
@@ -66,6 +81,7 @@ from safety.gate import (
     schedule_deployment_actions,
 )
 from scenarios.models import Deployment, DeploymentResult, GuardrailOverride, PreflightRun, Scenario
+from scenarios.services.adpush import ad_push_process, preflight_queue, scenario_item_input, scenario_preflight
 from scenarios.services.items import items_of_scenario
 from scenarios.services.preflight import (
     preflight_age_rule,
@@ -115,11 +131,19 @@ def deployment_create(
 
 
 def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> IdempotentResult:
-    from scenarios.services.adpush import scenario_preflight
-
     replay = idempotent_lookup(tenant=scenario.tenant, key=key, scope="scenario.deploy", request=request)
     if replay is not None:
         return replay
+    if scenario.items.count() > settings.DEPLOY_SYNC_MAX_ENTITIES:
+        require_perm(actor, "scenarios.run_preflight", doing="run preflights")
+        return run_idempotent(
+            tenant=scenario.tenant,
+            key=key,
+            scope="scenario.deploy",
+            request=request,
+            actor=actor,
+            operation=lambda: (_queue_dry_run(scenario=scenario, actor=actor, key=key), 202),
+        )
     preflight = scenario_preflight(scenario=scenario, actor=actor)  # also exported, like every preflight
     docs = preflight_entities(preflight)
     entities = _entities_of(preflight, docs)
@@ -134,16 +158,76 @@ def _dry_run(*, scenario: Scenario, actor, key: str, request: dict) -> Idempoten
             idempotency_key=key,
             requested_by=_user(actor),
             started_at=timezone.now(),
-            prepared_at=timezone.now(),
         )
-        results = [_dry_result(deployment, doc, entities, outcomes) for doc in docs]
-        DeploymentResult.objects.bulk_create(results, batch_size=1000)
-        _recount(deployment, finished=True)
+        _dry_results_write(deployment, docs, entities, outcomes)
         return deployment_serialize(deployment), 200
 
     return run_idempotent(
         tenant=scenario.tenant, key=key, scope="scenario.deploy", request=request, actor=actor, operation=persist
     )
+
+
+def _queue_dry_run(*, scenario: Scenario, actor, key: str) -> dict:
+    """A queued preflight of the scenario's items and a queued dry run of it; the task
+    ``deployment_dry_run_task`` does the reads and the validate-only calls."""
+    inputs = [scenario_item_input(row) for row in scenario.items.order_by("id")]
+    preflight = preflight_queue(
+        scenario=scenario, actor=actor, inputs=inputs, plan_id=scenario.source_plan_id, notes=scenario.notes
+    )
+    deployment = Deployment.objects.create(
+        tenant=scenario.tenant,
+        scenario=scenario,
+        preflight=preflight,
+        mode=Deployment.Mode.DRY_RUN,
+        idempotency_key=key,
+        requested_by=_user(actor),
+    )
+    enqueue_on_commit("scenarios.tasks.deployment_dry_run_task", deployment.pk, group="scenarios")
+    return deployment_serialize(deployment)
+
+
+def deployment_dry_run_process(*, deployment_pk: int) -> Deployment | None:
+    """Run a queued dry run (the task): its preflight, the validate-only calls, the results.
+
+    Guarantees: no platform call inside a transaction — the preflight reads and the
+    validate-only calls run outside any, and only the results are written in one short
+    transaction under a lock on the deployment row. Idempotent: the preflight is claimed
+    by compare-and-set (``ad_push_process``), the validate step by a compare-and-set of
+    the deployment from ``queued`` to ``running`` (or from a ``running`` claim older than
+    the task timeout, whose worker died), and results are written only while
+    ``prepared_at`` is empty, so a task run twice validates once and writes one set of
+    results; returns None when another worker has it or it is done. A preflight that
+    fails fails the dry run with its message.
+    """
+    preflight = _queued_preflight_read(deployment_pk, Deployment.Mode.DRY_RUN)
+    if preflight is None:
+        return None
+    if preflight.status != PreflightRun.Status.SUCCEEDED:
+        return _fail_unprepared(deployment_pk, f"Its preflight {preflight.run_id} failed: {preflight.error_message}")
+    now = timezone.now()
+    stale_claim = now - timedelta(seconds=settings.Q_TIMEOUT)
+    claimable = Q(status=Deployment.Status.QUEUED) | Q(status=Deployment.Status.RUNNING, started_at__lt=stale_claim)
+    claimed = Deployment.objects.filter(claimable, pk=deployment_pk, prepared_at__isnull=True).update(
+        status=Deployment.Status.RUNNING, started_at=now
+    )
+    if claimed != 1:
+        return None
+    docs = preflight_entities(preflight)
+    entities = _entities_of(preflight, docs)
+    outcomes = _validate_on_platforms(docs, entities)
+    with transaction.atomic():
+        deployment = _locked_unprepared(deployment_pk)
+        if deployment is None:
+            return None
+        _dry_results_write(deployment, docs, entities, outcomes)
+    return deployment
+
+
+def _dry_results_write(deployment: Deployment, docs, entities, outcomes) -> None:
+    results = [_dry_result(deployment, doc, entities, outcomes) for doc in docs]
+    DeploymentResult.objects.bulk_create(results, batch_size=1000)
+    deployment.prepared_at = timezone.now()
+    _recount(deployment, finished=True)
 
 
 def _validate_on_platforms(docs: list[dict], entities: dict[int, PlatformEntity]) -> dict[int, list]:
@@ -219,9 +303,13 @@ def _check_before_queueing(preflight: PreflightRun, changed: int) -> None:
     """What the worker would refuse and the request can tell at once: an open circuit
     on a connection the plan changes, or more actions than the plan allows."""
     connection_ids = [c["connection_id"] for c in preflight.payload.get("connections", []) if c.get("changed")]
+    _check_connections_and_quota(preflight.tenant, connection_ids, changed)
+
+
+def _check_connections_and_quota(tenant, connection_ids, count: int) -> None:
     for connection in PlatformConnection.objects.filter(pk__in=connection_ids):
         circuit_check(connection)
-    entitlement_check_action_approvals(tenant=preflight.tenant, count=changed)
+    entitlement_check_action_approvals(tenant=tenant, count=count)
 
 
 def deployment_prepare(*, deployment_pk: int) -> Deployment | None:
@@ -234,22 +322,61 @@ def deployment_prepare(*, deployment_pk: int) -> Deployment | None:
     reason in ``error_message``. Dispatch runs after the commit, like a small deploy's.
     """
     with transaction.atomic():
-        deployment = (
-            Deployment.objects.select_for_update(of=("self",))
-            .select_related("tenant", "scenario__tenant", "preflight__tenant", "requested_by")
-            .filter(pk=deployment_pk, mode=Deployment.Mode.LIVE, prepared_at__isnull=True)
-            .first()
-        )
+        deployment = _locked_unprepared(deployment_pk, mode=Deployment.Mode.LIVE)
         if deployment is None or deployment.status != Deployment.Status.QUEUED:
             return None
         try:
             with transaction.atomic():
+                if deployment.retry_of_id:  # its preflight was read by the task, after the request
+                    _override_for(deployment.preflight, deployment.override_id)
                 _prepare(deployment, actor=deployment.requested_by)
         except DomainError as exc:
-            deployment.status, deployment.error_message = Deployment.Status.FAILED, exc.message
-            deployment.finished_at = deployment.prepared_at = timezone.now()
-            deployment.save(update_fields=["status", "error_message", "finished_at", "prepared_at"])
+            _fail(deployment, exc.message)
     return deployment
+
+
+def _locked_unprepared(deployment_pk: int, *, mode: str | None = None) -> Deployment | None:
+    """The deployment row, locked, while it waits for its worker (``prepared_at`` empty)."""
+    rows = Deployment.objects.select_for_update(of=("self",)).filter(pk=deployment_pk, prepared_at__isnull=True)
+    if mode is not None:
+        rows = rows.filter(mode=mode)
+    return rows.select_related("tenant", "scenario__tenant", "preflight__tenant", "requested_by").first()
+
+
+def _fail(deployment: Deployment, message: str) -> None:
+    deployment.status, deployment.error_message = Deployment.Status.FAILED, message
+    deployment.finished_at = deployment.prepared_at = timezone.now()
+    deployment.save(update_fields=["status", "error_message", "finished_at", "prepared_at"])
+
+
+def _fail_unprepared(deployment_pk: int, message: str) -> Deployment | None:
+    with transaction.atomic():
+        deployment = _locked_unprepared(deployment_pk)
+        if deployment is None:
+            return None
+        _fail(deployment, message)
+    return deployment
+
+
+def _queued_preflight_read(deployment_pk: int, mode: str) -> PreflightRun | None:
+    """Run the queued preflight of a deployment waiting for its worker, outside any
+    transaction; the run (succeeded or failed), or None when the deployment is no longer
+    waiting or another worker is still reading it."""
+    deployment = (
+        Deployment.objects.select_related("preflight")
+        .filter(pk=deployment_pk, mode=mode, prepared_at__isnull=True)
+        .exclude(status__in=[Deployment.Status.FAILED, Deployment.Status.CANCELLED])
+        .first()
+    )
+    if deployment is None:
+        return None
+    preflight = deployment.preflight
+    if preflight.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING):
+        ad_push_process(run_pk=preflight.pk)
+        preflight.refresh_from_db()
+    if preflight.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING):
+        return None
+    return preflight
 
 
 def _prepare(deployment: Deployment, *, actor) -> None:
@@ -474,6 +601,11 @@ def deployment_retry_failed_request(
     The fresh preflight reads the platform before any transaction opens; only the short
     write of the new deployment runs under the key, so no database lock (idempotency
     row, rate-limit bucket) is held while the platform answers.
+
+    Above ``DEPLOY_SYNC_MAX_ENTITIES`` failed entities nothing is read in the request:
+    after the cheap checks (gate, plan, open circuits, the action quota) the key's short
+    write saves a queued preflight of those entities and a queued deployment, and
+    ``deployment_retry_task`` reads and prepares it (see the module docstring).
     """
     require_same_tenant(actor, deployment.tenant, what="deployment")
     require_perm(actor, "scenarios.deploy_live", doing="deploy live")
@@ -482,13 +614,17 @@ def deployment_retry_failed_request(
     replay = idempotent_lookup(tenant=deployment.tenant, key=key, scope=RETRY_SCOPE, request=request)
     if replay is not None:
         return replay
-    failed = set(deployment.results.filter(status__in=[R.FAILED, R.STALE]).values_list("entity_id", flat=True))
-    if not failed:
+    failed = deployment.results.filter(status__in=[R.FAILED, R.STALE]).values("entity_id")
+    if not failed.exists():
         raise InvalidState(f"Deployment #{deployment.pk} has no failed entities to retry.", code="nothing_to_retry")
     if deployment.scenario is None:
         raise InvalidState(f"Deployment #{deployment.pk} has no scenario any more.")
     gate_deploy_live(scenario=deployment.scenario, actor=actor)
-    items = [i for i in items_of_scenario(deployment.scenario) if i.entity.pk in failed]
+    rows = deployment.scenario.items.filter(entity_id__in=failed)
+    if rows.count() > settings.DEPLOY_SYNC_MAX_ENTITIES:
+        return _retry_in_worker(deployment=deployment, rows=rows, actor=actor, key=key, request=request)
+    failed_ids = set(rows.values_list("entity_id", flat=True))
+    items = [i for i in items_of_scenario(deployment.scenario) if i.entity.pk in failed_ids]
     preflight = preflight_run(
         tenant=deployment.tenant,
         items=items,
@@ -515,6 +651,56 @@ def deployment_retry_failed_request(
             202,
         ),
     )
+
+
+def _retry_in_worker(*, deployment: Deployment, rows, actor, key: str, request: dict) -> IdempotentResult:
+    """The large retry: cheap checks now, the reads and the preparation in the task."""
+    require_perm(actor, "scenarios.run_preflight", doing="run preflights")
+    entitlement_check_feature(tenant=deployment.tenant, feature=Feature.LIVE_DEPLOY)
+    inputs = [scenario_item_input(row) for row in rows.order_by("id")]
+    connection_ids = set(rows.values_list("entity__connection_id", flat=True))
+
+    def queue() -> tuple[dict, int]:
+        _check_connections_and_quota(deployment.tenant, connection_ids, len(inputs))
+        preflight = preflight_queue(
+            scenario=deployment.scenario,
+            actor=actor,
+            inputs=inputs,
+            plan_id=deployment.preflight.plan_id,
+            notes=f"Retry of the failed entities of deployment #{deployment.pk}",
+        )
+        retry = Deployment.objects.create(
+            tenant=deployment.tenant,
+            scenario=deployment.scenario,
+            preflight=preflight,
+            mode=Deployment.Mode.LIVE,
+            idempotency_key=key,
+            requested_by=_user(actor),
+            retry_of=deployment,
+        )
+        enqueue_on_commit("scenarios.tasks.deployment_retry_task", retry.pk, group="scenarios")
+        return deployment_serialize(retry), 202
+
+    return run_idempotent(
+        tenant=deployment.tenant, key=key, scope=RETRY_SCOPE, request=request, actor=actor, operation=queue
+    )
+
+
+def deployment_retry_process(*, deployment_pk: int) -> Deployment | None:
+    """Run a queued retry (the task): its preflight outside any transaction, then the
+    critical-breach rule and ``deployment_prepare`` (actions, results, dispatch).
+
+    Guarantees: idempotent like ``deployment_prepare`` (the preflight is claimed by
+    compare-and-set; one set of actions); returns None when another worker is reading
+    or it is done. A failed preflight, critical breaches on it (a retry has no
+    override), an open circuit or the action quota fail the deployment with the reason.
+    """
+    preflight = _queued_preflight_read(deployment_pk, Deployment.Mode.LIVE)
+    if preflight is None:
+        return None
+    if preflight.status != PreflightRun.Status.SUCCEEDED:
+        return _fail_unprepared(deployment_pk, f"Its preflight {preflight.run_id} failed: {preflight.error_message}")
+    return deployment_prepare(deployment_pk=deployment_pk)
 
 
 def deployment_rollback(*, deployment: Deployment, actor, reason: str = "") -> Deployment:
