@@ -66,6 +66,7 @@ from safety.four_eyes import action_authors, four_eyes_check, override_authors, 
 from safety.schedule import ExecutionPlan, execution_plan
 from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario
+from scenarios.selectors import override_state
 from scenarios.services import guardrails as g
 from scenarios.services.items import TARGET_FIELDS, TargetItem, items_of_scenario
 from scenarios.services.preflight import (
@@ -416,7 +417,7 @@ def action_preflight_request(*, action: Action, actor) -> PreflightRun:
 def preflights_prefetch() -> Prefetch:
     """What a page or a response of many actions prefetches so ``latest_preflight`` and
     ``preflight_summary`` cost no query per action."""
-    overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by")
+    overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by", "rejected_by")
     runs = PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides), "entity_documents")
     return Prefetch("preflights", queryset=runs)
 
@@ -430,7 +431,7 @@ def latest_preflight(action: Action) -> PreflightRun | None:
 def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
     """An action's one-entity preflight as the API and the action page show it: before,
     after, the changed fields with delta and forecast, every breach, and its overrides
-    (``run.overrides`` prefetched with their people)."""
+    with their state (``override_summary``; ``run.overrides`` prefetched with their people)."""
     if run is None:
         return None
     document = run.payload or {}
@@ -452,16 +453,24 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
         "forecast_status": entity.get("forecast_status"),
         "breaches": preflight_breaches(run),
         "has_critical": run.has_critical,
-        "overrides": [
-            {
-                "id": o.pk,
-                "reason": o.reason,
-                "requested_by": o.requested_by.username,
-                "approved_by": o.approved_by.username if o.approved_by_id else None,
-                "approved_at": o.approved_at.isoformat() if o.approved_at else None,
-            }
-            for o in sorted(run.overrides.all(), key=lambda o: o.pk)
-        ],
+        "overrides": [override_summary(o) for o in sorted(run.overrides.all(), key=lambda o: o.pk)],
+    }
+
+
+def override_summary(override: GuardrailOverride) -> dict[str, Any]:
+    """An override as the API and the action page show it: its state
+    (``scenarios.selectors.override_state``: pending, approved or rejected), who asked
+    and why, and who decided and when."""
+    return {
+        "id": override.pk,
+        "state": override_state(override),
+        "reason": override.reason,
+        "requested_by": override.requested_by.username,
+        "requested_at": override.created_at.isoformat(),
+        "approved_by": override.approved_by.username if override.approved_by_id else None,
+        "approved_at": override.approved_at.isoformat() if override.approved_at else None,
+        "rejected_by": override.rejected_by.username if override.rejected_by_id else None,
+        "rejected_at": override.rejected_at.isoformat() if override.rejected_at else None,
     }
 
 

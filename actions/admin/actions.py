@@ -59,6 +59,7 @@ from budgetradar.admin_base import (
     pretty_json,
 )
 from budgetradar.errors import DomainError
+from budgetradar.timefmt import format_time
 from budgetradar.words import error_label
 from platforms.types import Field
 from safety.gate import (
@@ -68,8 +69,9 @@ from safety.gate import (
     preflight_summary,
     preflights_prefetch,
 )
-from safety.overrides import action_override_request, override_approve
+from safety.overrides import action_override_request, override_approve, override_approve_refusal
 from scenarios.models import GuardrailOverride, PreflightRun
+from scenarios.selectors import APPROVED, PENDING, REJECTED
 from scenarios.services.guardrails import CRITICAL
 
 
@@ -374,20 +376,28 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         """The action's latest one-entity preflight, its breaches and overrides, and what the
         user may do about them (run a preflight, request or approve an override)."""
         user = request.user
-        summary = preflight_summary(latest_preflight(action))
+        run = latest_preflight(action)
+        summary = preflight_summary(run)
         critical = [b for b in (summary or {}).get("breaches", []) if b["severity"] == CRITICAL]
         overrides = (summary or {}).get("overrides", [])
+        stored = {o.pk: o for o in run.overrides.all()} if run is not None else {}
+        zone = action.connection.time_zone
         may_override = user.has_perm("scenarios.override_guardrail")
         return {
             "summary": summary,
             "breaches": [(breach_pill(b), b["message"]) for b in (summary or {}).get("breaches", [])],
             "critical": len(critical),
             "pending": [
-                {**o, "can_approve": may_override and o["requested_by"] != user.get_username()}
+                {**o, "can_approve": not override_approve_refusal(override=stored[o["id"]], actor=user)}
                 for o in overrides
-                if o["approved_at"] is None
+                if o["state"] == PENDING
             ],
-            "approved": [o for o in overrides if o["approved_at"] is not None],
+            "approved": [o for o in overrides if o["state"] == APPROVED],
+            "rejected": [
+                {**o, "rejected_at_text": format_time(stored[o["id"]].rejected_at, zone)}
+                for o in overrides
+                if o["state"] == REJECTED
+            ],
             "can_preflight": user.has_perm("scenarios.run_preflight"),
             "can_request_override": may_override and bool(critical),
             "preflight_url": self._url("preflight", action.pk),
