@@ -75,6 +75,7 @@ from scenarios.services.preflight import (
     preflight_age_rule,
     preflight_breaches,
     preflight_each,
+    preflight_each_preview,
     preflight_entities,
     preflight_is_fresh,
 )
@@ -406,6 +407,21 @@ def actions_preflight(
     return {run.action_id: run for run in _preflights(wanted, actor, now=now, reuse=reuse)}
 
 
+def actions_preflight_preview(
+    *, actions: Iterable[Action], actor, rollback: bool = False, now: datetime | None = None
+) -> dict[int, PreflightRun]:
+    """What ``actions_preflight`` would give each action, writing nothing: a fresh stored
+    run when there is one, else an unsaved run of a live read (``preflight_each_preview``:
+    no run stored, the mirror left as it is). For confirmation pages, which read the live
+    value before a person confirms but must not write on a GET; confirming runs the gate,
+    which stores the preflight it judges. Failed reads are failed unsaved runs, never raised.
+    """
+    now = now or timezone.now()
+    actions = list(actions)
+    wanted = [(a, rollback_targets(a) if rollback else action_targets(a)) for a in actions]
+    return {run.action_id: run for run in _preflights(wanted, actor, now=now, reuse=True, store=False)}
+
+
 def action_preflight_request(*, action: Action, actor) -> PreflightRun:
     """A new one-entity preflight of the action now (the "Preflight" button and API)."""
     require_same_tenant(actor, action.tenant, what="action")
@@ -436,6 +452,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
         return None
     document = run.payload or {}
     entity = next(iter(preflight_entities(run)), {})
+    overrides = run.overrides.all() if run.pk is not None else []  # an unsaved preview has none
     changes = [change for section in entity.get("sections", {}).values() for change in section if change["changed"]]
     shown = ("field", "label", "before", "after", "delta", "percent_delta", "unit", "forecast_delta", "breaches")
     return {
@@ -453,7 +470,7 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
         "forecast_status": entity.get("forecast_status"),
         "breaches": preflight_breaches(run),
         "has_critical": run.has_critical,
-        "overrides": [override_summary(o) for o in sorted(run.overrides.all(), key=lambda o: o.pk)],
+        "overrides": [override_summary(o) for o in sorted(overrides, key=lambda o: o.pk)],
     }
 
 
@@ -533,8 +550,10 @@ def _preflights(
     now: datetime,
     reuse: bool,
     entities: dict[int, PlatformEntity] | None = None,
+    store: bool = True,
 ) -> list[PreflightRun]:
-    """One run per (action, targets): reused when fresh, else run in one batch per tenant."""
+    """One run per (action, targets): reused when fresh, else run in one batch per tenant
+    (stored, or with ``store=False`` unsaved previews)."""
     if not wanted:
         return []
     entities = entities or _loaded_entities([a for a, _targets in wanted])
@@ -562,9 +581,11 @@ def _preflights(
         )
         runs.append(run)
         todo.append((run, item))
-    if todo:
+    if todo and store:
         PreflightRun.objects.bulk_create([run for run, _item in todo])
         preflight_each(tenant=tenant, runs=todo, now=now)
+    elif todo:
+        preflight_each_preview(tenant=tenant, runs=todo, now=now)
     return runs
 
 

@@ -41,6 +41,8 @@ def test_a_single_actions_override_is_requested_and_approved_on_its_page(
     page = client.get(confirmation(client, "approve", action)).content.decode()
     assert "Skipped" in page and "1 critical guardrail breach stands" in page
     assert "daily budget 100.00 → 150.00 EUR (+50.00%); 1 critical, " in page
+    assert not action.preflights.exists()  # the confirmation (a GET) stores nothing; the button does
+    client.post(url("preflight", action.pk))
     change = client.get(url("change", action.pk)).content.decode()
     assert 'id="gate-changes"' in change and "rises 50.00%" in change
     assert 'id="request-override"' not in change  # approvers cannot override

@@ -141,9 +141,10 @@ def _change_text(change: dict) -> str:
     return text
 
 
-def gate_summary(action: Action) -> str:
-    """``Preflight pf-…: daily budget 91.00 → 910.00 EUR (+900.00%); 1 critical breach``."""
-    summary = preflight_summary(latest_preflight(action))
+def gate_summary(action: Action, run: PreflightRun | None = None) -> str:
+    """``Preflight pf-…: daily budget 91.00 → 910.00 EUR (+900.00%); 1 critical breach``, of
+    ``run`` (a preview) or else the action's latest stored preflight."""
+    summary = preflight_summary(run or latest_preflight(action))
     if summary is None:
         return "No preflight yet: the gate runs one when the action is approved or executed."
     if summary["status"] != PreflightRun.Status.SUCCEEDED:
