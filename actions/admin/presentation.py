@@ -11,7 +11,7 @@ from actions.models import (
     JobStatus,
     LogEvent,
 )
-from actions.services.rollback_preview import FIELD_LABELS, rollback_preview
+from actions.services.rollback_preview import FIELD_LABELS
 from actions.services.rollback_preview import show_value as _show
 from budgetradar.admin_base import (
     AMBER,
@@ -109,17 +109,6 @@ def describe_change(
 def action_change(action: Action) -> str:
     seen = action.before_state or action.baseline_state
     return describe_change(action.action_type, action.params, action.entity, action.connection.currency, seen)
-
-
-def rollback_change(action: Action) -> str:
-    """``Daily budget: live now 150.00 EUR → will restore 100.00 EUR`` from the action's latest
-    rollback preflight (the last known value when there is none)."""
-    return rollback_preview(action, latest_preflight(action)).change_text()
-
-
-def rollback_drift_warning(action: Action) -> str:
-    """Why a rollback may be refused for drift ("" when the live value is still BudgetRadar's)."""
-    return rollback_preview(action, latest_preflight(action)).drift_warning()
 
 
 # The safety gate on an action's page ----------------------------------------------------------
