@@ -66,6 +66,7 @@ from safety.four_eyes import action_authors, four_eyes_check, override_authors, 
 from safety.schedule import ExecutionPlan, execution_plan
 from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario
+from scenarios.selectors import override_state
 from scenarios.services import guardrails as g
 from scenarios.services.items import TARGET_FIELDS, TargetItem, items_of_scenario
 from scenarios.services.preflight import (
@@ -74,6 +75,7 @@ from scenarios.services.preflight import (
     preflight_age_rule,
     preflight_breaches,
     preflight_each,
+    preflight_each_preview,
     preflight_entities,
     preflight_is_fresh,
 )
@@ -405,6 +407,21 @@ def actions_preflight(
     return {run.action_id: run for run in _preflights(wanted, actor, now=now, reuse=reuse)}
 
 
+def actions_preflight_preview(
+    *, actions: Iterable[Action], actor, rollback: bool = False, now: datetime | None = None
+) -> dict[int, PreflightRun]:
+    """What ``actions_preflight`` would give each action, writing nothing: a fresh stored
+    run when there is one, else an unsaved run of a live read (``preflight_each_preview``:
+    no run stored, the mirror left as it is). For confirmation pages, which read the live
+    value before a person confirms but must not write on a GET; confirming runs the gate,
+    which stores the preflight it judges. Failed reads are failed unsaved runs, never raised.
+    """
+    now = now or timezone.now()
+    actions = list(actions)
+    wanted = [(a, rollback_targets(a) if rollback else action_targets(a)) for a in actions]
+    return {run.action_id: run for run in _preflights(wanted, actor, now=now, reuse=True, store=False)}
+
+
 def action_preflight_request(*, action: Action, actor) -> PreflightRun:
     """A new one-entity preflight of the action now (the "Preflight" button and API)."""
     require_same_tenant(actor, action.tenant, what="action")
@@ -416,7 +433,7 @@ def action_preflight_request(*, action: Action, actor) -> PreflightRun:
 def preflights_prefetch() -> Prefetch:
     """What a page or a response of many actions prefetches so ``latest_preflight`` and
     ``preflight_summary`` cost no query per action."""
-    overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by")
+    overrides = GuardrailOverride.objects.select_related("requested_by", "approved_by", "rejected_by")
     runs = PreflightRun.objects.prefetch_related(Prefetch("overrides", overrides), "entity_documents")
     return Prefetch("preflights", queryset=runs)
 
@@ -430,11 +447,12 @@ def latest_preflight(action: Action) -> PreflightRun | None:
 def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
     """An action's one-entity preflight as the API and the action page show it: before,
     after, the changed fields with delta and forecast, every breach, and its overrides
-    (``run.overrides`` prefetched with their people)."""
+    with their state (``override_summary``; ``run.overrides`` prefetched with their people)."""
     if run is None:
         return None
     document = run.payload or {}
     entity = next(iter(preflight_entities(run)), {})
+    overrides = run.overrides.all() if run.pk is not None else []  # an unsaved preview has none
     changes = [change for section in entity.get("sections", {}).values() for change in section if change["changed"]]
     shown = ("field", "label", "before", "after", "delta", "percent_delta", "unit", "forecast_delta", "breaches")
     return {
@@ -452,16 +470,24 @@ def preflight_summary(run: PreflightRun | None) -> dict[str, Any] | None:
         "forecast_status": entity.get("forecast_status"),
         "breaches": preflight_breaches(run),
         "has_critical": run.has_critical,
-        "overrides": [
-            {
-                "id": o.pk,
-                "reason": o.reason,
-                "requested_by": o.requested_by.username,
-                "approved_by": o.approved_by.username if o.approved_by_id else None,
-                "approved_at": o.approved_at.isoformat() if o.approved_at else None,
-            }
-            for o in sorted(run.overrides.all(), key=lambda o: o.pk)
-        ],
+        "overrides": [override_summary(o) for o in sorted(overrides, key=lambda o: o.pk)],
+    }
+
+
+def override_summary(override: GuardrailOverride) -> dict[str, Any]:
+    """An override as the API and the action page show it: its state
+    (``scenarios.selectors.override_state``: pending, approved or rejected), who asked
+    and why, and who decided and when."""
+    return {
+        "id": override.pk,
+        "state": override_state(override),
+        "reason": override.reason,
+        "requested_by": override.requested_by.username,
+        "requested_at": override.created_at.isoformat(),
+        "approved_by": override.approved_by.username if override.approved_by_id else None,
+        "approved_at": override.approved_at.isoformat() if override.approved_at else None,
+        "rejected_by": override.rejected_by.username if override.rejected_by_id else None,
+        "rejected_at": override.rejected_at.isoformat() if override.rejected_at else None,
     }
 
 
@@ -524,8 +550,10 @@ def _preflights(
     now: datetime,
     reuse: bool,
     entities: dict[int, PlatformEntity] | None = None,
+    store: bool = True,
 ) -> list[PreflightRun]:
-    """One run per (action, targets): reused when fresh, else run in one batch per tenant."""
+    """One run per (action, targets): reused when fresh, else run in one batch per tenant
+    (stored, or with ``store=False`` unsaved previews)."""
     if not wanted:
         return []
     entities = entities or _loaded_entities([a for a, _targets in wanted])
@@ -553,9 +581,11 @@ def _preflights(
         )
         runs.append(run)
         todo.append((run, item))
-    if todo:
+    if todo and store:
         PreflightRun.objects.bulk_create([run for run, _item in todo])
         preflight_each(tenant=tenant, runs=todo, now=now)
+    elif todo:
+        preflight_each_preview(tenant=tenant, runs=todo, now=now)
     return runs
 
 

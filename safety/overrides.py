@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from actions.models import Action
 from budgetradar.audit import audited_save
-from budgetradar.errors import InvalidState, PermissionDenied, ValidationFailed
-from budgetradar.tenancy import require_perm, require_same_tenant
+from budgetradar.errors import DomainError, InvalidState, PermissionDenied, ValidationFailed
+from budgetradar.tenancy import refusal_message, require_perm, require_same_tenant
 from safety.gate import critical_breaches, gate_override_approval, latest_preflight
 from scenarios.models import GuardrailOverride, PreflightRun
 
@@ -59,16 +59,44 @@ def _with_comment(what: str, comment: str) -> str:
     return f"{what}: {comment}" if comment else what
 
 
+def override_approve_refusal(*, override: GuardrailOverride, actor) -> str:
+    """Why ``actor`` may not approve the override now, as the sentence they read; empty
+    when they may. The one statement of the approval rules: ``override_approve`` raises
+    with this sentence and the admin shows it before anyone clicks."""
+    refused = _approve_refused(override, actor)
+    return refused.message if refused is not None else ""
+
+
+def _approve_refused(override: GuardrailOverride, actor) -> DomainError | None:
+    """The refusal of approving: the override permission, another person than the
+    requester, four-eyes on the authors of what it lets through, and still pending."""
+    perm = "scenarios.override_guardrail"
+    if actor is None or not actor.has_perm(perm):
+        return PermissionDenied(refusal_message(actor, perm, doing="approve guardrail overrides"))
+    if override.requested_by_id == actor.pk:
+        return PermissionDenied(
+            "You requested this override; another person with the override permission must approve it."
+        )
+    try:
+        gate_override_approval(override=override, actor=actor)
+    except PermissionDenied as exc:
+        return exc
+    if override.rejected:
+        return InvalidState(f"{override} was rejected; request a new one.", code="override_rejected")
+    if override.approved:
+        return InvalidState(f"{override} is already approved.", code="override_approved")
+    return None
+
+
 def override_approve(*, override: GuardrailOverride, actor, comment: str = "") -> GuardrailOverride:
     """The second pair of eyes: someone else with the override permission approves it
-    (the comment goes into its history). A rejected override cannot be approved."""
+    (the comment goes into its history), refused with ``override_approve_refusal``'s
+    sentence. Approving an approved override again returns it (an API retry); a rejected
+    override cannot be approved."""
     require_same_tenant(actor, override.tenant, what="override")
-    require_perm(actor, "scenarios.override_guardrail", doing="approve guardrail overrides")
-    if override.requested_by_id == actor.pk:
-        raise PermissionDenied("An override needs a second approver: you requested this one.")
-    gate_override_approval(override=override, actor=actor)
-    if override.rejected:
-        raise InvalidState(f"{override} was rejected; request a new one.", code="override_rejected")
+    refused = _approve_refused(override, actor)
+    if refused is not None and refused.code != "override_approved":
+        raise refused
     if override.approved:
         return override
     override.approved_by, override.approved_at = actor, timezone.now()

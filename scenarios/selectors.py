@@ -1,16 +1,16 @@
 """Read-only facts about scenarios, their preflights and overrides that the admin and the
 API present alike.
 
-Nothing here writes; the decisions (may this person approve, is one pending, may this
-preflight still be deployed, is a confirmation still about the preflight a deploy would
-use) are the same ones the services enforce, stated so a page can show them before a click.
+Nothing here writes; the decisions (is an override pending, may this preflight still be
+deployed, is a confirmation still about the preflight a deploy would use) are the same
+ones the services enforce, stated so a page can show them before a click. Whether a
+person may approve an override is ``safety.overrides.override_approve_refusal``.
 """
 
 from __future__ import annotations
 
 from django.utils.timesince import timesince
 
-from safety.four_eyes import override_authors
 from scenarios.models import Deployment, GuardrailOverride, PreflightRun, Scenario
 from scenarios.services.guardrails import CRITICAL
 from scenarios.services.preflight import preflight_age_rule, preflight_breaches, preflight_is_fresh, preflight_read_at
@@ -36,25 +36,6 @@ def pending_override(run: PreflightRun | None) -> GuardrailOverride | None:
 def override_breaches(override: GuardrailOverride) -> list[dict]:
     """The critical breaches of the override's preflight: what an approval lets through."""
     return preflight_breaches(override.preflight, severity=CRITICAL)  # all, not only the summary's first
-
-
-def approve_refusal(override: GuardrailOverride, user) -> str:
-    """Why ``user`` may not approve the override now, as a sentence; empty when they may.
-
-    The same rules as ``safety.overrides.override_approve`` (permission, not the
-    requester, four-eyes on the authors of what it lets through, still pending)."""
-    if not user.has_perm("scenarios.override_guardrail"):
-        return "Approving overrides needs the override permission."
-    if not override.pending:
-        return f"This override is already {override_state(override)}."
-    if override.requested_by_id == user.pk:
-        return "You requested this override; another person with the override permission must approve it."
-    if override.tenant.four_eyes_required and user.pk in override_authors(override):
-        return (
-            "Four-eyes approval is required: you created or last changed what this override lets through, "
-            "so another person must approve it."
-        )
-    return ""
 
 
 def next_step(override: GuardrailOverride) -> str:

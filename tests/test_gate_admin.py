@@ -7,9 +7,13 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from actions.models import Action, ActionStatus
 from budgetradar.roles import Role
+from safety.gate import action_preflight_request
+from safety.overrides import action_override_request, override_reject
 from scenarios.models import GuardrailOverride, GuardrailPolicy
 from tests.factories import ActionFactory, member
 
@@ -37,6 +41,8 @@ def test_a_single_actions_override_is_requested_and_approved_on_its_page(
     page = client.get(confirmation(client, "approve", action)).content.decode()
     assert "Skipped" in page and "1 critical guardrail breach stands" in page
     assert "daily budget 100.00 → 150.00 EUR (+50.00%); 1 critical, " in page
+    assert not action.preflights.exists()  # the confirmation (a GET) stores nothing; the button does
+    client.post(url("preflight", action.pk))
     change = client.get(url("change", action.pk)).content.decode()
     assert 'id="gate-changes"' in change and "rises 50.00%" in change
     assert 'id="request-override"' not in change  # approvers cannot override
@@ -80,3 +86,24 @@ def test_an_absurd_amount_in_the_admin_is_a_form_error_naming_the_ceiling(client
     assert response.status_code == 200
     assert "above the ceiling of 1000000.00 EUR" in response.content.decode()
     assert not Action.objects.exists()
+
+
+def test_a_rejected_override_is_shown_as_rejected_with_who_and_when(client, tenant, campaign, tenant_admin):
+    second_admin = member(tenant, Role.ADMIN, "acme-admin-2")
+    GuardrailPolicy.objects.create(tenant=tenant, name="Tight", max_increase_pct=Decimal("10"))
+    action = ActionFactory(entity=campaign, params={"new_budget": "150.00", "budget_type": "daily"})
+    action_preflight_request(action=action, actor=tenant_admin)
+    override = action_override_request(action=action, actor=tenant_admin, reason="Black Friday")
+    override_reject(override=override, actor=second_admin, comment="Too much")
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=tenant_admin)[0].key}")
+    [shown] = api.get(f"/api/actions/{action.pk}").json()["preflight"]["overrides"]
+    override.refresh_from_db()
+    assert (shown["state"], shown["requested_by"], shown["rejected_by"]) == ("rejected", "acme-admin", "acme-admin-2")
+    assert shown["rejected_at"] == override.rejected_at.isoformat() and shown["approved_at"] is None
+
+    client.force_login(second_admin)
+    page = client.get(url("change", action.pk)).content.decode()
+    assert "was rejected by acme-admin-2 at " in page
+    assert f'id="approve-override-button-{override.pk}"' not in page  # a rejected override is not pending

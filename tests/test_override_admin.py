@@ -81,7 +81,7 @@ def test_the_requester_and_the_author_cannot_approve_under_four_eyes(client, blo
     override = GuardrailOverride.objects.get()
 
     response = client.post(decide(override, "approve"), {"comment": "mine"}, follow=True)
-    assert "you requested this one" in response.content.decode()
+    assert "You requested this override; another person" in response.content.decode()
 
     client.force_login(people["author"])
     page = client.get(page_of(override)).content.decode()

@@ -617,7 +617,7 @@ def test_critical_breaches_need_an_override_approved_by_a_second_person(client, 
     page = client.get(url(Scenario, "deploy", scenario.pk)).content.decode()
     assert "Launch day" in page and f'id="approve-override-{override.pk}"' not in page  # not their own
     response = client.post(url(Scenario, "override_approve", scenario.pk, override.pk), follow=True)
-    assert "you requested this one" in response.content.decode()
+    assert "You requested this override; another person" in response.content.decode()
 
     client.force_login(second_admin)
     client.post(url(Scenario, "override_approve", scenario.pk, override.pk))

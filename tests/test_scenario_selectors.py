@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
+from budgetradar.errors import DomainError
 from budgetradar.roles import Role
-from safety.overrides import override_request
+from safety.overrides import override_approve, override_approve_refusal, override_request
 from scenarios.models import Deployment, GuardrailPolicy, PreflightRun
 from scenarios.selectors import (
-    approve_refusal,
     deploy_confirmation_is_stale,
     latest_scenario_preflight,
     pending_override,
@@ -50,7 +50,7 @@ def test_latest_succeeded_preflight_skips_failed_ones(tenant, world, approver):
     assert latest_scenario_preflight(scenario, succeeded=True) == good
 
 
-def test_approve_refusal_names_the_rule(tenant, world):
+def test_the_approval_refusal_names_the_rule_and_is_what_approving_raises(tenant, world):
     requester = factories.member(tenant, Role.ADMIN, "acme-requester")
     second = factories.member(tenant, Role.ADMIN, "acme-second")
     viewer = factories.member(tenant, Role.VIEWER, "acme-viewer")
@@ -59,12 +59,24 @@ def test_approve_refusal_names_the_rule(tenant, world):
     run = preflight(scenario, requester)
     override = override_request(preflight=run, actor=requester, reason="Launch")
     assert pending_override(run) == override
-    assert "You requested this override" in approve_refusal(override, requester)
-    assert "override permission" in approve_refusal(override, viewer)
-    assert approve_refusal(override, second) == ""
+
+    def refused_by_service(actor) -> str:
+        with pytest.raises(DomainError) as refused:
+            override_approve(override=override, actor=actor)
+        return refused.value.message
+
+    own = override_approve_refusal(override=override, actor=requester)
+    assert own == "You requested this override; another person with the override permission must approve it."
+    assert refused_by_service(requester) == own
+    role = override_approve_refusal(override=override, actor=viewer)
+    assert role.startswith("You may not approve guardrail overrides: it needs the")
+    assert refused_by_service(viewer) == role
+    assert override_approve_refusal(override=override, actor=second) == ""
     tenant.four_eyes_required = True
     tenant.save(update_fields=["four_eyes_required"])
     scenario.changed_by = second
     scenario.save(update_fields=["changed_by"])
     override.refresh_from_db()
-    assert "Four-eyes" in approve_refusal(override, second)
+    four_eyes = override_approve_refusal(override=override, actor=second)
+    assert four_eyes.startswith("Four-eyes approval is required: you created or last changed scenario")
+    assert refused_by_service(second) == four_eyes

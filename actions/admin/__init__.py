@@ -24,8 +24,6 @@ from actions.admin.presentation import (
     action_change,
     describe_change,
     gate_summary,
-    rollback_change,
-    rollback_drift_warning,
     status_badge,
 )
 from actions.admin.recommendations import RecommendationAdmin, RecommendationForm
@@ -49,8 +47,6 @@ __all__ = [
     "describe_change",
     "gate_summary",
     "preview",
-    "rollback_change",
     "rollback_deadline_text",
-    "rollback_drift_warning",
     "status_badge",
 ]

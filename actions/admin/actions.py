@@ -59,17 +59,19 @@ from budgetradar.admin_base import (
     pretty_json,
 )
 from budgetradar.errors import DomainError
+from budgetradar.timefmt import format_time
 from budgetradar.words import error_label
 from platforms.types import Field
 from safety.gate import (
     action_preflight_request,
-    actions_preflight,
+    actions_preflight_preview,
     latest_preflight,
     preflight_summary,
     preflights_prefetch,
 )
-from safety.overrides import action_override_request, override_approve
+from safety.overrides import action_override_request, override_approve, override_approve_refusal
 from scenarios.models import GuardrailOverride, PreflightRun
+from scenarios.selectors import APPROVED, PENDING, REJECTED
 from scenarios.services.guardrails import CRITICAL
 
 
@@ -374,20 +376,28 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         """The action's latest one-entity preflight, its breaches and overrides, and what the
         user may do about them (run a preflight, request or approve an override)."""
         user = request.user
-        summary = preflight_summary(latest_preflight(action))
+        run = latest_preflight(action)
+        summary = preflight_summary(run)
         critical = [b for b in (summary or {}).get("breaches", []) if b["severity"] == CRITICAL]
         overrides = (summary or {}).get("overrides", [])
+        stored = {o.pk: o for o in run.overrides.all()} if run is not None else {}
+        zone = action.connection.time_zone
         may_override = user.has_perm("scenarios.override_guardrail")
         return {
             "summary": summary,
             "breaches": [(breach_pill(b), b["message"]) for b in (summary or {}).get("breaches", [])],
             "critical": len(critical),
             "pending": [
-                {**o, "can_approve": may_override and o["requested_by"] != user.get_username()}
+                {**o, "can_approve": not override_approve_refusal(override=stored[o["id"]], actor=user)}
                 for o in overrides
-                if o["approved_at"] is None
+                if o["state"] == PENDING
             ],
-            "approved": [o for o in overrides if o["approved_at"] is not None],
+            "approved": [o for o in overrides if o["state"] == APPROVED],
+            "rejected": [
+                {**o, "rejected_at_text": format_time(stored[o["id"]].rejected_at, zone)}
+                for o in overrides
+                if o["state"] == REJECTED
+            ],
             "can_preflight": user.has_perm("scenarios.run_preflight"),
             "can_request_override": may_override and bool(critical),
             "preflight_url": self._url("preflight", action.pk),
@@ -534,8 +544,6 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         if pending["result"] is not None:
             return self._after(request, token, pending)  # a second submit shows the first outcome
         actions = list(self.get_queryset(request).filter(pk__in=pending["ids"]).order_by("pk"))
-        if request.method != "POST":
-            self._preflight_for(op, actions, request.user)
         form = OperationForm(request.POST if request.method == "POST" else None, operation=op, user=request.user)
         if request.method == "POST" and form.is_valid():
             results = actions_apply_bulk(actions=actions, actor=request.user, operation=op.service, **form.options())
@@ -545,22 +553,24 @@ class ActionAdmin(TenantScopedHistoryAdmin):
         return self._render_confirmation(request, op, actions, form, bulk=pending["bulk"])
 
     @staticmethod
-    def _preflight_for(op: Operation, actions: list[Action], user) -> None:
+    def _preflight_previews(op: Operation, actions: list[Action], user) -> dict[int, PreflightRun]:
         """Before showing what approve, execute or roll back will do, the gate's one-entity
-        preflights (outside any transaction; fresh ones are reused), so the page and the
-        confirmation judge what the person sees."""
+        preflights as previews (read outside any transaction, fresh stored ones reused,
+        nothing stored: the page is a GET), so the page judges the live values; confirming
+        runs the gate, which stores the preflight it judges."""
         if op.name not in ("approve", "execute", "rollback"):
-            return
+            return {}
         judged = [a for a in actions if op.possible(a)]
         try:
-            actions_preflight(actions=judged, actor=user, rollback=op.name == "rollback")
+            return actions_preflight_preview(actions=judged, actor=user, rollback=op.name == "rollback")
         except DomainError:
-            return  # the preview reports the refusal for each action
+            return {}  # the preview reports the refusal for each action
 
     def _render_confirmation(
         self, request: HttpRequest, op: Operation, actions: list[Action], form: OperationForm, *, bulk: bool
     ) -> TemplateResponse:
-        outcomes = preview(op, [a.pk for a in actions], request.user)
+        runs = self._preflight_previews(op, actions, request.user)
+        outcomes = preview(op, [a.pk for a in actions], request.user, runs)
         ids = [a.pk for a in actions]
         actions = list(
             self.get_queryset(request).filter(pk__in=ids).prefetch_related(preflights_prefetch()).order_by("pk")
@@ -570,10 +580,11 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             action_row(
                 a,
                 op,
+                run=runs.get(a.pk),
                 will_apply=outcomes[a.pk].done,
                 reason=outcomes[a.pk].reason,
                 when=when.get(a.pk, "") if outcomes[a.pk].done else "",
-                gate=gate_summary(a) if op.name in ("approve", "execute", "rollback") else "",
+                gate=gate_summary(a, runs.get(a.pk)) if op.name in ("approve", "execute", "rollback") else "",
             )
             for a in actions
         ]

@@ -30,6 +30,8 @@ from budgetradar.errors import InvalidState
 from safety.gate import (
     latest_preflight,
 )
+from scenarios.models import PreflightRun
+from scenarios.services.preflight import preflight_previews_stage
 
 
 def _execute(*, action: Action, actor) -> Action:
@@ -170,17 +172,23 @@ class OperationForm(forms.Form):
         return {name: self.cleaned_data.get(name, defaults[name]) for name in self.operation.options}
 
 
-def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult]:
+def preview(
+    operation: Operation, ids: list[int], actor, runs: dict[int, PreflightRun] | None = None
+) -> dict[int, BulkResult]:
     """What ``operation`` would do to each action, without doing it.
 
     Runs the real service in a transaction that is then rolled back, so the preview
     applies exactly the service's rules (role, state, four-eyes, the plan's remaining
     monthly quota as earlier rows use it up, an open circuit, an expired rollback) and
     cannot drift from them. Services keep side effects in ``transaction.on_commit`` hooks
-    (DESIGN §3), which the rollback discards.
+    (DESIGN §3), which the rollback discards. ``runs`` are the unsaved one-entity
+    preflight previews the page shows (``actions_preflight_preview``); they are stored
+    only inside that transaction, so the gate judges them without reading the platform
+    there, and nothing of them remains.
     """
     options = {"reason": "(preview)" if operation.reason_required else "", "override_drift": False}
     with transaction.atomic():
+        preflight_previews_stage(list((runs or {}).values()))
         actions = list(Action.objects.filter(pk__in=ids).select_related(*ACTION_RELATED).order_by("pk"))
         results = actions_apply_bulk(
             actions=actions,
@@ -192,11 +200,14 @@ def preview(operation: Operation, ids: list[int], actor) -> dict[int, BulkResult
     return {result.action.pk: result for result in results}
 
 
-def action_row(action: Action, operation: Operation | None = None, **extra: Any) -> dict[str, Any]:
+def action_row(
+    action: Action, operation: Operation | None = None, *, run: PreflightRun | None = None, **extra: Any
+) -> dict[str, Any]:
     """One action as the confirmation and result pages list it; a rollback shows its own
-    change (live value back to the before-value), its deadline and any drift seen."""
+    change (live value back to the before-value), its deadline and any drift seen, from
+    ``run`` (a preview) or else the action's latest stored preflight."""
     if operation is not None and operation.name == "rollback":
-        rollback = rollback_preview(action, latest_preflight(action))
+        rollback = rollback_preview(action, run or latest_preflight(action))
         return {
             "action": action,
             "change": rollback.change_text(),

@@ -11,7 +11,7 @@ from actions.models import (
     JobStatus,
     LogEvent,
 )
-from actions.services.rollback_preview import FIELD_LABELS, rollback_preview
+from actions.services.rollback_preview import FIELD_LABELS
 from actions.services.rollback_preview import show_value as _show
 from budgetradar.admin_base import (
     AMBER,
@@ -111,17 +111,6 @@ def action_change(action: Action) -> str:
     return describe_change(action.action_type, action.params, action.entity, action.connection.currency, seen)
 
 
-def rollback_change(action: Action) -> str:
-    """``Daily budget: live now 150.00 EUR → will restore 100.00 EUR`` from the action's latest
-    rollback preflight (the last known value when there is none)."""
-    return rollback_preview(action, latest_preflight(action)).change_text()
-
-
-def rollback_drift_warning(action: Action) -> str:
-    """Why a rollback may be refused for drift ("" when the live value is still BudgetRadar's)."""
-    return rollback_preview(action, latest_preflight(action)).drift_warning()
-
-
 # The safety gate on an action's page ----------------------------------------------------------
 
 SEVERITY_TONES = {"warning": AMBER, CRITICAL: RED}
@@ -141,9 +130,10 @@ def _change_text(change: dict) -> str:
     return text
 
 
-def gate_summary(action: Action) -> str:
-    """``Preflight pf-…: daily budget 91.00 → 910.00 EUR (+900.00%); 1 critical breach``."""
-    summary = preflight_summary(latest_preflight(action))
+def gate_summary(action: Action, run: PreflightRun | None = None) -> str:
+    """``Preflight pf-…: daily budget 91.00 → 910.00 EUR (+900.00%); 1 critical breach``, of
+    ``run`` (a preview) or else the action's latest stored preflight."""
+    summary = preflight_summary(run or latest_preflight(action))
     if summary is None:
         return "No preflight yet: the gate runs one when the action is approved or executed."
     if summary["status"] != PreflightRun.Status.SUCCEEDED:

@@ -300,7 +300,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
         token = confirmation_open(request, {"operation": "rollback", "deployment": deployment.pk})
         context = self._confirm_context(request, deployment, "Roll back")
         context.update(
-            action_rows=[_rollback_row(a) for a in actions],
+            action_rows=[_rollback_row(a, run) for a, run in actions],
             form=DeploymentRollbackForm(initial={"token": token}),
             consequence="Each succeeded action goes back to the value its entity had before the deployment. A "
             "worker reads each entity first: one changed since the deployment is not overwritten (its rollback "
@@ -350,26 +350,29 @@ def _rollbackable(deployment: Deployment) -> QuerySet:
     ).exclude(rollback_params=None)
 
 
-def _live_rollback_previews(deployment: Deployment, user) -> list:
-    """The deployment's rollbackable actions after the gate's rollback preflight read their
-    live values (outside any transaction; one read per connection, fresh runs reused), so
-    the confirmation shows "live now" and any drift before anyone confirms."""
-    from safety.gate import actions_preflight, preflights_prefetch
+def _live_rollback_previews(deployment: Deployment, user) -> list[tuple[Any, Any]]:
+    """The deployment's rollbackable actions, each with the preview of the gate's rollback
+    preflight that read its live value (outside any transaction; one read per connection,
+    fresh stored runs reused, nothing stored: the page is a GET), so the confirmation shows
+    "live now" and any drift before anyone confirms."""
+    from safety.gate import actions_preflight_preview, latest_preflight, preflights_prefetch
 
-    actions = list(_rollbackable(deployment).select_related("entity", "connection"))
-    with contextlib.suppress(DomainError):  # refused: rows say "last known"; the worker still reads first
-        actions_preflight(actions=actions, actor=user, rollback=True)
-    return list(
+    actions = list(
         _rollbackable(deployment).select_related("entity", "connection").prefetch_related(preflights_prefetch())
     )
+    runs = {}
+    with contextlib.suppress(DomainError):  # refused: rows say "last known"; the worker still reads first
+        runs = actions_preflight_preview(actions=actions, actor=user, rollback=True)
+    return [(a, runs.get(a.pk) or latest_preflight(a)) for a in actions]
 
 
-def _rollback_row(action) -> dict[str, Any]:
-    from actions.admin import rollback_change, rollback_deadline_text, rollback_drift_warning
+def _rollback_row(action, run) -> dict[str, Any]:
+    from actions.services.rollback_preview import rollback_deadline_text, rollback_preview
 
+    preview = rollback_preview(action, run)
     return {
         "action": action,
-        "change": rollback_change(action),
+        "change": preview.change_text(),
         "deadline": rollback_deadline_text(action),
-        "warning": rollback_drift_warning(action),
+        "warning": preview.drift_warning(),
     }

@@ -81,7 +81,8 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
-        from scenarios.selectors import approve_refusal, next_step, override_breaches
+        from safety.overrides import override_approve_refusal
+        from scenarios.selectors import next_step, override_breaches
 
         override = self.get_object(request, object_id)
         if override is None:
@@ -93,7 +94,9 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
             "breaches": [(breach_badge(b), b.get("message", "")) for b in override_breaches(override)],
             "next_step": next_step(override),
             "can_decide": may and override.pending,
-            "approve_refusal": approve_refusal(override, request.user) if may and override.pending else "",
+            "approve_refusal": (
+                override_approve_refusal(override=override, actor=request.user) if may and override.pending else ""
+            ),
             "links": _override_links(override),
         }
         return super().change_view(request, object_id, form_url, extra_context)

@@ -53,7 +53,6 @@ from scenarios.models import (
     ScenarioItem,
 )
 from scenarios.selectors import (
-    approve_refusal,
     deploy_confirmation_is_stale,
     latest_scenario_preflight,
     preflight_freshness,
@@ -506,6 +505,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     def _render_deploy(self, request: HttpRequest, scenario: Scenario, run: PreflightRun) -> TemplateResponse:
         from safety.four_eyes import scenario_authors
         from safety.gate import deploy_blocking, deploy_plans
+        from safety.overrides import override_approve_refusal
 
         user = request.user
         overrides = list(run.overrides.select_related("requested_by", "approved_by").order_by("-created_at"))
@@ -525,7 +525,9 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
             "idempotency_key": str(uuid.uuid4()),
             "blocked": blocked,
             "approved_override": approved,
-            "pending_overrides": [{"override": o, "can_approve": not approve_refusal(o, user)} for o in pending],
+            "pending_overrides": [
+                {"override": o, "can_approve": not override_approve_refusal(override=o, actor=user)} for o in pending
+            ],
             "can_request_override": may_override and bool(blocking) and approved is None and not pending,
             "plans": [(name, plan.sentence()) for name, plan in deploy_plans(run)],
             "four_eyes": four_eyes,

@@ -36,6 +36,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -125,6 +126,8 @@ def preflight_entities(run: PreflightRun) -> list[dict[str, Any]]:
     cached = getattr(run, "_entity_documents", None)
     if cached is not None:
         return cached
+    if run.pk is None:
+        return []  # an unsaved preview that read nothing (it failed)
     return [row.document for row in run.entity_documents.all()]
 
 
@@ -407,26 +410,72 @@ def preflight_each(
     whose connection cannot be read, is saved failed with the reason, and the others
     still succeed. Returns the runs in the order given.
     """
-    now = now or timezone.now()
-    entries: dict[int, _Entry] = {}
-    for run, item in runs:
+    return _each(tenant, runs, now or timezone.now(), sleep, store=True)
+
+
+def preflight_each_preview(
+    *,
+    tenant: Tenant,
+    runs: Sequence[tuple[PreflightRun, TargetItem]],
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[PreflightRun]:
+    """``preflight_each`` for unsaved runs, writing nothing: the platforms are read and
+    each run gets its status and document in memory, but no run or entity row is stored
+    and the mirror is not refreshed. For pages that show a judgement before a person
+    confirms (a GET must not write); ``preflight_previews_stage`` stores them inside a
+    transaction that is then rolled back."""
+    return _each(tenant, runs, now or timezone.now(), sleep, store=False)
+
+
+def preflight_previews_stage(runs: Sequence[PreflightRun]) -> None:
+    """Store copies of succeeded previews (``preflight_each_preview``) with their entity
+    rows and the mirror values they read, so a service run afterwards in the same
+    transaction finds them fresh instead of reading the platform inside it. Only for a
+    preview of a service in a transaction the caller rolls back; the given runs stay
+    unsaved, and stored or failed runs are left alone."""
+    previews = [run for run in runs if run.pk is None and run.status == PreflightRun.Status.SUCCEEDED]
+    if not previews:
+        return
+    copies = [copy.copy(run) for run in previews]
+    PreflightRun.objects.bulk_create(copies)
+    rows = [_entity_row(run, position, doc) for run in copies for position, doc in enumerate(preflight_entities(run))]
+    PreflightEntity.objects.bulk_create(rows)
+    entities = PlatformEntity.objects.in_bulk({run.inputs[0]["entity"] for run in previews})
+    for run in previews:
+        state = getattr(run, "_live_state", None)
+        entity = entities[run.inputs[0]["entity"]]
+        if state is not None:
+            mirror_refresh([entity], {(entity.entity_type, entity.external_id): state}, at=run.reads_finished_at)
+
+
+def _each(
+    tenant: Tenant,
+    runs: Sequence[tuple[PreflightRun, TargetItem]],
+    now: datetime,
+    sleep: Callable[[float], None],
+    *,
+    store: bool,
+) -> list[PreflightRun]:
+    entries: dict[int, _Entry] = {}  # by position: unsaved runs have no id
+    for index, (run, item) in enumerate(runs):
         try:
             _check_mode(run.mode)
-            [entries[run.pk]] = _load_entries(tenant, [item])
+            [entries[index]] = _load_entries(tenant, [item])
         except ValidationFailed as exc:
-            _fail(run, exc.message)
+            _fail(run, exc.message, store=store)
             continue
-        _start(tenant, [item], None, run.mode, run.plan_id, run.notes, run.scenario, run, now)
+        _start(tenant, [item], None, run.mode, run.plan_id, run.notes, run.scenario, run, now, store=store)
     try:
-        failed = _read_live_each(list(entries.values()), sleep)
+        failed = _read_live_each(list(entries.values()), sleep, refresh_mirror=store)
         reads_finished_at = timezone.now()
         with _cyclic_gc_paused():
-            for run, _item in runs:
-                entry = entries.pop(run.pk, None)
+            for index, (run, _item) in enumerate(runs):
+                entry = entries.pop(index, None)
                 if entry is None:
                     continue
                 if entry.connection.pk in failed:
-                    _fail(run, failed[entry.connection.pk])
+                    _fail(run, failed[entry.connection.pk], store=store)
                     continue
                 run.reads_finished_at = reads_finished_at
                 document = _build_document(
@@ -438,17 +487,20 @@ def preflight_each(
                     notes=run.notes,
                     now=now,
                 )
-                _succeed(run, document)
+                _succeed(run, document, store=store)
+                if not store:
+                    run._live_state = entry.live  # what the mirror would get (``preflight_previews_stage``)
     except Exception:
         logger.exception("one-entity preflights stopped on an internal error", extra={"tenant_id": tenant.pk})
-        for run, _item in runs:
-            if run.pk in entries:
-                _fail(run, "The preflight stopped on an internal error; see the server log. Nothing was changed.")
+        for index, (run, _item) in enumerate(runs):
+            if index in entries:
+                message = "The preflight stopped on an internal error; see the server log. Nothing was changed."
+                _fail(run, message, store=store)
         raise
     return [run for run, _item in runs]
 
 
-def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
+def _succeed(run: PreflightRun, document: dict[str, Any], *, store: bool = True) -> PreflightRun:
     entities = document.pop("entities")
     run.payload = _bounded(document)
     run.has_critical = document["has_critical"]
@@ -456,6 +508,9 @@ def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
     run.error_message = ""
     run.finished_at = timezone.now()
     run.entities_read = run.entities_total
+    run._entity_documents = entities  # what was just built, for readers in this process
+    if not store:
+        return run
     rows = [_entity_row(run, position, doc) for position, doc in enumerate(entities)]
     with transaction.atomic():
         PreflightEntity.objects.filter(run=run).delete()  # a claim taken over from a dead worker
@@ -471,7 +526,6 @@ def _succeed(run: PreflightRun, document: dict[str, Any]) -> PreflightRun:
                 "entities_read",
             ]
         )
-    run._entity_documents = entities  # what was just written, for readers in this process
     preflight_run_record(mode=run.mode, status="succeeded")
     logger.info(
         "preflight %s: %s entities, %s changed, %s breaches",
@@ -552,7 +606,7 @@ def _usable(entity: PlatformEntity, tenant: Tenant) -> bool:
     return entity.parent_id is None or PARENT_FIELD.is_cached(entity)
 
 
-def _start(tenant, items, actor, mode, plan_id, notes, scenario, run, now) -> PreflightRun:
+def _start(tenant, items, actor, mode, plan_id, notes, scenario, run, now, *, store: bool = True) -> PreflightRun:
     fields = {
         "status": PreflightRun.Status.RUNNING,
         "mode": mode,
@@ -578,16 +632,18 @@ def _start(tenant, items, actor, mode, plan_id, notes, scenario, run, now) -> Pr
         setattr(run, name, value)
     if not run.inputs:
         run.inputs = [item.as_input() for item in items]
-    run.save(update_fields=[*fields, "inputs"])
+    if store:
+        run.save(update_fields=[*fields, "inputs"])
     return run
 
 
-def _fail(run: PreflightRun, message: str) -> None:
+def _fail(run: PreflightRun, message: str, *, store: bool = True) -> None:
     run.status = PreflightRun.Status.FAILED
     run.error_message = message
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error_message", "finished_at"])
-    preflight_run_record(mode=run.mode, status="failed")
+    if store:
+        run.save(update_fields=["status", "error_message", "finished_at"])
+        preflight_run_record(mode=run.mode, status="failed")
 
 
 def _progress_of(run: PreflightRun) -> Callable[[int], None]:
@@ -601,11 +657,16 @@ def _progress_of(run: PreflightRun) -> Callable[[int], None]:
 
 
 def _read_live(
-    entries: list[_Entry], sleep: Callable[[float], None], progress: Callable[[int], None] | None = None
+    entries: list[_Entry],
+    sleep: Callable[[float], None],
+    progress: Callable[[int], None] | None = None,
+    *,
+    refresh_mirror: bool = True,
 ) -> None:
     """``read_state`` per connection and batch of ``ENTITY_BATCH`` (retrying transient
-    failures); fills ``entry.live`` and refreshes the mirror rows of the entities read, so
-    drift is later judged against what this preflight saw; ``progress`` hears each batch."""
+    failures); fills ``entry.live`` and (unless a preview) refreshes the mirror rows of the
+    entities read, so drift is later judged against what this preflight saw; ``progress``
+    hears each batch."""
     by_connection: dict[int, list[_Entry]] = defaultdict(list)
     for entry in entries:
         by_connection[entry.connection.pk].append(entry)
@@ -613,12 +674,15 @@ def _read_live(
         group = by_connection[connection_pk]
         connection = group[0].connection
         states = _read_connection(connection, [e.entity for e in group], sleep, progress)
-        mirror_refresh((e.entity for e in group), states)
+        if refresh_mirror:
+            mirror_refresh((e.entity for e in group), states)
         for entry in group:
             entry.live = states.get((entry.entity.entity_type, entry.entity.external_id))
 
 
-def _read_live_each(entries: list[_Entry], sleep: Callable[[float], None]) -> dict[int, str]:
+def _read_live_each(
+    entries: list[_Entry], sleep: Callable[[float], None], *, refresh_mirror: bool = True
+) -> dict[int, str]:
     """Fill ``entry.live`` of entries that may share entities, reading each entity once;
     return the reason per connection that could not be read."""
     distinct: dict[int, _Entry] = {}
@@ -630,7 +694,7 @@ def _read_live_each(entries: list[_Entry], sleep: Callable[[float], None]) -> di
     failed: dict[int, str] = {}
     for connection_pk in sorted(by_connection):
         try:
-            _read_live(by_connection[connection_pk], sleep)
+            _read_live(by_connection[connection_pk], sleep, refresh_mirror=refresh_mirror)
         except PreflightFailed as exc:
             failed[connection_pk] = exc.message
     for entry in entries:
