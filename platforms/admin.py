@@ -21,6 +21,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from actions.admin import RelatedActionsInline
+from actions.services.circuit import circuit_reset
 from budgetradar.admin_base import (
     AMBER,
     EMPTY,
@@ -41,6 +42,7 @@ from budgetradar.tenancy import is_platform_staff
 from budgetradar.timefmt import format_time
 from platforms.credentials import ALL_CREDENTIAL_INPUTS, CREDENTIAL_FIELDS, credential_input
 from platforms.models import CircuitState, EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
+from platforms.services import connection_create, connection_sync, connection_test
 
 CIRCUIT_TONES = {CircuitState.CLOSED: GREEN, CircuitState.HALF_OPEN: AMBER, CircuitState.OPEN: RED}
 ENTITY_STATUS_TONES = {"active": GREEN, "paused": AMBER, "removed": GREY}
@@ -216,8 +218,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
                 obj.credentials = credentials
             super().save_model(request, obj, form, change)
             return
-        from platforms.services import connection_create  # on use, like the buttons below
-
         created = connection_create(
             tenant=obj.tenant,
             actor=request.user,
@@ -300,10 +300,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def test_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Test the credentials against the platform and report the answer."""
-        # Imported on use, so a problem in the platform services (and the SDKs behind them)
-        # can break these buttons but never the whole admin.
-        from platforms.services import connection_test
-
         connection = self._connection_for(request, object_id, "platforms.test_platformconnection")
         try:
             result = connection_test(connection=connection, actor=request.user)
@@ -318,8 +314,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def sync_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Refresh the entity mirror and performance from the platform."""
-        from platforms.services import connection_sync  # on use, as in test_view
-
         connection = self._connection_for(request, object_id, "platforms.sync_platformconnection")
         try:
             result = connection_sync(connection=connection, actor=request.user)
@@ -331,8 +325,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
 
     def reset_circuit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: what a reset does, and a reason field. POST: close the circuit."""
-        from actions.services.circuit import circuit_reset  # on use, as in test_view
-
         connection = self._connection_for(request, object_id, "platforms.reset_circuit")
         form = CircuitResetForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():

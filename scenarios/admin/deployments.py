@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from actions.admin import rollback_change, rollback_deadline_text, rollback_drift_warning
 from actions.models import ActionStatus, ActionType
 from budgetradar.admin_base import (
     BLUE,
@@ -36,6 +37,7 @@ from budgetradar.admin_base import (
 from budgetradar.errors import DomainError
 from budgetradar.words import error_label
 from observability.selectors import watch_status_for_deployment
+from safety.gate import actions_preflight, preflights_prefetch
 from scenarios.admin.presentation import (
     ACTIVE_DEPLOYMENT,
     DEPLOYMENT_TONES,
@@ -53,6 +55,7 @@ from scenarios.models import (
     Deployment,
     DeploymentResult,
 )
+from scenarios.services.deploy import deployment_retry_failed, deployment_rollback
 
 # Deployments ---------------------------------------------------------------------------------------
 
@@ -232,8 +235,6 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: the failed and stale entities that a new deployment would retry. POST: do it once."""
-        from scenarios.services.deploy import deployment_retry_failed
-
         deployment = self._deployment_for(request, object_id, "scenarios.deploy_live")
         if request.method == "POST":
             form = RetryForm(request.POST)
@@ -268,8 +269,6 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: the succeeded actions that would go back to their before-values. POST: do it."""
-        from scenarios.services.deploy import deployment_rollback
-
         deployment = self._deployment_for(request, object_id, "scenarios.rollback_deployment")
         if request.method == "POST":
             form = DeploymentRollbackForm(request.POST)
@@ -319,8 +318,6 @@ def _changed_count(deployment: Deployment) -> int:
 
 
 def _rollbackable(deployment: Deployment) -> QuerySet:
-    from actions.models import ActionStatus
-
     return deployment.actions.filter(
         status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=timezone.now()
     ).exclude(rollback_params=None)
@@ -330,8 +327,6 @@ def _live_rollback_previews(deployment: Deployment, user) -> list:
     """The deployment's rollbackable actions after the gate's rollback preflight read their
     live values (outside any transaction; one read per connection, fresh runs reused), so
     the confirmation shows "live now" and any drift before anyone confirms."""
-    from safety.gate import actions_preflight, preflights_prefetch
-
     actions = list(_rollbackable(deployment).select_related("entity", "connection"))
     with contextlib.suppress(DomainError):  # refused: rows say "last known"; the worker still reads first
         actions_preflight(actions=actions, actor=user, rollback=True)
@@ -341,8 +336,6 @@ def _live_rollback_previews(deployment: Deployment, user) -> list:
 
 
 def _rollback_row(action) -> dict[str, Any]:
-    from actions.admin import rollback_change, rollback_deadline_text, rollback_drift_warning
-
     return {
         "action": action,
         "change": rollback_change(action),
