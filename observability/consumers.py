@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from budgetradar.outbox import Event
+from budgetradar.timefmt import format_time
 from observability import metrics
 from observability.models import AlertKind, CircuitOpening, Severity
 from observability.services.alerts import Condition, alert_raise, alert_resolve_key, dedup_key
@@ -168,7 +169,7 @@ def _action_parked(event: Event) -> None:
             dedup_key=_connection_key(AlertKind.PARKED_ACTIONS, connection),
             title=f"Actions parked on {connection.name}",
             message=f"Action #{payload.get('action_id')} on {connection.name} was parked until "
-            f"{at:%Y-%m-%d %H:%M} UTC, "
+            f"{format_time(at, connection.time_zone)}, "
             f"longer than {bound.total_seconds() / 3600:.0f} hours: {payload.get('reason') or 'no reason given'}.",
             tenant_id=connection.tenant_id,
             connection_id=connection.pk,

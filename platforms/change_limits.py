@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from budgetradar.timefmt import format_time
 from platforms.types import EntityType, Field
 
 META_BUDGET_CHANGES_PER_HOUR = 4
@@ -32,13 +33,15 @@ class ChangeAllowance:
     recent_changes: int
     limit: int
 
-    def describe(self, subject: str) -> str:
+    def describe(self, subject: str, *, time_zone: str | None) -> str:
+        """What the limit allows ``subject``; the next allowed moment in ``time_zone`` (the account's), zone named."""
         if self.allowed:
             return f"{subject}: {self.recent_changes} of {self.limit} budget changes used in the last hour."
         return (
             f"{subject}: Meta allows {self.limit} budget changes per ad set per hour and BudgetRadar made "
             f"{self.recent_changes} in the last hour; the next is allowed at "
-            f"{self.next_allowed_at:%Y-%m-%d %H:%M} UTC (sent earlier, Meta blocks the ad set's budget for an hour)."
+            f"{format_time(self.next_allowed_at, time_zone)} "
+            "(sent earlier, Meta blocks the ad set's budget for an hour)."
         )
 
 

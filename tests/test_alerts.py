@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from budgetradar.errors import NotFound, PermissionDenied
+from budgetradar.outbox import Event
+from budgetradar.timefmt import format_time
+from observability.consumers import on_action_parked
 from observability.models import Alert, AlertKind, AlertStatus, Channel, ChannelKind, Delivery, DeliveryEvent, Severity
 from observability.services.alerts import (
     Condition,
@@ -141,3 +147,14 @@ def test_system_alerts_go_to_staff_channels():
         Condition(AlertKind.WORKER_DOWN, Severity.CRITICAL, "worker", "No worker", "Start one.", None)
     )
     assert list(Delivery.objects.values_list("alert_id", "channel_id")) == [(alert.pk, staff.pk)]
+
+
+def test_a_long_parked_action_alert_names_the_time_in_the_accounts_zone(tenant):
+    connection = factories.ConnectionFactory(tenant=tenant, time_zone="Europe/Berlin")
+    action = factories.ActionFactory(entity=factories.EntityFactory(connection=connection))
+    until = timezone.now() + timedelta(days=30)
+    payload = {"connection_id": connection.pk, "action_id": action.pk, "next_attempt_at": until.isoformat()}
+    on_action_parked([Event(id=1, topic="action.parked", tenant_id=tenant.pk, payload=payload)])
+    alert = Alert.objects.get(kind=AlertKind.PARKED_ACTIONS)
+    assert f"was parked until {format_time(until, 'Europe/Berlin')}, longer than" in alert.message
+    assert "UTC" not in alert.message

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from actions.models import Action, ActionJob, ActionStatus
 from actions.services.dispatch import actions_dispatch
+from budgetradar.timefmt import format_time
 from platforms.models import DeveloperTokenUsage, Platform
 from platforms.quota import quota_status, token_digest
 from tests.factories import ActionFactory, AdSetFactory, ConnectionFactory, EntityFactory
@@ -30,7 +31,7 @@ def approved_now(entity, **params) -> Action:
 
 
 def test_a_fifth_meta_budget_change_within_the_hour_waits_until_meta_allows_it(tenant):
-    connection = ConnectionFactory(tenant=tenant, platform=Platform.META, account_id="act_1")
+    connection = ConnectionFactory(tenant=tenant, platform=Platform.META, account_id="act_1", time_zone="Europe/Berlin")
     ad_set = AdSetFactory(connection=connection, daily_budget=Decimal("40.00"))
     now = timezone.now()
     for minutes_ago in (50, 40, 30, 20):
@@ -44,6 +45,8 @@ def test_a_fifth_meta_budget_change_within_the_hour_waits_until_meta_allows_it(t
     # The oldest of the four changes was 50 minutes ago: the next is allowed 10 minutes from now.
     assert timedelta(minutes=9) < fifth.next_attempt_at - now <= timedelta(minutes=10, seconds=5)
     assert "Meta allows 4 budget changes per ad set per hour" in fifth.wait_reason
+    assert f"the next is allowed at {format_time(fifth.next_attempt_at, 'Europe/Berlin')} " in fifth.wait_reason
+    assert fifth.wait_reason.count(" CE") == 1 and "UTC" not in fifth.wait_reason  # the account's zone, named
     assert list(fifth.logs.values_list("event", flat=True)) == ["parked"]
 
 

@@ -461,7 +461,8 @@ def test_a_held_fence_writes_its_request_sent_rows_as_given(world, approver):
         (a.pk, a.tenant_id, "worker:test", "Sending 1 change (try 1).") for a in actions
     ]
     assert all(r.request == [{"field": "daily_budget", "value": "150.00"}] for r in rows)
-    assert all(r.response is None and r.error is None and r.created_at is not None for r in rows)  # SQL NULL, not JSON null
+    # SQL NULL, not JSON null
+    assert all(r.response is None and r.error is None and r.created_at is not None for r in rows)
     assert ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT, response__isnull=True).count() == 2
     renewed = {a.pk: a.lease_expires_at for a in Action.objects.filter(pk__in=before)}
     assert all(renewed[pk] >= before[pk] for pk in before)  # the fence is a renewal too

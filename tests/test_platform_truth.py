@@ -125,7 +125,16 @@ def test_a_fifth_budget_change_within_an_hour_waits_for_the_oldest_to_age_out():
 
     assert (blocked.allowed, blocked.next_allowed_at) == (False, NOW + timedelta(minutes=10))
     assert (allowed.allowed, allowed.next_allowed_at) == (True, NOW)
-    assert "4 budget changes per ad set per hour" in blocked.describe("Ad set 1")
+    assert "4 budget changes per ad set per hour" in blocked.describe("Ad set 1", time_zone="UTC")
+
+
+def test_the_next_allowed_budget_change_is_named_in_the_accounts_zone():
+    blocked = next_budget_change([NOW - timedelta(minutes=m) for m in (50, 30, 20, 5)], NOW)
+
+    text = blocked.describe("Ad set 1", time_zone="Europe/Berlin")
+
+    assert "the next is allowed at 2026-06-01 14:10:00 CEST (sent earlier" in text  # 12:10 UTC
+    assert "UTC" not in text
 
 
 def test_a_schedule_spreads_changes_over_the_hours_the_limit_allows():

@@ -701,4 +701,6 @@ def test_a_fifth_meta_budget_change_within_the_hour_is_a_change_rate_limit_warni
 
     [breach] = [b for b in entity_doc(payload, "7001")["breaches"] if b["code"] == "change_rate_limit"]
     assert breach["severity"] == "warning"
-    assert "next is allowed at 2026-11-20 10:10 UTC" in breach["message"]  # the oldest change plus an hour
+    # The oldest change plus an hour (10:10 UTC), in the account's zone with the zone named.
+    assert meta_world.time_zone == "Europe/Berlin"
+    assert "next is allowed at 2026-11-20 11:10:00 CET" in breach["message"]

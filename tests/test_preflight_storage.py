@@ -3,7 +3,7 @@ page by page through the API, and old runs pruned unless something still relies 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -172,3 +172,13 @@ def test_the_prune_command_says_what_it_did(run, settings):
     call_command("preflight_prune", stdout=out)
     assert "deleted 1 preflight runs (5 entity rows)" in out.getvalue()
     assert not PreflightRun.objects.exists()
+
+
+def test_the_prune_command_names_its_cutoff_in_the_deployments_zone(settings, monkeypatch):
+    settings.TIME_ZONE = "Europe/Berlin"
+    settings.PREFLIGHT_RETENTION_DAYS = 30
+    now = datetime(2026, 12, 2, 13, 3, 7, tzinfo=UTC)
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    out = StringIO()
+    call_command("preflight_prune", "--dry-run", stdout=out)
+    assert "created before 2026-11-02 14:03:07 CET (retention 30 days)" in out.getvalue()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.models import Schedule
+from django_q.models import Schedule, Task
 
 from observability.models import WorkerHeartbeat
 from observability.services import health
@@ -91,6 +91,18 @@ def test_an_overdue_schedule_is_named_with_its_last_run(healthy, settings):
     assert status == 503 and body["failing"] == ["schedules"]
     detail = body["checks"]["schedules"]["detail"]
     assert "actions: reconcile unsettled actions overdue by" in detail and "never ran" in detail
+
+
+def test_an_overdue_schedules_last_run_is_named_in_the_deployments_zone(healthy, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    stopped = datetime(2026, 12, 2, 13, 3, 7, tzinfo=UTC)
+    task = Task.objects.create(
+        id="t-reconcile", name="reconcile", func="x", started=stopped, stopped=stopped, success=True
+    )
+    late = timezone.now() - timedelta(seconds=settings.SCHEDULE_GRACE_SECONDS + 60)
+    Schedule.objects.filter(name="actions: reconcile unsettled actions").update(next_run=late, task=task.id)
+    detail = ready()[1]["checks"]["schedules"]["detail"]
+    assert "(last run succeeded at 2026-12-02 14:03:07 CET)" in detail
 
 
 def test_a_schedule_late_within_the_grace_is_fine(healthy, settings):

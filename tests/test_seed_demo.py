@@ -12,6 +12,7 @@ from django.core.management import call_command
 from actions.models import Action, ActionStatus, Recommendation
 from actions.services.lifecycle import action_approve, actions_apply_bulk
 from budgetradar.models import Membership, Tenant
+from budgetradar.timefmt import format_time
 from platforms.models import EntityPerformanceDaily, PlatformConnection, PlatformEntity
 from platforms.registry import get_executor
 from platforms.sandbox.models import SandboxAccount, SandboxEntity
@@ -91,6 +92,8 @@ def test_a_second_run_changes_nothing(capsys):
     assert list(EntityPerformanceDaily.objects.order_by("pk").values_list("spend", flat=True)) == spend
     assert "password:" not in out
     assert "exists (password unchanged)" in out
+    # When it was synced, in the account's zone (Europe/Berlin) with the zone named.
+    assert f"was synced at {format_time(synced_at, 'Europe/Berlin')}; run manage.py sync_platforms" in out
 
 
 def test_a_second_run_keeps_what_a_demo_user_changed_on_the_platform(capsys):

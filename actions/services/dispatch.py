@@ -216,7 +216,8 @@ def _within_change_limits(actions: list[Action], now) -> list[Action]:
     held = [a for a in budget_changes if changes_budget(a) and not allowance[a.entity_id].allowed]
     for action in held:
         rule = allowance[action.entity_id]
-        _postpone([action], until=rule.next_allowed_at, reason=rule.describe(action.entity.name))
+        reason = rule.describe(action.entity.name, time_zone=action.connection.time_zone)
+        _postpone([action], until=rule.next_allowed_at, reason=reason)
     return [a for a in actions if a not in held]
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule, Task
 
+from budgetradar.timefmt import format_time
 from observability.models import WorkerHeartbeat
 
 
@@ -82,11 +83,13 @@ def check_schedules(now: datetime) -> Check:
 
 
 def _last_run(schedule: Schedule) -> str:
+    """When the schedule's last task stopped and how, in the deployment's zone (``TIME_ZONE``):
+    schedules belong to no tenant."""
     task = Task.objects.filter(id=schedule.task).first() if schedule.task else None
     if task is None:
         return "never ran"
     outcome = "succeeded" if task.success else "failed"
-    return f"last run {outcome} at {task.stopped:%Y-%m-%d %H:%M:%S} UTC"
+    return f"last run {outcome} at {format_time(task.stopped)}"
 
 
 CHECKS: list[Callable[[datetime], Check]] = [check_database, check_broker, check_workers, check_schedules]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from actions.models import ActionStatus, ActionType
+from actions.services.rollback_preview import rollback_deadline_text, rollback_preview
 from budgetradar.admin_base import (
     BLUE,
     DATE_FILTER,
@@ -36,6 +37,7 @@ from budgetradar.admin_base import (
 from budgetradar.errors import DomainError
 from budgetradar.words import error_label
 from observability.selectors import watch_status_for_deployment
+from safety.gate import actions_preflight_preview, latest_preflight, preflights_prefetch
 from scenarios.admin.presentation import (
     ACTIVE_DEPLOYMENT,
     DEPLOYMENT_TONES,
@@ -54,6 +56,7 @@ from scenarios.models import (
     DeploymentResult,
     PreflightRun,
 )
+from scenarios.services.deploy import deployment_retry_failed, deployment_rollback
 
 # Deployments ---------------------------------------------------------------------------------------
 
@@ -233,8 +236,6 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: the failed and stale entities that a new deployment would retry. POST: do it once."""
-        from scenarios.services.deploy import deployment_retry_failed
-
         deployment = self._deployment_for(request, object_id, "scenarios.deploy_live")
         if request.method == "POST":
             form = RetryForm(request.POST)
@@ -276,8 +277,6 @@ class DeploymentAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: the succeeded actions that would go back to their before-values. POST: do it."""
-        from scenarios.services.deploy import deployment_rollback
-
         deployment = self._deployment_for(request, object_id, "scenarios.rollback_deployment")
         if request.method == "POST":
             form = DeploymentRollbackForm(request.POST)
@@ -343,8 +342,6 @@ def _preparing_text(deployment: Deployment) -> str:
 
 
 def _rollbackable(deployment: Deployment) -> QuerySet:
-    from actions.models import ActionStatus
-
     return deployment.actions.filter(
         status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED], rollback_deadline__gte=timezone.now()
     ).exclude(rollback_params=None)
@@ -355,7 +352,6 @@ def _live_rollback_previews(deployment: Deployment, user) -> list[tuple[Any, Any
     preflight that read its live value (outside any transaction; one read per connection,
     fresh stored runs reused, nothing stored: the page is a GET), so the confirmation shows
     "live now" and any drift before anyone confirms."""
-    from safety.gate import actions_preflight_preview, latest_preflight, preflights_prefetch
 
     actions = list(
         _rollbackable(deployment).select_related("entity", "connection").prefetch_related(preflights_prefetch())
@@ -367,7 +363,6 @@ def _live_rollback_previews(deployment: Deployment, user) -> list[tuple[Any, Any
 
 
 def _rollback_row(action, run) -> dict[str, Any]:
-    from actions.services.rollback_preview import rollback_deadline_text, rollback_preview
 
     preview = rollback_preview(action, run)
     return {

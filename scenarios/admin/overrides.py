@@ -21,10 +21,12 @@ from budgetradar.admin_base import (
     denied,
 )
 from budgetradar.errors import DomainError
+from safety.overrides import override_approve, override_approve_refusal, override_reject
 from scenarios.admin.presentation import breach_badge, person_name
 from scenarios.models import (
     GuardrailOverride,
 )
+from scenarios.selectors import STATE_LABELS, next_step, override_breaches, override_state
 
 
 class OverrideDecisionForm(forms.Form):
@@ -81,8 +83,6 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
-        from safety.overrides import override_approve_refusal
-        from scenarios.selectors import next_step, override_breaches
 
         override = self.get_object(request, object_id)
         if override is None:
@@ -104,8 +104,6 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
     def decide_view(self, request: HttpRequest, object_id: str, decision: str) -> HttpResponse:
         """GET: what approving (or rejecting) will do, with a comment field; writes nothing.
         POST: the decision through ``safety.overrides``; back to the override's page."""
-        from safety.overrides import override_approve, override_reject
-        from scenarios.selectors import override_breaches
 
         override = self.get_object(request, object_id)
         if override is None or decision not in ("approve", "reject"):
@@ -170,8 +168,6 @@ class GuardrailOverrideAdmin(ReadOnlyAdminMixin, TenantScopedHistoryAdmin):
 
     @admin.display(description="State", ordering="approved_at")
     def state(self, override: GuardrailOverride):
-        from scenarios.selectors import STATE_LABELS, override_state
-
         state = override_state(override)
         return badge(STATE_LABELS[state], {"approved": GREEN, "rejected": GREY}.get(state, AMBER))
 

@@ -33,6 +33,9 @@ from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
 from platforms.models import PlatformEntity
+from safety.four_eyes import scenario_authors
+from safety.gate import deploy_blocking, deploy_plans
+from safety.overrides import override_approve, override_approve_refusal, override_request
 from scenarios.admin.diff import diff_context
 from scenarios.admin.presentation import (
     DEPLOYMENT_TONES,
@@ -55,8 +58,12 @@ from scenarios.models import (
 from scenarios.selectors import (
     deploy_confirmation_is_stale,
     latest_scenario_preflight,
+    next_step,
     preflight_freshness,
 )
+from scenarios.services.adpush import scenario_preflight_request
+from scenarios.services.deploy import deployment_create
+from scenarios.services.imports import check_size, parse_item_list, scenario_create, scenario_import, scenario_update
 from scenarios.services.preflight import breach_counts
 
 # Tenant-scoped inlines ------------------------------------------------------------------------------
@@ -79,7 +86,6 @@ class ScenarioItemFormSet(BaseInlineFormSet):
         ]
         if tenant is None:
             return
-        from scenarios.services.imports import parse_item_list
 
         rows = [_item_dict(form.cleaned_data) for form in forms_with_items]
         try:
@@ -288,8 +294,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         through ``scenario_create`` / ``scenario_update``."""
 
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets, change: bool) -> None:
-        from scenarios.services.imports import scenario_create, scenario_update
-
         items_formset = next((f for f in formsets if isinstance(f, ScenarioItemFormSet)), None)
         items_changed = items_formset is not None and items_formset.has_changed()
         items = items_formset.target_items if items_formset is not None else None
@@ -389,8 +393,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload a bundle or CSV; a refusal lists every row error and writes nothing."""
-        from scenarios.services.imports import check_size, scenario_import
-
         if not self.has_add_permission(request):
             raise PermissionDenied
         staff = is_platform_staff(request.user)
@@ -437,8 +439,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def preflight_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Read the live state of the scenario's entities and store the diff."""
-        from scenarios.services.adpush import scenario_preflight_request
-
         scenario = self._scenario_for(request, object_id, "scenarios.run_preflight")
         try:
             run = scenario_preflight_request(scenario=scenario, actor=request.user)
@@ -466,8 +466,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def dry_run_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """A fresh preflight plus the platforms' validate-only calls; nothing changes."""
-        from scenarios.services.deploy import deployment_create
-
         scenario = self._scenario_for(request, object_id, "scenarios.deploy_dry_run")
         key = request.POST.get("idempotency_key") or str(uuid.uuid4())
         try:
@@ -503,9 +501,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         return self._render_deploy(request, scenario, latest)
 
     def _render_deploy(self, request: HttpRequest, scenario: Scenario, run: PreflightRun) -> TemplateResponse:
-        from safety.four_eyes import scenario_authors
-        from safety.gate import deploy_blocking, deploy_plans
-        from safety.overrides import override_approve_refusal
 
         user = request.user
         overrides = list(run.overrides.select_related("requested_by", "approved_by").order_by("-created_at"))
@@ -537,8 +532,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         return TemplateResponse(request, "admin/scenarios/scenario/deploy_confirm.html", context)
 
     def _deploy(self, request: HttpRequest, scenario: Scenario, latest: PreflightRun | None) -> HttpResponseRedirect:
-        from scenarios.services.deploy import deployment_create
-
         key = request.POST.get("idempotency_key", "")
         confirmed = request.POST.get("preflight", "")
         override = request.POST.get("override", "")
@@ -573,8 +566,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
 
     @method_decorator(require_POST)
     def override_request_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
-        from safety.overrides import override_request
-        from scenarios.selectors import next_step
 
         scenario = self._scenario_for(request, object_id, "scenarios.override_guardrail")
         run = latest_scenario_preflight(scenario, succeeded=True)
@@ -594,8 +585,6 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
 
     @method_decorator(require_POST)
     def override_approve_view(self, request: HttpRequest, object_id: str, override_id: int) -> HttpResponseRedirect:
-        from safety.overrides import override_approve
-
         scenario = self._scenario_for(request, object_id, "scenarios.override_guardrail")
         override = (
             scope_for_user(GuardrailOverride.objects.all(), request.user)

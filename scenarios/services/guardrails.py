@@ -331,15 +331,18 @@ def evaluate_platform_minimum_budget(
 # Entity rules --------------------------------------------------------------------------
 
 
-def evaluate_change_rate_limit(policy: GuardrailPolicy, *, subject: str, key: str, allowance: Any) -> Breach | None:
+def evaluate_change_rate_limit(
+    policy: GuardrailPolicy, *, subject: str, key: str, allowance: Any, time_zone: str | None = None
+) -> Breach | None:
     """A Meta ad set budget change beyond 4 an hour (``platforms.change_limits``): Meta would
-    refuse it and block the ad set's budget for an hour, so it waits until it is allowed."""
+    refuse it and block the ad set's budget for an hour, so it waits until it is allowed (that
+    moment shown in ``time_zone``, the account's, zone named)."""
     if allowance is None or allowance.allowed:
         return None
     return make_breach(
         policy,
         "change_rate_limit",
-        allowance.describe(subject) + " Deploy it after then.",
+        allowance.describe(subject, time_zone=time_zone) + " Deploy it after then.",
         limit=allowance.limit,
         observed=allowance.recent_changes,
         key=key,

@@ -852,7 +852,15 @@ def _entity_document(
     if not entry.missing and changed:
         breaches += [
             b
-            for b in [g.evaluate_change_rate_limit(policy, subject=entry.subject, key=entry.key, allowance=allowance)]
+            for b in [
+                g.evaluate_change_rate_limit(
+                    policy,
+                    subject=entry.subject,
+                    key=entry.key,
+                    allowance=allowance,
+                    time_zone=entry.connection.time_zone,
+                )
+            ]
             if b
         ]
     return {

@@ -24,6 +24,7 @@ from actions.services.recommendations import RecommendationInput, recommendation
 from budgetradar.errors import DomainError
 from budgetradar.models import Membership, Plan, Tenant
 from budgetradar.roles import Role
+from budgetradar.timefmt import format_time
 from platforms.models import Platform, PlatformConnection, PlatformEntity
 from platforms.sandbox.models import SandboxAccount, SandboxEntity
 from platforms.services import connection_create, connection_sync
@@ -169,7 +170,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Synced {connection.name}: {result.message}")
         else:
             self.stdout.write(
-                f"{connection.name} was synced at {connection.last_synced_at:%Y-%m-%d %H:%M} UTC; "
+                f"{connection.name} was synced at {format_time(connection.last_synced_at, connection.time_zone)}; "
                 "run manage.py sync_platforms to refresh."
             )
         self._guardrails(demo)

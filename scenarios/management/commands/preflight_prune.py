@@ -1,12 +1,14 @@
 """``manage.py preflight_prune [--dry-run]``: delete preflight runs older than
 ``PREFLIGHT_RETENTION_DAYS`` that no deployment, override or action still relies on
-(``scenarios.services.retention``); the daily schedule runs the same service."""
+(``scenarios.services.retention``); the daily schedule runs the same service. The cutoff is
+shown in the deployment's zone (``TIME_ZONE``), zone named: it applies to every tenant."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from budgetradar.timefmt import format_time
 from scenarios.services.retention import preflights_prune
 
 
@@ -21,5 +23,5 @@ class Command(BaseCommand):
         verb = "would delete" if dry_run else "deleted"
         self.stdout.write(
             f"{verb} {result.runs} preflight runs ({result.entity_rows} entity rows) created before "
-            f"{result.cutoff:%Y-%m-%d %H:%M} UTC (retention {settings.PREFLIGHT_RETENTION_DAYS} days)"
+            f"{format_time(result.cutoff)} (retention {settings.PREFLIGHT_RETENTION_DAYS} days)"
         )

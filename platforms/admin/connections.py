@@ -1,8 +1,6 @@
-"""Admin for platform connections, the entity mirror and daily performance.
-
-Credentials are write-only here: the change form asks for each credential field by name
-(always empty, never rendered), and pages show only the names of the stored keys. The entity mirror and daily
-performance are read-only because sync, not people, keeps them true to the platform.
+"""Ad accounts: settings, write-only credentials, health (circuit breaker, last test, last
+sync) and the Test connection / Sync now / Reset circuit breaker buttons, each calling its
+service.
 """
 
 from __future__ import annotations
@@ -20,107 +18,17 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from actions.admin import RelatedActionsInline
-from budgetradar.admin_base import (
-    AMBER,
-    EMPTY,
-    GREEN,
-    GREY,
-    RED,
-    AuditedForm,
-    ReadOnlyAdminMixin,
-    TenantScopedAdmin,
-    TenantScopedHistoryAdmin,
-    badge,
-    denied,
-    format_money,
-)
-from budgetradar.dashboard import entity_performance
+from actions.services.circuit import circuit_reset
+from budgetradar.admin_base import AMBER, GREEN, GREY, RED, TenantScopedHistoryAdmin, badge, denied
 from budgetradar.errors import DomainError
 from budgetradar.tenancy import is_platform_staff
 from budgetradar.timefmt import format_time
-from platforms.credentials import ALL_CREDENTIAL_INPUTS, CREDENTIAL_FIELDS, credential_input
-from platforms.models import CircuitState, EntityPerformanceDaily, Platform, PlatformConnection, PlatformEntity
+from platforms.admin.forms import CircuitResetForm, PlatformConnectionForm
+from platforms.credentials import ALL_CREDENTIAL_INPUTS
+from platforms.models import CircuitState, PlatformConnection
+from platforms.services import connection_create, connection_sync, connection_test
 
 CIRCUIT_TONES = {CircuitState.CLOSED: GREEN, CircuitState.HALF_OPEN: AMBER, CircuitState.OPEN: RED}
-ENTITY_STATUS_TONES = {"active": GREEN, "paused": AMBER, "removed": GREY}
-
-
-class WriteOnlyInput(forms.PasswordInput):
-    """A secret input that never renders a value, not even the one just submitted."""
-
-    def __init__(self) -> None:
-        super().__init__(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false", "size": 60})
-
-
-class CircuitResetForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="What was fixed, or why live work may resume. Recorded in the connection's history.",
-    )
-
-
-class _ConnectionFormBase(AuditedForm):
-    """Connection settings plus one write-only input per credential field, by name.
-
-    Each platform's fields come from ``CREDENTIAL_FIELDS``; the help text says which are
-    required. Filled-in fields replace the stored ones of that name, empty ones keep
-    them; after that every required field of the platform must be stored. Values are
-    stored encrypted and never shown again (not even after a failed submit).
-    """
-
-    class Meta:
-        model = PlatformConnection
-        fields = "__all__"
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        platform = cleaned.get("platform") or (self.instance.platform if self.instance.pk else None)
-        if not platform:
-            return cleaned
-        given = {
-            spec.name: cleaned[credential_input(p, spec.name)]
-            for p, specs in CREDENTIAL_FIELDS.items()
-            for spec in specs
-            if cleaned.get(credential_input(p, spec.name)) and p == platform
-        }
-        for other, specs in CREDENTIAL_FIELDS.items():
-            for spec in specs:
-                if other != platform and cleaned.get(credential_input(other, spec.name)):
-                    self.add_error(
-                        credential_input(other, spec.name),
-                        f"This is a {Platform(other).label} field; the connection is {Platform(platform).label}. "
-                        "Nothing was stored; enter it again in the right field.",
-                    )
-        stored = dict(self.instance.credentials) if self.instance.pk else {}
-        merged = {**stored, **given}
-        for spec in CREDENTIAL_FIELDS.get(platform, ()):
-            if spec.required and not merged.get(spec.name):
-                self.add_error(
-                    credential_input(platform, spec.name),
-                    f"{spec.label} is required for a {Platform(platform).label} connection.",
-                )
-        cleaned["new_credentials"] = merged if given else None
-        return cleaned
-
-
-def _credential_inputs() -> dict[str, forms.Field]:
-    """One optional write-only field per platform credential, labelled with its platform."""
-    inputs: dict[str, forms.Field] = {}
-    for platform, specs in CREDENTIAL_FIELDS.items():
-        for spec in specs:
-            inputs[credential_input(platform, spec.name)] = forms.CharField(
-                required=False,
-                label=f"{Platform(platform).label}: {spec.label}",
-                widget=WriteOnlyInput(),
-                help_text=("Required. " if spec.required else "Optional. ") + spec.help,
-            )
-    return inputs
-
-
-# Declared on the class (not added in __init__) so the admin's fieldsets may name them.
-PlatformConnectionForm = type("PlatformConnectionForm", (_ConnectionFormBase,), _credential_inputs())
 
 
 @admin.register(PlatformConnection)
@@ -216,8 +124,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
                 obj.credentials = credentials
             super().save_model(request, obj, form, change)
             return
-        from platforms.services import connection_create  # on use, like the buttons below
-
         created = connection_create(
             tenant=obj.tenant,
             actor=request.user,
@@ -300,10 +206,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def test_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Test the credentials against the platform and report the answer."""
-        # Imported on use, so a problem in the platform services (and the SDKs behind them)
-        # can break these buttons but never the whole admin.
-        from platforms.services import connection_test
-
         connection = self._connection_for(request, object_id, "platforms.test_platformconnection")
         try:
             result = connection_test(connection=connection, actor=request.user)
@@ -318,8 +220,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     @method_decorator(require_POST)
     def sync_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """Refresh the entity mirror and performance from the platform."""
-        from platforms.services import connection_sync  # on use, as in test_view
-
         connection = self._connection_for(request, object_id, "platforms.sync_platformconnection")
         try:
             result = connection_sync(connection=connection, actor=request.user)
@@ -331,8 +231,6 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
 
     def reset_circuit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: what a reset does, and a reason field. POST: close the circuit."""
-        from actions.services.circuit import circuit_reset  # on use, as in test_view
-
         connection = self._connection_for(request, object_id, "platforms.reset_circuit")
         form = CircuitResetForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
@@ -366,100 +264,3 @@ class PlatformConnectionAdmin(TenantScopedHistoryAdmin):
     def _back_to(self, connection: PlatformConnection) -> HttpResponseRedirect:
         opts = self.model._meta
         return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[connection.pk]))
-
-
-class EntityActionsInline(RelatedActionsInline):
-    fk_name = "entity"
-    verbose_name_plural = "Actions on this entity"
-
-
-@admin.register(PlatformEntity)
-class PlatformEntityAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    """The mirror of campaigns, ad sets, ads and creatives, as of the last sync."""
-
-    list_display = [
-        "name",
-        "entity_type",
-        "external_id",
-        "connection",
-        "parent",
-        "status_badge",
-        "daily",
-        "lifetime",
-        "bid_amount",
-        "budget_shared",
-        "synced_at",
-    ]
-    list_select_related = ["connection", "parent"]
-    list_filter = ["entity_type", "status", "connection__platform", "connection", "budget_shared"]
-    search_fields = ["name", "external_id", "=id"]
-    search_help_text = "Search by name, platform id or BudgetRadar id."
-    inlines = [EntityActionsInline]
-    # Money on the entity's page with its currency at the currency's precision, not "400.0000".
-    readonly_fields = ["daily", "lifetime", "bid_amount"]
-    MONEY_DISPLAYS = {"daily_budget": "daily", "lifetime_budget": "lifetime", "bid": "bid_amount"}
-
-    def get_fields(self, request: HttpRequest, obj: PlatformEntity | None = None) -> list[str]:
-        fields = [self.MONEY_DISPLAYS.get(f, f) for f in super().get_fields(request, obj)]
-        return list(dict.fromkeys(fields))
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
-    ) -> HttpResponse:
-        performance = entity_performance(self.get_object(request, object_id))
-        extra_context = {**(extra_context or {}), "performance": performance, "charts": [performance.chart_data()]}
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    @admin.display(description="Status", ordering="status")
-    def status_badge(self, entity: PlatformEntity):
-        return badge(entity.status, ENTITY_STATUS_TONES.get(entity.status, GREY))
-
-    @admin.display(description="Daily budget", ordering="daily_budget")
-    def daily(self, entity: PlatformEntity) -> str:
-        return format_money(entity.daily_budget, entity.connection.currency)
-
-    @admin.display(description="Lifetime budget", ordering="lifetime_budget")
-    def lifetime(self, entity: PlatformEntity) -> str:
-        return format_money(entity.lifetime_budget, entity.connection.currency)
-
-    @admin.display(description="Bid", ordering="bid")
-    def bid_amount(self, entity: PlatformEntity) -> str:
-        return format_money(entity.bid, entity.connection.currency)
-
-
-@admin.register(EntityPerformanceDaily)
-class EntityPerformanceDailyAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    """Daily delivery per entity, in the account's currency."""
-
-    list_display = [
-        "date",
-        "entity",
-        "spend_amount",
-        "impressions",
-        "clicks",
-        "ctr",
-        "conversions",
-        "revenue_amount",
-        "roas",
-    ]
-    list_select_related = ["entity__connection"]
-    list_filter = ["entity__connection", "entity__entity_type"]
-    search_fields = ["entity__name", "entity__external_id"]
-    date_hierarchy = "date"
-    list_per_page = 100
-
-    @admin.display(description="Spend", ordering="spend")
-    def spend_amount(self, row: EntityPerformanceDaily) -> str:
-        return format_money(row.spend, row.entity.connection.currency)
-
-    @admin.display(description="Revenue", ordering="revenue")
-    def revenue_amount(self, row: EntityPerformanceDaily) -> str:
-        return format_money(row.revenue, row.entity.connection.currency)
-
-    @admin.display(description="CTR")
-    def ctr(self, row: EntityPerformanceDaily) -> str:
-        return f"{row.clicks / row.impressions:.2%}" if row.impressions else EMPTY
-
-    @admin.display(description="ROAS")
-    def roas(self, row: EntityPerformanceDaily) -> str:
-        return f"{row.revenue / row.spend:.2f}" if row.spend else EMPTY

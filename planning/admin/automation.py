@@ -1,5 +1,7 @@
-"""Admin for the planning loop: settings (changed through the service), runs with charts,
-the rollout page, fits, ingestions and the read-only decision log."""
+"""A connection's automation settings (changed only through ``automation_update``), the
+planner breaker reset and Run now actions, and the rollout page with its evidence and
+promotion.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +13,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from budgetradar.admin_base import (
-    GREEN,
-    GREY,
-    RED,
-    AuditedForm,
-    ReadOnlyAdminMixin,
-    TenantScopedAdmin,
-    TenantScopedHistoryAdmin,
-    admin_link,
-    badge,
-    change_reason_for,
-    format_money,
-    pretty_json,
-)
+from budgetradar.admin_base import GREEN, RED, AuditedForm, TenantScopedHistoryAdmin, badge, change_reason_for
 from budgetradar.errors import DomainError
 from budgetradar.timefmt import format_time
-from planning.models import (
-    AutomationSettings,
-    CurveFit,
-    DecisionLogEntry,
-    EntityConstraint,
-    IngestionRun,
-    PlannerRun,
-    RolloutStep,
-)
+from planning.models import AutomationSettings, RolloutStep
 from planning.services.automation import EDITABLE, automation_update, breaker_reset
-from planning.services.charts import allocation_chart, curve_charts
 from planning.services.rollout import rollout_evidence, rollout_promote
 from planning.services.runs import planner_run_request
 
@@ -165,125 +145,3 @@ def _rollout_anchor(obj: AutomationSettings):
     return format_html(
         '<a href="{}">Rollout evidence and promotion</a>', reverse("admin:planning_rollout", args=[obj.pk])
     )
-
-
-@admin.register(EntityConstraint)
-class EntityConstraintAdmin(TenantScopedHistoryAdmin):
-    list_display = ["entity", "connection", "min_budget", "max_budget", "locked", "note"]
-    list_select_related = ["entity", "connection"]
-    autocomplete_fields = []
-    raw_id_fields = ["entity"]
-
-    @admin.display(description="Min daily budget", ordering="min_daily_budget")
-    def min_budget(self, obj: EntityConstraint) -> str:
-        return format_money(obj.min_daily_budget, obj.connection.currency)
-
-    @admin.display(description="Max daily budget", ordering="max_daily_budget")
-    def max_budget(self, obj: EntityConstraint) -> str:
-        return format_money(obj.max_daily_budget, obj.connection.currency)
-
-    def save_model(self, request, obj, form, change):
-        obj.connection_id = obj.entity.connection_id
-        obj.tenant_id = obj.entity.tenant_id
-        super().save_model(request, obj, form, change)
-
-
-LIGHT_TONES = {"green": GREEN, "yellow": "amber", "red": RED, "grey": GREY}
-
-
-@admin.register(PlannerRun)
-class PlannerRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    list_display = [
-        "id",
-        "connection",
-        "local_date",
-        "trigger",
-        "status",
-        "mode",
-        "outcome",
-        "fallback_level",
-        "created_at",
-    ]
-    list_filter = ["status", "outcome", "mode", "trigger", "fallback_level"]
-    list_select_related = ["connection"]
-    change_form_template = "admin/planning/plannerrun/change_form.html"
-    fields = [
-        "connection",
-        "local_date",
-        "trigger",
-        "status",
-        "attempts",
-        "mode",
-        "outcome",
-        "outcome_message",
-        "fallback_level",
-        "date_from",
-        "date_to",
-        "data_hash",
-        "scenario_link",
-        "deployment_link",
-        "error_message",
-        "shadow_json",
-        "summary_json",
-    ]
-    readonly_fields = fields
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("planning.view_plannerrun")
-
-    @admin.display(description="Scenario")
-    def scenario_link(self, obj: PlannerRun):
-        return admin_link(obj.scenario)
-
-    @admin.display(description="Deployment")
-    def deployment_link(self, obj: PlannerRun):
-        return admin_link(obj.deployment)
-
-    @admin.display(description="Shadow comparison")
-    def shadow_json(self, obj: PlannerRun):
-        return pretty_json(obj.shadow)
-
-    @admin.display(description="Summary")
-    def summary_json(self, obj: PlannerRun):
-        return pretty_json(obj.summary)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = self.get_object(request, object_id)
-        rows = [{**r, "tone": LIGHT_TONES.get(r["light_after"], GREY)} for r in (run.reasoning or [])]
-        extra = {
-            "allocation": allocation_chart(run),
-            "curves": curve_charts(run),
-            "reasoning_rows": rows[:500],
-            "reasoning_total": len(rows),
-        }
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
-
-
-@admin.register(CurveFit)
-class CurveFitAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    list_display = ["entity", "status", "confidence", "r_squared", "days_used", "date_from", "date_to", "created_at"]
-    list_filter = ["status", "confidence"]
-    list_select_related = ["entity"]
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("planning.view_curvefit")
-
-
-@admin.register(DecisionLogEntry)
-class DecisionLogAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    list_display = ["created_at", "connection", "kind", "mode", "fallback_level", "actor", "retain_until"]
-    list_filter = ["kind", "mode"]
-    list_select_related = ["connection"]
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("planning.view_decisionlogentry")
-
-
-@admin.register(IngestionRun)
-class IngestionRunAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
-    list_display = ["connection", "local_date", "status", "since", "until", "rows", "finished_at"]
-    list_filter = ["status"]
-    list_select_related = ["connection"]
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("planning.view_ingestionrun")
