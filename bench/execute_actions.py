@@ -202,7 +202,13 @@ def run_engine(connection, *, limiter: str, real_clock: bool = False) -> dict:
                 break
             for job_id in queued:
                 task_started, slept_before = time.perf_counter(), clock.slept if clock else 0.0
-                job_process(job_id=job_id, throttle=throttle, sleep=clock.sleep if clock else time.sleep)
+                job_process(
+                    job_id=job_id,
+                    throttle=throttle,
+                    sleep=clock.sleep if clock else time.sleep,
+                    # the task budget counts the limiter's simulated waits as if they were slept
+                    clock=(lambda: time.monotonic() + clock.slept) if clock else time.monotonic,
+                )
                 tasks += 1
                 task_seconds = time.perf_counter() - task_started + (clock.slept - slept_before if clock else 0.0)
                 longest_task = max(longest_task, task_seconds)

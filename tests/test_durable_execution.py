@@ -263,6 +263,29 @@ def test_a_task_does_not_start_a_unit_its_remaining_budget_cannot_hold(world, ap
     assert Action.objects.filter(status=ActionStatus.SUCCEEDED).count() == 2
 
 
+def test_the_task_budget_counts_time_on_the_clock_it_is_given(world, approver, settings):
+    """A benchmark that simulates the limiter's waits passes a clock that counts them: the
+    task stops after a unit that took 200 simulated seconds of a 300 s budget, instead of
+    running every unit in one task because no real time passed."""
+    settings.ENGINE_UNIT_SIZE = {"default": 2, "google_ads": 2, "meta": 2}
+    for i in range(1, 7):
+        approved(world.entity(f"sandbox-cmp-{i}"), approver, new_budget="150.00")
+    [job_id] = actions_dispatch()
+    simulated = [0.0]
+
+    def waiting_throttle(_operations: int) -> None:
+        simulated[0] += 200 / 3  # three requests a unit: 200 simulated seconds
+
+    report = job_process(
+        job_id=job_id,
+        policy=FAST,
+        throttle=waiting_throttle,
+        budget_seconds=300,
+        clock=lambda: time.monotonic() + simulated[0],
+    )
+    assert report.units == 1 and report.status == JobStatus.QUEUED
+
+
 def test_the_shared_limiters_waits_keep_the_lease_alive(world, approver, settings):
     """The limiter's pacing sleeps through the lease keeper (it shows progress, so the
     lease is renewed while the worker waits its turn, and a lost lease stops the wait)."""

@@ -108,13 +108,16 @@ def job_process(
     sleep: Callable[[float], None] = time.sleep,
     throttle: Throttle | None = None,
     budget_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> JobReport | None:
     """Claim and run one job, unit by unit, until it is done or the time budget is spent.
 
     Idempotent: a job already claimed or finished is a no-op (None). Must not run
     inside a transaction: platform calls happen between short commits, so the platform
     and the database never wait on each other. ``throttle`` replaces the connection's
-    shared rate limiter (tests and benchmarks).
+    shared rate limiter (tests and benchmarks); ``clock`` measures the time budget and
+    must advance with ``sleep`` (a benchmark that simulates its waits passes a clock that
+    counts them).
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_process must not run inside transaction.atomic")
@@ -126,7 +129,7 @@ def job_process(
     budget = budget_seconds if budget_seconds is not None else settings.ENGINE_TASK_BUDGET_SECONDS
     with LeaseKeeper(lease) as keeper:
         run.keeper = keeper
-        run.run(deadline=time.monotonic() + budget)
+        run.run(deadline=clock() + budget, clock=clock)
     return run.close()
 
 
@@ -187,7 +190,7 @@ class JobRun:
 
     # The loop ----------------------------------------------------------------------------
 
-    def run(self, *, deadline: float) -> None:
+    def run(self, *, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
         """Units until the job is done, the lease is lost, or the deadline is near.
 
         The first unit always runs (every task makes progress); after each unit the
@@ -197,7 +200,7 @@ class JobRun:
         """
         longest = 0.0
         while not self.lease.lost.is_set():
-            started = time.monotonic()
+            started = clock()
             units = self._claim_unit()
             if not units:
                 return
@@ -212,7 +215,7 @@ class JobRun:
                 return
             finally:
                 self.actions_by_id.clear()
-            now = time.monotonic()
+            now = clock()
             longest = max(longest, now - started)
             if now + longest >= deadline:
                 return
