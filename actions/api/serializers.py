@@ -172,3 +172,35 @@ class CancelQuerySerializer(serializers.Serializer):
 
 class OverrideRequestSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000, help_text="Why the critical breaches should go through.")
+
+
+class RollbackFieldPreviewSerializer(serializers.Serializer):
+    """One field a rollback restores (money values as decimal strings; ``*_text`` as the admin shows them)."""
+
+    field = serializers.CharField()
+    label = serializers.CharField()
+    live = serializers.JSONField(allow_null=True, help_text="The live value read (or the last known one).")
+    live_text = serializers.CharField(help_text="``450.00 EUR``; a dash when unknown.")
+    restore = serializers.JSONField(allow_null=True, help_text="The value the rollback writes back.")
+    restore_text = serializers.CharField()
+    set_by_budgetradar = serializers.JSONField(allow_null=True, help_text="The value the action set and read back.")
+    drifted = serializers.BooleanField()
+
+
+class RollbackPreviewSerializer(serializers.Serializer):
+    """``GET /api/actions/{id}/rollback-preview``: what rolling the action back would do now,
+    in the words of the admin's rollback confirmation. Reading it writes nothing."""
+
+    action = serializers.IntegerField()
+    possible = serializers.BooleanField(help_text="Whether a rollback request would be accepted now.")
+    refusal = serializers.CharField(allow_null=True, help_text="Why not, when it would not; null otherwise.")
+    deadline = serializers.CharField(
+        help_text="Until when the rollback instructions are valid, or what became of them."
+    )
+    change = serializers.CharField(help_text="``Daily budget: live now 450.00 EUR → will restore 70.00 EUR``.")
+    changes = RollbackFieldPreviewSerializer(many=True)
+    live_read_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the live value was read; null when the values are the last known ones."
+    )
+    live_found = serializers.BooleanField(help_text="False when the platform no longer has the entity.")
+    drift_warning = serializers.CharField(allow_null=True, help_text="Why the rollback will be refused for drift.")

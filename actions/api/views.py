@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import django_filters
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -19,13 +22,15 @@ from actions.api.serializers import (
     OverrideRequestSerializer,
     RecommendationInputSerializer,
     RecommendationSerializer,
+    RollbackPreviewSerializer,
     RollbackRequestSerializer,
 )
 from actions.models import Action, ActionStatus, ActionType, Recommendation
 from actions.services.execution import action_execute_request
 from actions.services.lifecycle import action_approve, action_cancel
 from actions.services.recommendations import RecommendationInput, recommendations_create
-from actions.services.rollback import action_rollback_request
+from actions.services.rollback import action_rollback_preview, action_rollback_request
+from actions.services.rollback_preview import FIELD_LABELS, RollbackPreview, rollback_deadline_text, show_value
 from budgetradar.api import (
     KeysetPagination,
     ReasonSerializer,
@@ -207,6 +212,16 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
         return self._idempotent(request, "action.rollback", {"action": action.pk, "override_drift": override}, run)
 
+    @extend_schema(responses={200: RollbackPreviewSerializer}, filters=False)
+    @route(detail=True, methods=["get"], url_path="rollback-preview")
+    def rollback_preview(self, request: Request, pk: str) -> Response:
+        """What rolling the action back would do now, as the admin's confirmation shows it:
+        whether it is possible (and if not why), the live value read from the platform and
+        when, the change, and any drift. Stores nothing (the live read is an unsaved preview)."""
+        action = self.get_object()
+        refusal, preview = action_rollback_preview(action=action, actor=request.user)
+        return Response(RollbackPreviewSerializer(_rollback_preview_data(refusal, preview)).data)
+
     @extend_schema(responses={200: ExecutionLogSerializer(many=True)}, filters=False)
     @route(detail=True, methods=["get"], pagination_class=LogPagination)
     def logs(self, request: Request, pk: str) -> Response:
@@ -242,6 +257,38 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
             status=result.status_code,
             headers={"Idempotent-Replayed": "true"} if result.replayed else {},
         )
+
+
+def _rollback_preview_data(refusal: str, preview: RollbackPreview) -> dict[str, Any]:
+    action, currency = preview.action, preview.action.connection.currency
+    return {
+        "action": action.pk,
+        "possible": not refusal,
+        "refusal": refusal or None,
+        "deadline": rollback_deadline_text(action),
+        "change": preview.change_text(),
+        "changes": [
+            {
+                "field": f.field.value,
+                "label": FIELD_LABELS[f.field],
+                "live": _plain(f.live),
+                "live_text": show_value(f.field, f.live, currency),
+                "restore": _plain(f.restore),
+                "restore_text": show_value(f.field, f.restore, currency),
+                "set_by_budgetradar": _plain(f.set_by_budgetradar),
+                "drifted": f.drifted,
+            }
+            for f in preview.fields
+        ],
+        "live_read_at": preview.live_read_at,
+        "live_found": preview.live_found,
+        "drift_warning": preview.drift_warning() or None,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Money as a decimal string (DRF's JSON encoder would make a ``Decimal`` a float)."""
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def _reload(action: Action) -> Action:

@@ -18,6 +18,7 @@ sent, read back and settled by ``rollback_verify``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +35,7 @@ from actions.services import outcomes as out
 from actions.services.circuit import circuit_check
 from actions.services.dispatch import actions_dispatch
 from actions.services.leases import Lease
+from actions.services.rollback_preview import RollbackPreview, rollback_preview
 from actions.services.settlement import Settlement, transition_actions
 from actions.services.verification import describe, same_value
 from budgetradar.errors import DomainError, InvalidState
@@ -41,7 +43,8 @@ from budgetradar.tenancy import require_perm, require_same_tenant
 from budgetradar.timefmt import format_time, zone_of
 from platforms.models import PlatformConnection
 from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus
-from safety.gate import gate_rollback
+from safety.gate import actions_preflight_preview, gate_rollback, latest_preflight
+from scenarios.models import PreflightRun
 
 
 def action_rollback_request(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
@@ -50,12 +53,7 @@ def action_rollback_request(*, action: Action, actor, reason: str = "", override
     require_perm(actor, "actions.rollback_action", doing="roll back actions")
     if action.status == ActionStatus.ROLLING_BACK:
         return action
-    if not can_proceed(action.start_rollback):
-        raise InvalidState(
-            f"Action #{action.pk} {action_status_phrase(action)}; only succeeded or partially "
-            "executed actions can be rolled back."
-        )
-    rollback_check_instructions(action)
+    rollback_check_state(action)
     if override_drift:
         require_perm(actor, "actions.override_rollback_drift", doing="override a rollback drift check")
         if not reason.strip():
@@ -98,6 +96,47 @@ def actions_rollback_request(
         if ids:
             transaction.on_commit(lambda: actions_dispatch(action_ids=ids))
     return moved
+
+
+def rollback_check_state(action: Action) -> None:
+    """Raise ``InvalidState`` unless the action's state and instructions allow a rollback now."""
+    if not can_proceed(action.start_rollback):
+        raise InvalidState(
+            f"Action #{action.pk} {action_status_phrase(action)}; only succeeded or partially "
+            "executed actions can be rolled back."
+        )
+    rollback_check_instructions(action)
+
+
+def rollback_refusal(action: Action) -> str:
+    """Why a rollback request of ``action`` would be refused now, in the request's own words,
+    before the gate judges its preflight: state, instructions and deadline, an open circuit;
+    "" when none of them refuses it. Reads nothing from the platform and writes nothing."""
+    if action.status == ActionStatus.ROLLING_BACK:
+        return f"Action #{action.pk} {action_status_phrase(action)}: a rollback is under way."
+    try:
+        rollback_check_state(action)
+        circuit_check(action.connection)
+    except DomainError as exc:
+        return exc.message
+    return ""
+
+
+def action_rollback_preview(*, action: Action, actor) -> tuple[str, RollbackPreview]:
+    """What a rollback of ``action`` would do, as the admin's confirmation shows it, writing
+    nothing: (why it would be refused, "" when it would not; the preview of the change).
+
+    When nothing refuses it, the live value is read by the gate's unsaved rollback preflight
+    preview (outside any transaction; a fresh stored run is reused); a refused read falls
+    back to the latest stored preflight, so the preview says "last known"."""
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.rollback_action", doing="preview rollbacks")
+    refusal = rollback_refusal(action)
+    runs: dict[int, PreflightRun] = {}
+    if not refusal:
+        with contextlib.suppress(DomainError):  # refused read: "last known"; the worker still reads first
+            runs = actions_preflight_preview(actions=[action], actor=actor, rollback=True)
+    return refusal, rollback_preview(action, runs.get(action.pk) or latest_preflight(action))
 
 
 def rollback_check_instructions(action: Action) -> None:
