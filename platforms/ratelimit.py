@@ -1,8 +1,9 @@
 """Per-connection rate limiting shared across workers, processes and machines.
 
 Each connection has one token bucket row (``RateLimitBucket``). Taking tokens locks the
-row in a short transaction (``select_for_update``; on SQLite the IMMEDIATE transaction
-serialises writers the same way), so every worker draws from the same bucket. Waiting
+row — on PostgreSQL in the one statement that refills, takes and stores (a ``FOR UPDATE``
+CTE), elsewhere in a short transaction (``select_for_update``; on SQLite the IMMEDIATE
+transaction serialises writers the same way) — so every worker draws from the same bucket. Waiting
 happens outside the transaction: no lock is held while a worker sleeps.
 
 Defaults per platform can be overridden in settings::
@@ -22,6 +23,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 
@@ -127,6 +129,10 @@ def bucket_take_tokens(*, connection_id: int, tokens: float, limit: RateLimit, n
     """Take ``tokens`` (at most a full bucket) if available; else the seconds to wait."""
     now = now or timezone.now()
     cost = min(tokens, limit.capacity)
+    if db_connection.vendor == "postgresql":
+        available = _take_in_one_statement(connection_id, cost, limit, now)
+        if available is not None:
+            return _wait_for(cost, available, limit)
     with transaction.atomic():
         bucket = _locked_bucket(connection_id, limit, now)
         available = _refilled(bucket, limit, now)
@@ -134,9 +140,50 @@ def bucket_take_tokens(*, connection_id: int, tokens: float, limit: RateLimit, n
             _store(bucket, limit, available - cost, now)
             return 0.0
         _store(bucket, limit, available, now)
+    return _wait_for(cost, available, limit)
+
+
+def _wait_for(cost: float, available: float, limit: RateLimit) -> float:
+    if available + TOKEN_EPSILON >= cost:
+        return 0.0
     # Never a wait below a millisecond: datetimes count whole microseconds, so a clock
     # could not move by a shorter wait and the caller would ask again for ever.
     return max((cost - available) / limit.refill_per_second, MIN_WAIT_SECONDS)
+
+
+def _take_in_one_statement(connection_id: int, cost: float, limit: RateLimit, now: datetime) -> float | None:
+    """PostgreSQL: refill, take (if enough) and store in one statement; return the tokens
+    that were available, or None when the connection has no bucket row yet.
+
+    The CTE locks the row (``FOR UPDATE`` reads its latest committed version, so two
+    takers serialise exactly as with ``select_for_update``) and the UPDATE writes what
+    it computed from that version; the same arithmetic as ``_refilled`` and ``_store``.
+    """
+    table, quote = RateLimitBucket._meta.db_table, db_connection.ops.quote_name
+    sql = (
+        f"WITH b AS (SELECT {quote('id')} AS id, {quote('updated_at')} AS seen, "
+        f"LEAST(%(capacity)s, {quote('tokens')} + GREATEST(EXTRACT(EPOCH FROM (%(now)s - {quote('updated_at')})), 0)"
+        f" * %(refill)s) AS available "
+        f"FROM {quote(table)} WHERE {quote('connection_id')} = %(connection)s FOR UPDATE) "
+        f"UPDATE {quote(table)} AS t SET "
+        f"{quote('tokens')} = CASE WHEN b.available + %(epsilon)s >= %(cost)s THEN b.available - %(cost)s "
+        f"ELSE b.available END, "
+        f"{quote('capacity')} = %(capacity)s, {quote('refill_per_second')} = %(refill)s, "
+        f"{quote('updated_at')} = GREATEST(%(now)s, b.seen) "
+        f"FROM b WHERE t.{quote('id')} = b.id RETURNING b.available"
+    )
+    params = {
+        "capacity": float(limit.capacity),
+        "refill": float(limit.refill_per_second),
+        "now": now,
+        "connection": connection_id,
+        "epsilon": TOKEN_EPSILON,
+        "cost": float(cost),
+    }
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else float(row[0])
 
 
 def rate_limit_backoff(*, connection: PlatformConnection, seconds: float, now: datetime | None = None) -> None:

@@ -149,12 +149,32 @@ def test_a_busy_worker_reserves_a_few_requests_per_database_round_trip(connectio
     throttle = throttle_for(connection_, clock)
     from django.test.utils import CaptureQueriesContext
 
+    throttle(1)  # creates the bucket row and reserves ten requests' worth (nine left)
     with CaptureQueriesContext(db_connection) as queries:
         for _ in range(20):
             throttle(1)
-    bucket_updates = [q for q in queries if q["sql"].startswith("UPDATE")]
+    bucket_updates = [q for q in queries if 'UPDATE "platforms_ratelimitbucket"' in q["sql"]]
     assert len(bucket_updates) == 2  # ten requests' worth of tokens each time
-    assert RateLimitBucket.objects.get(connection=connection_).tokens == pytest.approx(980)
+    assert RateLimitBucket.objects.get(connection=connection_).tokens == pytest.approx(970)
+
+
+def test_a_take_from_an_existing_bucket_is_one_statement_on_postgresql(connection_, clock):
+    """Refill, take and store in one round trip (a locking CTE), with the same arithmetic."""
+    from django.test.utils import CaptureQueriesContext
+
+    if db_connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: SQLite takes tokens with the ORM (a SELECT and an UPDATE)")
+    limit = RateLimit(capacity=3, refill_per_second=2)
+    for _ in range(3):  # the first creates the row; three empty a bucket of three
+        assert bucket_take(connection_id=connection_.pk, operations=1, limit=limit, now=clock.now) == 0.0
+    with CaptureQueriesContext(db_connection) as queries:
+        wait = bucket_take(connection_id=connection_.pk, operations=1, limit=limit, now=clock.now)
+        later = bucket_take(
+            connection_id=connection_.pk, operations=1, limit=limit, now=clock.now + timedelta(seconds=0.5)
+        )
+    assert wait == pytest.approx(0.5) and later == 0.0  # one token refills in half a second
+    assert len(queries) == 2
+    assert RateLimitBucket.objects.get(connection=connection_).tokens == pytest.approx(0)
 
 
 def test_reserved_tokens_expire_so_they_cannot_be_saved_for_a_burst(connection_, clock, settings):
