@@ -98,6 +98,11 @@ def watches_for_deployment(deployment_id: int) -> list[Watch]:
     return [w for group in by_connection.values() if (w := _watch_create(group, deployment=deployment))]
 
 
+# Rows per statement when watching many actions: one outbox drain (2,000 events) in one
+# statement each (bulk_create lowers it where the database binds fewer parameters: SQLite).
+WATCH_BATCH = 2000
+
+
 def watches_for_actions(action_ids: list[int]) -> list[Watch]:
     """Watch actions executed outside any deployment, one watch each, in a bounded number
     of queries whatever their number (10,000 settled actions are one outbox drain).
@@ -129,17 +134,17 @@ def watches_for_actions(action_ids: list[int]) -> list[Watch]:
         return []
     with transaction.atomic():
         entity_ids = list(latest)
-        for start in range(0, len(entity_ids), 500):
-            Watch.objects.filter(status__in=ACTIVE, entities__entity_id__in=entity_ids[start : start + 500]).update(
-                status=Watch.Status.SUPERSEDED
-            )
-        watches = Watch.objects.bulk_create([watch for _action, watch, _changed in planned], batch_size=500)
+        for start in range(0, len(entity_ids), WATCH_BATCH):
+            Watch.objects.filter(
+                status__in=ACTIVE, entities__entity_id__in=entity_ids[start : start + WATCH_BATCH]
+            ).update(status=Watch.Status.SUPERSEDED)
+        watches = Watch.objects.bulk_create([watch for _action, watch, _changed in planned], batch_size=WATCH_BATCH)
         WatchEntity.objects.bulk_create(
             (
                 WatchEntity(watch=watch, entity_id=action.entity_id, before=before, after=after)
                 for (action, _unsaved, (before, after)), watch in zip(planned, watches, strict=True)
             ),
-            batch_size=500,
+            batch_size=WATCH_BATCH,
         )
     return watches
 
