@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 # became one statement and the rate-limit bucket one statement a take; 233 with units of
 # 200, a drain enqueue and a log statement more per settlement, and drains of 500 events).
 # A thousand actions are one Meta unit: per-unit and per-job statements are paid once here,
-# so the figure per 1,000 falls with larger jobs (45.9 at 10,000 in bench/execute_actions.py).
+# so the figure per 1,000 falls with larger jobs (41.6 at 10,000 in bench/execute_actions.py).
 META_QUERIES_PER_1000 = 105
 
 
