@@ -413,10 +413,12 @@ def test_an_override_is_requested_with_a_reason_and_approved_by_someone_else(wor
     assert requested.status_code == 201, requested.json()
     override = requested.json()
     assert (override["preflight"], override["reason"], override["approved"]) == (critical_run, "Black Friday", False)
+    assert (override["state"], override["rejected_by"], override["rejected_at"]) == ("pending", None, None)
     own = client_for(tenant_admin).post(f"/api/overrides/{override['id']}/approve")
     assert own.status_code == 403 and own.json()["message"].startswith("You requested this override; another person")
     approved = client_for(second_admin).post(f"/api/overrides/{override['id']}/approve")
     assert approved.status_code == 200 and approved.json()["approved_by"] == "acme-admin-2"
+    assert approved.json()["state"] == "approved"
 
 
 def test_overrides_need_the_override_permission_and_the_tenants_run(critical_run, approver, other_admin):

@@ -181,7 +181,7 @@ class ActionViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
             raise ValidationFailed("An override needs a reason.", details=body.errors)
         override = action_override_request(action=action, actor=request.user, reason=body.validated_data["reason"])
         data = OverrideSerializer(
-            GuardrailOverride.objects.select_related("preflight", "requested_by").get(pk=override.pk)
+            GuardrailOverride.objects.select_related("preflight", "requested_by", "rejected_by").get(pk=override.pk)
         )
         return Response(data.data, status=status.HTTP_201_CREATED)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from budgetradar.api import IdempotencyKeySerializer, ReasonSerializer, StrictSerializer
@@ -24,6 +25,7 @@ from scenarios.models import (
     Scenario,
     ScenarioItem,
 )
+from scenarios.selectors import APPROVED, PENDING, REJECTED, override_state
 from scenarios.services.policies import WRITABLE_FIELDS
 
 
@@ -133,11 +135,31 @@ class OverrideSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username", read_only=True)
     approved_by = serializers.CharField(source="approved_by.username", default=None, allow_null=True, read_only=True)
     approved = serializers.BooleanField(read_only=True)
+    state = serializers.SerializerMethodField(
+        help_text="pending (awaiting a second approver), approved or rejected: the state the admin shows."
+    )
+    rejected_by = serializers.CharField(source="rejected_by.username", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = GuardrailOverride
-        fields = ["id", "preflight", "reason", "requested_by", "approved_by", "approved", "approved_at", "created_at"]
+        fields = [
+            "id",
+            "preflight",
+            "reason",
+            "state",
+            "requested_by",
+            "approved_by",
+            "approved",
+            "approved_at",
+            "rejected_by",
+            "rejected_at",
+            "created_at",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=[PENDING, APPROVED, REJECTED]))
+    def get_state(self, override: GuardrailOverride) -> str:
+        return override_state(override)
 
 
 # Answers built by services (dicts); these serializers document their shape in the

@@ -429,7 +429,9 @@ class OverrideApproveView(RoleGuarded, APIView):
 
 
 def _override(pk: int) -> GuardrailOverride:
-    return GuardrailOverride.objects.select_related("preflight", "requested_by", "approved_by").get(pk=pk)
+    return GuardrailOverride.objects.select_related("preflight", "requested_by", "approved_by", "rejected_by").get(
+        pk=pk
+    )
 
 
 # Guardrail policies --------------------------------------------------------------------------------
