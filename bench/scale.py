@@ -389,6 +389,22 @@ def sandbox_scenario(n: int, latency_ms: int):
     return account, scenario, operator, approver
 
 
+def deploy_through_api(deployer, queue, scenario, mode: str):
+    """POST a deploy of ``mode``, then run the tasks it enqueued: (request ms, status, task s,
+    the deployment as it ended)."""
+    from scenarios.models import Deployment
+
+    started = time.perf_counter()
+    response = deployer.post(
+        f"/api/scenarios/{scenario.pk}/deploy", {"mode": mode, "idempotency_key": f"e2e-{mode}-1"}, format="json"
+    )
+    post_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    queue.run_all()
+    task_s = time.perf_counter() - started
+    return post_ms, response.status_code, task_s, Deployment.objects.get(pk=response.json()["id"])
+
+
 def end_to_end(n: int, latency_ms: int) -> EndToEnd:
     """Preflight, dry-run then live-deploy ``n`` sandbox campaigns through the API, the background
     work run by ``TaskQueue``; checks the sandbox holds every target afterwards."""
@@ -398,7 +414,7 @@ def end_to_end(n: int, latency_ms: int) -> EndToEnd:
     from rest_framework.test import APIClient
 
     from platforms.sandbox.models import SandboxEntity
-    from scenarios.models import Deployment, PreflightRun
+    from scenarios.models import PreflightRun
 
     queue = TaskQueue()
     queue.install()
@@ -437,30 +453,13 @@ def end_to_end(n: int, latency_ms: int) -> EndToEnd:
     deployer = client(approver)
     # The dry run before the live deploy, so it has every change to validate; its own
     # fresh preflight is the one the live deploy then uses (the same reads).
-    started = time.perf_counter()
-    response = deployer.post(
-        f"/api/scenarios/{scenario.pk}/deploy", {"mode": "dry_run", "idempotency_key": "e2e-dry-1"}, format="json"
+    figures.dry_run_post_ms, figures.dry_run_status, figures.dry_run_task_s, dry_run = deploy_through_api(
+        deployer, queue, scenario, "dry_run"
     )
-    figures.dry_run_post_ms = (time.perf_counter() - started) * 1000
-    figures.dry_run_status = response.status_code
-    dry_run_id = response.json()["id"]
-    started = time.perf_counter()
-    queue.run_all()
-    figures.dry_run_task_s = time.perf_counter() - started
-    dry_run = Deployment.objects.get(pk=dry_run_id)
     figures.dry_run_deployment_status, figures.validated = dry_run.status, dry_run.validated
-
-    started = time.perf_counter()
-    response = deployer.post(
-        f"/api/scenarios/{scenario.pk}/deploy", {"mode": "live", "idempotency_key": "e2e-live-1"}, format="json"
+    figures.deploy_post_ms, figures.deploy_status, figures.deploy_task_s, deployment = deploy_through_api(
+        deployer, queue, scenario, "live"
     )
-    figures.deploy_post_ms = (time.perf_counter() - started) * 1000
-    figures.deploy_status = response.status_code
-    deployment_id = response.json()["id"]
-    started = time.perf_counter()
-    queue.run_all()
-    figures.deploy_task_s = time.perf_counter() - started
-    deployment = Deployment.objects.get(pk=deployment_id)
     figures.deployment_status, figures.succeeded = deployment.status, deployment.succeeded
     figures.mismatched = (
         SandboxEntity.objects.filter(account=account, entity_type="campaign")
