@@ -6,10 +6,13 @@ Each test stands for one finding of issue 9 and fails on the code before it.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from actions.change_limits import budget_change_allowance, budget_change_times, next_budget_change_at
 from actions.models import ActionStatus, ActionType
@@ -18,7 +21,7 @@ from actions.services.recommendations import RecommendationInput, recommendation
 from budgetradar.errors import ValidationFailed
 from platforms.change_limits import budget_change_schedule, is_limited, next_budget_change
 from platforms.models import DeveloperTokenUsage, Platform
-from platforms.quota import quota_status, quota_take
+from platforms.quota import QuotaStatus, quota_status, quota_take
 from platforms.ratelimit import ConnectionThrottle, rate_limit_for
 from platforms.types import ErrorCode, PlatformCallError
 from scenarios.services.imports import parse_item_list
@@ -233,3 +236,57 @@ def test_sync_mirrors_bidding_strategies_and_keeps_the_billable_unit(tenant, goo
         "211": "MAXIMIZE_CONVERSIONS",
     }
     assert connection.entities.get(external_id="211").bid is None  # no CPC bid in force
+
+
+def test_a_take_of_daily_operations_is_one_statement(db, settings):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 15_000
+    quota_take(developer_token="t", operations=1, now=NOW)  # the day's row exists from here on
+    resets_at = quota_status(developer_token="t", now=NOW).resets_at
+
+    with CaptureQueriesContext(connection) as taken:
+        assert quota_take(developer_token="t", operations=100, now=NOW) == (True, QuotaStatus(15_000, 101, resets_at))
+
+    assert len(taken) == 1  # not a lock, a read and a write
+    assert quota_status(developer_token="t", now=NOW).used == 101
+
+
+def test_an_unlimited_token_counts_without_a_limit(db, settings):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 0
+
+    assert quota_take(developer_token="t", operations=1_000_000, now=NOW)[0]
+    assert quota_take(developer_token="t", operations=1, now=NOW)[1].used == 1_000_001
+
+
+def test_a_first_take_larger_than_the_day_allows_writes_nothing(db, settings):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 100
+
+    taken, status = quota_take(developer_token="t", operations=101, now=NOW)
+
+    assert (taken, status.used) == (False, 0)
+    assert not DeveloperTokenUsage.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_workers_taking_at_once_never_spend_more_than_the_day_allows(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: concurrent transactions")
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 50
+    start = threading.Barrier(8)
+    taken: list[bool] = []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            taken.append(quota_take(developer_token="t", operations=10, now=NOW)[0])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(taken) == [False] * 3 + [True] * 5
+    assert quota_status(developer_token="t", now=NOW).used == 50
