@@ -98,9 +98,11 @@ def watches_for_deployment(deployment_id: int) -> list[Watch]:
     return [w for group in by_connection.values() if (w := _watch_create(group, deployment=deployment))]
 
 
-# Rows per statement when watching many actions: one outbox drain (2,000 events) in one
-# statement each (bulk_create lowers it where the database binds fewer parameters: SQLite).
+# Rows per INSERT when watching many actions (bulk_create lowers it where the database
+# binds fewer parameters: SQLite), and entity ids per UPDATE: one outbox drain of 10,000
+# settled actions supersedes older watches in one statement.
 WATCH_BATCH = 2000
+LOOKUP_BATCH = 10_000
 
 
 def watches_for_actions(action_ids: list[int]) -> list[Watch]:
@@ -134,9 +136,9 @@ def watches_for_actions(action_ids: list[int]) -> list[Watch]:
         return []
     with transaction.atomic():
         entity_ids = list(latest)
-        for start in range(0, len(entity_ids), WATCH_BATCH):
+        for start in range(0, len(entity_ids), LOOKUP_BATCH):
             Watch.objects.filter(
-                status__in=ACTIVE, entities__entity_id__in=entity_ids[start : start + WATCH_BATCH]
+                status__in=ACTIVE, entities__entity_id__in=entity_ids[start : start + LOOKUP_BATCH]
             ).update(status=Watch.Status.SUPERSEDED)
         watches = Watch.objects.bulk_create([watch for _action, watch, _changed in planned], batch_size=WATCH_BATCH)
         WatchEntity.objects.bulk_create(
