@@ -82,8 +82,10 @@ def on_action_settled(events: list[Event]) -> None:
     back ones, each in one batch; alerts for quota and credential failures per event."""
     applied = [e.payload["action_id"] for e in events if e.payload.get("status") in APPLIED]
     rolled_back = [e.payload["action_id"] for e in events if e.payload.get("status") == "rolled_back"]
-    _guarded(events, "watches", lambda: watches_for_actions(applied) if applied else None)
-    _guarded(events, "rolled-back watches", lambda: watch_entities_rolled_back(rolled_back) if rolled_back else None)
+    if applied:
+        _guarded(events, "watches", lambda: watches_for_actions(applied))
+    if rolled_back:
+        _guarded(events, "rolled-back watches", lambda: watch_entities_rolled_back(rolled_back))
     _each([e for e in events if _is_connection_failure(e)], _action_failed)
     by_status: dict[str, list[str]] = {}
     for event in events:

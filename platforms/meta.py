@@ -294,12 +294,25 @@ def pack_batches(posts: Sequence[_Post], size: int = MAX_BATCH_REQUESTS) -> list
     return batches
 
 
+def pack_waves(posts: Sequence[_Post], *, in_flight: int, size: int = MAX_BATCH_REQUESTS) -> list[list[list[_Post]]]:
+    """Waves of at most ``in_flight`` batches that are sent at the same time: no campaign
+    family twice in a wave (so never two writes of one campaign in flight at once), as
+    few waves as that allows (``pack_batches`` with waves as the unit), each wave dealt
+    evenly into the fewest batches of at most ``size``."""
+    waves = pack_batches(posts, size=size * max(in_flight, 1))
+    return [[wave[i :: math.ceil(len(wave) / size)] for i in range(math.ceil(len(wave) / size))] for wave in waves]
+
+
 class MetaExecutor(PlatformExecutor):
     """Reads and writes campaigns and ad sets of one Meta ad account.
 
     Guarantees beyond ``PlatformExecutor``'s:
-    - no batch holds two writes of one campaign family (two ad sets of one campaign, or a
-      campaign and one of its ad sets), and batches are as few as that rule allows;
+    - no two writes of one campaign family (two ad sets of one campaign, or a campaign and
+      one of its ad sets) are ever in flight at once: writes go out in waves of up to
+      ``write_concurrency`` batches sent together, with no family twice in a wave, and
+      waves are as few as that rule allows;
+    - a wave is throttled and fenced (``before_write``) once, for all of its changes,
+      immediately before its batches leave;
     - several changes of one entity travel as one POST of that object;
     - the access token, app secret and appsecret_proof never appear in an error message;
     - after a whole-request rate limit, auth or permission error the remaining batches are
@@ -313,6 +326,7 @@ class MetaExecutor(PlatformExecutor):
     page_size = 100  # rows per page when listing the account
     insights_page_size = 500  # rows (entity-days) per page of insights
     read_concurrency = 4  # batch reads in flight at once
+    write_concurrency = 4  # batch writes in flight at once (one wave)
     tokens_per_change = 1 + WRITE_POINTS + 1  # a read before (1 point), the write (3), a read back (1)
 
     def __init__(self, config: ConnectionConfig, *, throttle: Throttle = no_throttle) -> None:
@@ -454,11 +468,11 @@ class MetaExecutor(PlatformExecutor):
         outcomes, posts = self._prepare(changes)
         posts = self._resolve_families(posts, outcomes)
         halted: PlatformError | None = None
-        for batch in pack_batches(posts):
+        for wave in pack_waves(posts, in_flight=self.write_concurrency):
             if halted is not None:
-                outcomes.update(self._not_sent(batch, halted))
+                outcomes.update(self._not_sent([post for batch in wave for post in batch], halted))
                 continue
-            request_error = self._write_batch(batch, validate_only, outcomes)
+            request_error = self._write_wave(wave, validate_only, outcomes)
             if request_error is not None and request_error.code in _ACCOUNT_WIDE:
                 halted = request_error
         return [outcomes[index] for index in range(len(changes))]
@@ -489,10 +503,8 @@ class MetaExecutor(PlatformExecutor):
         except _TRANSPORT_ERRORS as exc:
             raise PlatformCallError(self._request_error(exc, operations)) from None
 
-    def _send(self, operations: int, send: Callable[[], T], *, changes: Sequence[Change] | None = None) -> T:
+    def _send(self, operations: int, send: Callable[[], T]) -> T:
         self.throttle(operations)
-        if changes is not None:
-            self.begin_write(changes)  # raises when the deadline passed inside the fence: not sent
         self.round_trips += 1
         self._last_headers = {}
         return send()
@@ -774,10 +786,55 @@ class MetaExecutor(PlatformExecutor):
         campaigns = self.read_state(EntityRef(EntityType.CAMPAIGN, campaign_id) for campaign_id in sorted(parents))
         return {state.external_id: state.bid_strategy for state in campaigns.values()}
 
+    def _write_wave(
+        self, wave: list[list[_Post]], validate_only: bool, outcomes: dict[int, ChangeOutcome]
+    ) -> PlatformError | None:
+        """Throttle and fence one wave, send its batches together and record an outcome per
+        change; return the first error that holds for the whole account (or None)."""
+        posts = [post for batch in wave for post in batch]
+        try:
+            self.throttle(len(posts) * WRITE_POINTS)
+            if not validate_only:
+                self.begin_write([c for p in posts for c in p.changes])  # raises when the deadline passed: not sent
+        except PlatformCallError as exc:  # the throttle refused to wait that long, or the deadline passed: nothing sent
+            for post in posts:
+                outcomes.update(zip(post.indices, failed_outcomes(post.changes, exc.error), strict=True))
+            return exc.error
+        if len(wave) == 1:
+            errors = [self._write_batch(wave[0], validate_only, outcomes)]
+        else:
+            errors = self._write_concurrently(wave, validate_only, outcomes)
+        return next((e for e in errors if e is not None and e.code in _ACCOUNT_WIDE), None)
+
+    def _write_concurrently(
+        self, wave: list[list[_Post]], validate_only: bool, outcomes: dict[int, ChangeOutcome]
+    ) -> list[PlatformError | None]:
+        local = threading.local()
+
+        def write(batch: list[_Post]) -> tuple[dict[int, ChangeOutcome], PlatformError | None]:
+            # One executor (session, response-hook headers) per thread, as for reads; the
+            # wave was throttled and fenced in the calling thread.
+            if not hasattr(local, "writer"):
+                local.writer = MetaExecutor(self.config)
+            own: dict[int, ChangeOutcome] = {}
+            try:
+                return own, local.writer._write_batch(batch, validate_only, own)
+            finally:
+                with self._count_lock:
+                    self.round_trips += local.writer.round_trips
+                local.writer.round_trips = 0
+
+        with ThreadPoolExecutor(max_workers=len(wave), thread_name_prefix="meta-write") as pool:
+            answers = list(pool.map(write, wave))
+        for own, _error in answers:
+            outcomes.update(own)
+        return [error for _own, error in answers]
+
     def _write_batch(
         self, posts: Sequence[_Post], validate_only: bool, outcomes: dict[int, ChangeOutcome]
     ) -> PlatformError | None:
-        """Send one batch and record an outcome per change; return a whole-request error."""
+        """Send one batch (already throttled and fenced) and record an outcome per change;
+        return a whole-request error."""
         batch = self._api.new_batch()
         results: dict[int, _Accepted | PlatformError] = {}
         for index, post in enumerate(posts):
@@ -797,15 +854,9 @@ class MetaExecutor(PlatformExecutor):
                 ),
             )
         try:
-            self._send(
-                len(posts) * WRITE_POINTS,
-                batch.execute,
-                changes=None if validate_only else [c for p in posts for c in p.changes],
-            )
-        except PlatformCallError as exc:  # the throttle refused to wait that long, or the deadline passed: nothing sent
-            for post in posts:
-                outcomes.update(zip(post.indices, failed_outcomes(post.changes, exc.error), strict=True))
-            return exc.error
+            self.round_trips += 1
+            self._last_headers = {}
+            batch.execute()
         except _TRANSPORT_ERRORS as exc:
             error = self._request_error(exc, len(posts))
             # A validate-only request changes nothing, so losing its answer is never ambiguous.

@@ -19,12 +19,12 @@ from tests.factories import member
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
-# Measured 98 on PostgreSQL 15 (127 before each request's fence and its request_sent rows
-# became one statement and the rate-limit bucket one statement a take; 233 with units of
-# 200, a drain enqueue and a log statement more per settlement, and drains of 500 events).
+# Measured 76 on PostgreSQL 15 (98 before Meta's writes went out in fenced waves of four
+# batches and the outbox drained 10,000 events a transaction; 127 before each request's
+# fence and its request_sent rows became one statement; 233 with units of 200).
 # A thousand actions are one Meta unit: per-unit and per-job statements are paid once here,
-# so the figure per 1,000 falls with larger jobs (41.6 at 10,000 in bench/execute_actions.py).
-META_QUERIES_PER_1000 = 105
+# so the figure per 1,000 falls with larger jobs (18.1 at 10,000 in bench/execute_actions.py).
+META_QUERIES_PER_1000 = 80
 
 
 def test_a_thousand_meta_actions_cost_at_most_the_pinned_queries(settings):

@@ -19,7 +19,7 @@ from facebook_business.session import FacebookSession
 
 from platforms.fakes.faults import FaultKind, FaultScope
 from platforms.fakes.meta_fake import MetaGraphFake
-from platforms.meta import MetaExecutor, classify_graph_error, pack_batches, purchases_in
+from platforms.meta import MetaExecutor, classify_graph_error, pack_batches, pack_waves, purchases_in
 from platforms.types import (
     Change,
     ChangeOutcome,
@@ -447,6 +447,54 @@ def test_packing_meets_the_lower_bound_for_uneven_campaigns():
 
     assert [len(batch) for batch in batches] == [38, 38, 37, 37]
     assert all(len({post.family for post in batch}) == len(batch) for batch in batches)
+
+
+def test_writes_go_out_in_waves_fenced_and_throttled_once_each(meta_config, meta_fake):
+    campaigns = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(400)]
+    meta_fake.faults.latency_seconds = 0.2
+    fenced: list[int] = []
+    throttled: list[int] = []
+    executor = MetaExecutor(meta_config, throttle=throttled.append)
+    executor.before_write = lambda changes: fenced.append(len(changes))
+    started = time.monotonic()
+
+    outcomes = executor.apply([change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in campaigns])
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 400
+    assert fenced == [200, 200]  # one fence (and request_sent) per wave of four batches, not per batch
+    assert throttled == [600, 600]  # 3 points a write, taken once per wave
+    assert executor.round_trips == 8 and len([b for b in meta_fake.batches() if b.is_write]) == 8
+    assert time.monotonic() - started < 0.2 * 8 * 0.6  # the batches of a wave did not wait for each other
+
+
+def test_no_two_writes_of_one_campaign_are_in_flight_at_once(meta_config, meta_fake):
+    big = meta_fake.add_campaign(META_ACCOUNT)
+    siblings = [meta_fake.add_ad_set(big) for _ in range(6)]
+    others = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(300)]
+    waves: list[list[str]] = []
+    executor = MetaExecutor(meta_config)
+    executor.before_write = lambda changes: waves.append(
+        [c.ref.parent_external_id or c.ref.external_id for c in changes]
+    )
+
+    outcomes = executor.apply(
+        [change(ad_set(s, big), Field.DAILY_BUDGET, Decimal("10")) for s in siblings]
+        + [change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in others]
+    )
+
+    assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 306
+    assert len(waves) == 6  # the six ad sets of one campaign need six waves; 306 writes fit in them
+    assert all(len(set(families)) == len(families) for families in waves)
+
+
+def test_waves_are_as_few_as_the_campaign_rule_allows():
+    posts = [SimpleNamespace(family=family) for family in ["big"] * 3 + [f"c{i}" for i in range(447)]]
+
+    waves = pack_waves(posts, in_flight=4)
+
+    assert [[len(batch) for batch in wave] for wave in waves] == [[50, 50, 50]] * 3
+    assert all(len({p.family for batch in wave for p in batch}) == sum(map(len, wave)) for wave in waves)
+    assert [[len(batch) for batch in wave] for wave in pack_waves(posts[:120], in_flight=1)] == [[40]] * 3
 
 
 def test_ad_sets_without_a_known_campaign_are_looked_up_before_batching(meta_executor, meta_fake, abo):
@@ -894,17 +942,19 @@ def test_a_bid_under_a_strategy_without_caps_is_refused_without_being_sent(meta_
     assert states[ad_set(abo["first"], None).key].bid_strategy == "LOWEST_COST_WITH_BID_CAP"
 
 
-def test_an_item_level_account_throttle_stops_the_remaining_batches(meta_executor, meta_fake):
-    campaigns = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(120)]
+def test_an_item_level_account_throttle_stops_the_remaining_waves(meta_executor, meta_fake):
+    campaigns = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(300)]
     # The item names no usage of its own; the batch's top-level header says 7 minutes.
     meta_fake.faults.add(FaultKind.RATE_LIMIT, entity_ids=[campaigns[0]], retry_after=7 * 60)
 
     outcomes = meta_executor.apply([change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in campaigns])
 
     write_batches = [b for b in meta_fake.batches() if b.is_write]
-    assert len(write_batches) == 1  # 120 changes would take 3 batches
+    # Two waves of 150 (three batches each, sent together): the first wave was in flight
+    # when the throttle answered, the second is not sent.
+    assert len(write_batches) == 3
     throttled = [o for o in outcomes if o.error is not None and o.error.code is ErrorCode.RATE_LIMITED]
-    assert len(throttled) == 1 + 80  # the item itself, and the 40 changes of each batch not sent
+    assert len(throttled) == 1 + 150  # the item itself, and the 150 changes of the wave not sent
     assert {o.error.retry_after for o in throttled} == {420.0}
 
 

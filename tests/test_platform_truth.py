@@ -290,3 +290,43 @@ def test_workers_taking_at_once_never_spend_more_than_the_day_allows(settings):
 
     assert sorted(taken) == [False] * 3 + [True] * 5
     assert quota_status(developer_token="t", now=NOW).used == 50
+
+
+def test_ten_reads_through_one_throttle_take_the_daily_budget_once(settings, google_connection):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 15_000
+    settings.PLATFORM_RATE_LIMITS = {"google_ads": {"capacity": 1_000_000, "refill_per_second": 1_000_000}}
+    throttle = ConnectionThrottle(google_connection, clock=lambda: NOW, sleep=lambda _s: None)
+
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(10):
+            throttle(1)
+    quota_queries = [q for q in queries if "developertokenusage" in q["sql"]]
+
+    assert len(quota_queries) == 1
+    assert quota_status(developer_token="dev-token-1", now=NOW).used == 10  # never more than ten ahead
+
+
+def test_a_stock_of_daily_operations_does_not_outlive_its_day(settings, google_connection):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 15_000
+    clock = [NOW]
+    throttle = ConnectionThrottle(google_connection, clock=lambda: clock[0], sleep=lambda _s: None)
+    throttle(1)  # takes ten for today
+    tomorrow = NOW + timedelta(days=1)
+    clock[0] = tomorrow
+
+    throttle(1)
+
+    assert quota_status(developer_token="dev-token-1", now=tomorrow).used == 10  # counted on the new day
+
+
+def test_the_last_operations_of_the_day_are_taken_one_by_one(settings, google_connection):
+    settings.GOOGLE_ADS_DAILY_OPERATIONS = 15_000
+    quota_take(developer_token="dev-token-1", operations=14_998, now=NOW)
+    throttle = ConnectionThrottle(google_connection, clock=lambda: NOW, sleep=lambda _s: None)
+
+    throttle(1)
+    throttle(1)
+    with pytest.raises(PlatformCallError):
+        throttle(1)
+
+    assert quota_status(developer_token="dev-token-1", now=NOW).used == 15_000

@@ -134,7 +134,9 @@ def watches_for_actions(action_ids: list[int]) -> list[Watch]:
             watch.status = Watch.Status.SUPERSEDED
     if not planned:
         return []
-    with transaction.atomic():
+    # All or nothing; inside a caller's transaction (the outbox drain's savepoint) no
+    # savepoint of its own is needed: a failure here rolls back to the caller's.
+    with transaction.atomic(savepoint=False):
         entity_ids = list(latest)
         for start in range(0, len(entity_ids), LOOKUP_BATCH):
             Watch.objects.filter(
