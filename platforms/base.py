@@ -35,7 +35,8 @@ def no_throttle(_operations: int) -> None:
 
 BeforeWrite = Callable[[Sequence[Change]], None]
 """Called with the exact changes of each write request (not validate-only), after the
-throttle and immediately before the request is sent. It may raise to stop the send
+throttle and immediately before the request is sent; an executor that sends several
+requests at once (Meta's waves) calls it once with all of their changes. It may raise to stop the send
 (the engine's lease fence); the exception propagates out of ``apply``."""
 
 
@@ -59,7 +60,7 @@ class PlatformExecutor(abc.ABC):
       platform cannot represent exactly fail with ``invalid_value`` and are never sent.
     - Requests respect the platform's batch limits, and ``throttle`` is called before
       each request; ``before_write`` is called with each write request's changes right
-      before it is sent.
+      before it is sent (once for requests sent together).
     - A write request's deadline (``config.request_timeout``) runs from *before*
       ``before_write`` (which commits the engine's ``request_sent``), and a request whose
       deadline passed before it left is not sent (``begin_write``). Google is sent what

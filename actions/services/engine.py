@@ -559,8 +559,9 @@ class JobRun:
         return rows
 
     def _before_write(self, changes: Sequence[Change]) -> None:
-        """Called by the executor immediately before each write request: fence it, and
-        commit ``request_sent`` for exactly the actions it carries."""
+        """Called by the executor immediately before each write request (or wave of
+        requests sent together): fence it, and commit ``request_sent`` for exactly the
+        actions it carries."""
         self.keeper.touch()
         by_action: dict[int, list[Change]] = defaultdict(list)
         for change in changes:
