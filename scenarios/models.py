@@ -315,9 +315,12 @@ class Deployment(models.Model):
     prepared_at = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="When its actions and per-entity results were created (a large live deploy does it in a worker).",
+        help_text="When its per-entity results (and, for a live deploy, its actions) were created; a large live "
+        "deploy, dry run or retry does it in a worker.",
     )
-    error_message = models.TextField(blank=True, help_text="Why preparing it in the worker was refused.")
+    error_message = models.TextField(
+        blank=True, help_text="Why the worker refused to prepare it (a live deploy, dry run or retry)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
