@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -339,6 +341,9 @@ class MetaExecutor(PlatformExecutor):
         self._last_headers: dict[str, str] = {}
         self._api, self._secrets = self._build_api(config)
         self._count_lock = threading.Lock()
+        # Executors of this account for the threads that send batches at once (reads and
+        # write waves): one each at a time, kept so their HTTP connections are reused.
+        self._helpers: queue.SimpleQueue[MetaExecutor] = queue.SimpleQueue()
 
     def _build_api(self, config: ConnectionConfig) -> tuple[FacebookAdsApi, tuple[str, ...]]:
         token = config.credentials.get("access_token")
@@ -382,19 +387,10 @@ class MetaExecutor(PlatformExecutor):
         return self._read_concurrently(chunks)
 
     def _read_concurrently(self, chunks: list[Sequence[EntityRef]]) -> dict[tuple[str, str], EntityState]:
-        local = threading.local()
-
         def read(chunk: Sequence[EntityRef]) -> dict[tuple[str, str], EntityState]:
-            # One executor (session, response hook state) per thread; the throttle was taken
-            # in the calling thread, so the readers never touch the shared bucket.
-            if not hasattr(local, "reader"):
-                local.reader = MetaExecutor(self.config)
-            before = local.reader.round_trips
-            try:
-                return local.reader._read_batch(chunk)
-            finally:
-                with self._count_lock:
-                    self.round_trips += local.reader.round_trips - before
+            # The throttle was taken in the calling thread: the readers never touch the bucket.
+            with self._helper() as reader:
+                return reader._read_batch(chunk)
 
         states: dict[tuple[str, str], EntityState] = {}
         with ThreadPoolExecutor(max_workers=self.read_concurrency, thread_name_prefix="meta-read") as pool:
@@ -405,6 +401,22 @@ class MetaExecutor(PlatformExecutor):
             for future in futures:
                 states.update(future.result())  # the first failed batch raises its PlatformCallError
         return states
+
+    @contextmanager
+    def _helper(self) -> Iterator[MetaExecutor]:
+        """Lend one helper executor (session, response-hook headers of its own) to a thread;
+        its requests are added to this executor's round trips."""
+        try:
+            helper = self._helpers.get_nowait()
+        except queue.Empty:
+            helper = MetaExecutor(self.config)
+        try:
+            yield helper
+        finally:
+            with self._count_lock:
+                self.round_trips += helper.round_trips
+            helper.round_trips = 0
+            self._helpers.put(helper)
 
     def list_entities(self) -> list[EntityState]:
         """Every campaign, then every ad set of the account that Meta lists (not deleted)."""
@@ -809,20 +821,11 @@ class MetaExecutor(PlatformExecutor):
     def _write_concurrently(
         self, wave: list[list[_Post]], validate_only: bool, outcomes: dict[int, ChangeOutcome]
     ) -> list[PlatformError | None]:
-        local = threading.local()
-
         def write(batch: list[_Post]) -> tuple[dict[int, ChangeOutcome], PlatformError | None]:
-            # One executor (session, response-hook headers) per thread, as for reads; the
-            # wave was throttled and fenced in the calling thread.
-            if not hasattr(local, "writer"):
-                local.writer = MetaExecutor(self.config)
+            # The wave was throttled and fenced in the calling thread.
             own: dict[int, ChangeOutcome] = {}
-            try:
-                return own, local.writer._write_batch(batch, validate_only, own)
-            finally:
-                with self._count_lock:
-                    self.round_trips += local.writer.round_trips
-                local.writer.round_trips = 0
+            with self._helper() as writer:
+                return own, writer._write_batch(batch, validate_only, own)
 
         with ThreadPoolExecutor(max_workers=len(wave), thread_name_prefix="meta-write") as pool:
             answers = list(pool.map(write, wave))

@@ -970,3 +970,13 @@ def test_minimum_budgets_are_read_from_the_account_in_its_currency(meta_fake, hu
     assert huf_executor.account_facts() == {
         "minimum_budgets": {"min_daily_budget_imp": "331.00", "min_daily_budget_high_freq": "1653.00"}
     }
+
+
+def test_a_fault_aimed_at_an_entity_waits_for_the_request_that_touches_it(meta_fake):
+    # Several batches in flight at once: the first to arrive must not consume a fault
+    # meant for an entity of another batch.
+    meta_fake.faults.add(FaultKind.RATE_LIMIT, entity_ids=["target"])
+
+    assert meta_fake.faults.take(FaultScope.WRITE, {"other"}) is None
+    assert meta_fake.faults.take(FaultScope.WRITE, {"other", "target"}).kind == FaultKind.RATE_LIMIT
+    assert meta_fake.faults.take(FaultScope.WRITE, {"target"}) is None  # consumed once

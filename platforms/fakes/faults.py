@@ -7,6 +7,7 @@ so a test can inject "rate limit twice, then succeed" the same way on every plat
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from platforms.sandbox.faults import FaultKind, FaultScope
@@ -56,11 +57,26 @@ class FaultPlan:
             self._faults.clear()
         self.latency_seconds = 0.0
 
-    def take(self, scope: FaultScope) -> Fault | None:
-        """Consume and return the first fault that applies to a request of ``scope``."""
+    def take(self, scope: FaultScope, entity_ids: Collection[str] | None = None) -> Fault | None:
+        """Consume and return the first fault that applies to a request of ``scope``.
+
+        When the request names the entities it touches (``entity_ids``), a fault aimed at
+        other entities is left for the request that touches them: with several requests
+        in flight at once (Meta's write waves) the first to arrive must not consume a
+        fault meant for another. ENTITY_DELETED is exempt: it deletes its entities
+        whichever request comes first."""
+        touched = None if entity_ids is None else set(entity_ids)
         with self._lock:
             for fault in self._faults:
                 if fault.scope not in (FaultScope.ANY, scope):
+                    continue
+                aimed_elsewhere = (
+                    touched is not None
+                    and fault.entity_ids is not None
+                    and fault.kind != FaultKind.ENTITY_DELETED
+                    and not fault.entity_ids & touched
+                )
+                if aimed_elsewhere:
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1

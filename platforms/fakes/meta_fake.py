@@ -557,7 +557,7 @@ class MetaGraphFake:
         if isinstance(ops, Reply):
             return ops
         scope = FaultScope.WRITE if "POST" in {op.method for op in (ops or [request])} else FaultScope.READ
-        fault = self.faults.take(scope)
+        fault = self.faults.take(scope, _touched(ops or [request]))
         self._record(method, path, request, ops, fault)
         time.sleep(self.faults.latency_seconds)
         refusal = self._refuse(token, proof, version, ops)
@@ -1033,6 +1033,14 @@ def _json(raw: str) -> Any:
 def _hits_whole_request(fault: Fault) -> bool:
     """HTML pages come from proxies in front of the Graph API, so they never hit single items."""
     return fault.kind == FaultKind.HTML_502 or (fault.kind in _REQUEST_FAULTS and fault.entity_ids is None)
+
+
+def _touched(ops: list[_Op]) -> set[str]:
+    """The entity ids a request reads or writes (its nodes, and ``ids=`` lists)."""
+    touched = {op.node_id for op in ops}
+    for op in ops:
+        touched.update(i for i in op.params.get("ids", "").split(",") if i)
+    return touched
 
 
 def _targets(fault: Fault, op: _Op, first_write: bool) -> bool:
