@@ -216,7 +216,20 @@ def run_engine(connection, *, limiter: str, real_clock: bool = False) -> dict:
         wall = time.perf_counter() - started
     succeeded = Action.objects.filter(connection=connection, status=ActionStatus.SUCCEEDED).count()
     if succeeded == 0:
-        raise SystemExit("the engine settled nothing: check that the bench's actions are due")
+        from django.db.models import Count
+
+        statuses = dict(
+            Action.objects.filter(connection=connection).values_list("status").annotate(n=Count("id")).order_by()
+        )
+        errors = list(
+            ActionJob.objects.filter(pk__in=job_ids)
+            .exclude(error_summary="")
+            .values_list("error_summary", flat=True)[:3]
+        )
+        raise SystemExit(
+            f"no action succeeded ({len(job_ids)} jobs, {tasks} tasks; actions by status: {statuses}; "
+            f"job errors: {errors or 'none'}): check that the bench's actions are due and the fake answered"
+        )
     round_trips = sum(ActionJob.objects.filter(pk__in=job_ids).values_list("round_trips", flat=True))
     return {
         "wall": wall,
