@@ -6,6 +6,8 @@ shows that nothing was applied twice.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -13,8 +15,14 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from actions.models import Action, ActionStatus
+from actions.models import Action, ActionExecutionLog, ActionJob, ActionStatus, LogEvent
+from actions.services.dispatch import actions_dispatch
+from actions.services.engine import job_process
+from actions.services.reconcile import actions_reconcile
+from bench.execute_actions import approve_all
+from platforms.base import no_throttle
 from platforms.fakes.faults import FaultKind
+from platforms.meta import MetaExecutor
 from platforms.models import Platform, RateLimitBucket
 from platforms.registry import get_executor
 from platforms.retry import RetryPolicy
@@ -172,3 +180,59 @@ def test_partial_failure_settles_each_action_of_the_job(platformed, approver):
     assert (first.status, second.status) == (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
     assert second.error_code == "invalid_value"
     assert platformed.budget("102") == Decimal("100.00")
+
+
+# Meta's write waves: one fence and request_sent per wave -------------------------------------
+
+
+class WorkerDied(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, nothing is cleaned up."""
+
+
+def test_a_meta_worker_dying_between_waves_leaves_only_the_logged_wave_in_doubt(
+    tenant, approver, meta_fake, monkeypatch, settings
+):
+    settings.PLATFORM_REQUEST_TIMEOUT_SECONDS = 0.5
+    for i in range(250):  # 250 writes: two waves of 125 (three batches sent at once each)
+        meta_fake.add_campaign(META_ACCOUNT, campaign_id=f"{5000 + i}", daily_budget=10_000)
+    connection = ConnectionFactory(
+        tenant=tenant,
+        platform=Platform.META,
+        account_id=META_ACCOUNT,
+        credentials={"access_token": META_TOKEN},
+        api_base_url=meta_fake.base_url,
+    )
+    sync_connection(connection=connection, executor=get_executor(connection), days=1)
+    entities = list(connection.entities.select_related("connection", "parent").order_by("external_id"))
+    actions = approve_all(connection, entities, approver)
+    original, calls = MetaExecutor._write_wave, {"n": 0}
+
+    def dying_wave(self, wave, validate_only, outcomes):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            self.begin_write([c for batch in wave for post in batch for c in post.changes])  # request_sent committed
+            raise WorkerDied  # ... and the worker dies before the wave leaves
+        return original(self, wave, validate_only, outcomes)
+
+    monkeypatch.setattr(MetaExecutor, "_write_wave", dying_wave)
+    [job_id] = actions_dispatch()
+    with pytest.raises(WorkerDied):
+        job_process(job_id=job_id, policy=PATIENT, throttle=no_throttle)
+
+    sent = ActionExecutionLog.objects.filter(event=LogEvent.REQUEST_SENT)
+    assert sent.count() == 250  # both waves were logged: the first left, the second never did
+    assert len([b for b in meta_fake.batches() if b.is_write]) == 3
+    monkeypatch.undo()
+    expired = timezone.now() - timedelta(seconds=1)  # the dead worker's leases ran out
+    Action.objects.filter(pk__in=[a.pk for a in actions]).update(lease_expires_at=expired)
+    ActionJob.objects.filter(pk=job_id).update(lease_expires_at=expired)
+    time.sleep(1.6)  # the reconciler reads only after a logged request's deadline (+1 s) has passed
+    report = actions_reconcile()
+    assert report.succeeded == 125  # the first wave's changes are on Meta
+    assert report.released == 125  # logged but absent: runs again, no person needed
+    run_worker(policy=PATIENT)
+    assert set(Action.objects.filter(pk__in=[a.pk for a in actions]).values_list("status", flat=True)) == {
+        ActionStatus.SUCCEEDED
+    }
+    written = Counter(i for b in meta_fake.batches() if b.is_write for i in b.item_ids)
+    assert set(written.values()) == {1} and len(written) == 250  # each change sent exactly once
