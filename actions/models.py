@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_fsm import ConcurrentTransitionMixin, FSMField, FSMFieldMixin, transition
 from simple_history.models import HistoricalRecords
 
 from budgetradar.models import Tenant
@@ -160,6 +160,12 @@ class Action(ConcurrentTransitionMixin, models.Model):
 
     # Lease renewals are bookkeeping, not changes a person reviews.
     history = HistoricalRecords(excluded_fields=["lease_expires_at", "updated_at"])
+
+    @property
+    def state_fields(self) -> tuple[FSMFieldMixin, ...]:
+        # django-fsm-2 finds them by testing every field of the model, on each instance it
+        # builds and after each transition; they are fixed (a unit loads 10,000 actions).
+        return _ACTION_STATE_FIELDS
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -323,6 +329,9 @@ class Action(ConcurrentTransitionMixin, models.Model):
     def _keep_rollback(self, rollback_params, rollback_deadline) -> None:
         if rollback_params:
             self.rollback_params, self.rollback_deadline = rollback_params, rollback_deadline
+
+
+_ACTION_STATE_FIELDS = tuple(f for f in Action._meta.fields if isinstance(f, FSMFieldMixin))
 
 
 def _error_fields(error: dict) -> dict:

@@ -62,12 +62,20 @@ def setup_django(database_url: str | None) -> None:
 
 
 class QueryCounter:
+    """Statements run on the connection, and the wall time spent in them (the driver's
+    preparation of the parameters included)."""
+
     def __init__(self) -> None:
         self.count = 0
+        self.seconds = 0.0
 
     def __call__(self, execute, sql, params, many, context):
         self.count += 1
-        return execute(sql, params, many, context)
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 @contextmanager

@@ -38,11 +38,18 @@ from django.db.models import Field, Model
 Converter = Callable[[Any], Any]
 
 
-def bulk_set(objs: Sequence[Model], fields: Sequence[str], *, only_if: dict[str, object] | None = None) -> int:
+def bulk_set(
+    objs: Sequence[Model],
+    fields: Sequence[str],
+    *,
+    only_if: dict[str, object] | None = None,
+    same: dict[str, object] | None = None,
+) -> int:
     """Write ``fields`` of each object to its row (by primary key); return rows updated.
 
     ``only_if`` adds equality conditions (``{"status": "executing"}``) so rows that moved
-    on meanwhile are left alone.
+    on meanwhile are left alone. ``same`` sets further fields (by attribute name) to one
+    value for every row, in the same statement: a row gets one new version, not two.
     """
     if not objs or not fields:
         return 0
@@ -50,24 +57,31 @@ def bulk_set(objs: Sequence[Model], fields: Sequence[str], *, only_if: dict[str,
     meta = type(objs[0])._meta
     columns = [meta.get_field(name) for name in fields]
     conditions = [(meta.get_field(name), value) for name, value in (only_if or {}).items()]
+    constants = [(_field_by_attname(meta, name), value) for name, value in (same or {}).items()]
     pks = [obj.pk for obj in objs]
     fixed = [f.get_db_prep_value(value, conn) for f, value in conditions]
+    shared = [f.get_db_prep_save(value, conn) for f, value in constants]
+    quote = conn.ops.quote_name
+    shared_sql = [f"{quote(f.column)} = %s" for f, _ in constants]
     if conn.vendor == "postgresql":
-        return _update_from_json(conn, meta, columns, conditions, fixed, pks, objs)
+        return _update_from_json(conn, meta, columns, conditions, fixed, pks, objs, shared_sql, shared)
     convert = db_row_converter(columns, conn)
     attnames = [f.attname for f in columns]
     rows = [convert([getattr(obj, name) for name in attnames]) for obj in objs]
-    quote = conn.ops.quote_name
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in columns)} "
+        f"UPDATE {quote(meta.db_table)} SET {', '.join([*(f'{quote(f.column)} = %s' for f in columns), *shared_sql])} "
         f"WHERE {' AND '.join([f'{quote(meta.pk.column)} = %s'] + [f'{quote(f.column)} = %s' for f, _ in conditions])}"
     )
     with conn.cursor() as cursor:
-        cursor.executemany(sql, [[*row, pk, *fixed] for row, pk in zip(rows, pks, strict=True)])
+        cursor.executemany(sql, [[*row, *shared, pk, *fixed] for row, pk in zip(rows, pks, strict=True)])
         return cursor.rowcount
 
 
-def _update_from_json(conn, meta, columns, conditions, fixed, pks, objs) -> int:
+def _field_by_attname(meta, attname: str) -> Field:
+    return next(f for f in meta.concrete_fields if f.attname == attname)
+
+
+def _update_from_json(conn, meta, columns, conditions, fixed, pks, objs, shared_sql, shared) -> int:
     """One statement for all rows: the new values travel as one JSON document (encoded in
     C, parsed by the server into typed columns), joined on the primary key."""
     quote = conn.ops.quote_name
@@ -82,14 +96,14 @@ def _update_from_json(conn, meta, columns, conditions, fixed, pks, objs) -> int:
         document.append(item)
     types = [f"{n} {f.db_type(conn)}" for f, n in zip(columns, names, strict=True)]
     record = ", ".join([f"pk {meta.pk.db_type(conn)}", *types])
-    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(columns, names, strict=True))
+    assignments = ", ".join([*(f"{quote(f.column)} = v.{n}" for f, n in zip(columns, names, strict=True)), *shared_sql])
     where = " AND ".join([f"t.{quote(meta.pk.column)} = v.pk"] + [f"t.{quote(f.column)} = %s" for f, _ in conditions])
     sql = (
         f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
         f"FROM jsonb_to_recordset(%s::jsonb) AS v({record}) WHERE {where}"
     )
     with conn.cursor() as cursor:
-        cursor.execute(sql, [json.dumps(document), *fixed])
+        cursor.execute(sql, [*shared, json.dumps(document), *fixed])
         return cursor.rowcount
 
 

@@ -56,7 +56,7 @@ def mirror_refresh(
         entity.synced_at = stamp
     written = bulk_set(changed, [*VALUE_FIELDS, "synced_at"])
     for start in range(0, len(unchanged), CHUNK):
-        written += PlatformEntity.objects.filter(pk__in=unchanged[start : start + CHUNK]).update(synced_at=stamp)
+        written += PlatformEntity.objects.filter(pk__in_array=unchanged[start : start + CHUNK]).update(synced_at=stamp)
     return written
 
 
@@ -75,7 +75,7 @@ def mirror_update(states: Sequence[tuple[int, EntityState]]) -> int:
     the last state winning for an entity read twice (one query to load the rows)."""
     latest = dict(states)
     entities = list(
-        PlatformEntity.objects.filter(pk__in=list(latest)).only("pk", "entity_type", "external_id", *VALUE_FIELDS)
+        PlatformEntity.objects.filter(pk__in_array=list(latest)).only("pk", "entity_type", "external_id", *VALUE_FIELDS)
     )
     by_key = {}
     for entity in entities:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
-from django_fsm import TransitionNotAllowed
+from django_fsm import ConcurrentTransition, TransitionNotAllowed
 
 from actions.models import Action, ActionExecutionLog, ActionStatus, LogEvent
 from actions.services.lifecycle import action_approve, action_cancel, action_reject, actions_apply_bulk
@@ -166,6 +167,20 @@ def test_a_stale_copy_cannot_overwrite_a_concurrent_transition(approver, campaig
     action_cancel(action=action, actor=approver)
     with pytest.raises(Conflict, match="changed by someone else"):
         action_approve(action=stale_copy, actor=approver)
+    assert Action.objects.get(pk=action.pk).status == S.CANCELLED
+
+
+def test_a_stale_instance_cannot_save_a_transition_over_a_concurrent_one(campaign):
+    # Action names its state fields once (django-fsm-2 would test every field per
+    # instance); the mixin's optimistic lock on them must hold as before.
+    assert Action().state_fields == (Action._meta.get_field("status"),)
+    action = ActionFactory(entity=campaign)
+    stale_copy = Action.objects.get(pk=action.pk)
+    action.cancel(reason="", at=NOW)
+    action.save()
+    stale_copy.approve(by=None, at=NOW)
+    with pytest.raises(ConcurrentTransition), transaction.atomic():
+        stale_copy.save()
     assert Action.objects.get(pk=action.pk).status == S.CANCELLED
 
 

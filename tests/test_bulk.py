@@ -37,3 +37,16 @@ def test_bulk_insert_and_history_rows_read_back_like_orm_rows(campaign, approver
     write_history([action], actor=approver, reason="checked")
     row = action.history.first()
     assert (row.history_user, row.history_change_reason, row.params) == (approver, "checked", action.params)
+
+
+def test_bulk_set_writes_the_shared_fields_in_the_same_statement(campaign, django_assert_num_queries):
+    first, second = ActionFactory(entity=campaign), ActionFactory(entity=campaign)
+    first.before_state, second.before_state = {"daily_budget": "100.00"}, {"daily_budget": "200.00"}
+    with django_assert_num_queries(1):
+        updated = bulk_set([first, second], ["before_state"], same={"error_message": "checked", "attempts": 3})
+    assert updated == 2
+    rows = Action.objects.filter(pk__in=[first.pk, second.pk]).order_by("pk")
+    assert [(a.before_state, a.error_message, a.attempts) for a in rows] == [
+        ({"daily_budget": "100.00"}, "checked", 3),
+        ({"daily_budget": "200.00"}, "checked", 3),
+    ]

@@ -135,6 +135,13 @@ def test_read_failures_raise_a_classified_platform_call_error(brand, google_ads_
     assert not any(secrets[name] in raised.value.error.message for name in ("refresh_token", "client_secret"))
 
 
+def test_the_fake_reports_the_cpu_time_it_spent_serving_requests(brand, google_ads_executor):
+    # bench/audit_floor.py shows it apart: in process, the fake's work would pass for the engine's.
+    before = brand.served_cpu_seconds
+    google_ads_executor.read_state([campaign_ref(111), ad_group_ref(211)])
+    assert brand.served_cpu_seconds > before
+
+
 def test_list_entities_returns_every_campaign_and_ad_group_that_is_not_removed(brand, google_ads_executor):
     brand.add_campaign(CID, 112, "Generic", status="PAUSED", total_budget_micros=500_000_000, budget_micros=None)
     brand.add_campaign(CID, 113, "Old", status="REMOVED")

@@ -82,7 +82,7 @@ def actions_dispatch(
     ids = _job_sized(candidates)
     loaded: dict[int, Action] = {}
     for start in range(0, len(ids), 1000):
-        rows = Action.objects.filter(pk__in=ids[start : start + 1000]).select_related("entity")
+        rows = Action.objects.filter(pk__in_array=ids[start : start + 1000]).select_related("entity")
         loaded.update((a.pk, a) for a in rows)
     # One instance per connection, shared by its actions and their entities (not a copy each).
     connections = PlatformConnection.objects.in_bulk({a.connection_id for a in loaded.values()})
@@ -151,12 +151,12 @@ def _first_in_line(connection: PlatformConnection, actions: list[Action]) -> lis
     entities = {a.entity_id for a in actions}
     busy = set(
         Action.objects.filter(
-            connection=connection, entity_id__in=entities, status__in=[*IN_FLIGHT, ActionStatus.ROLLING_BACK]
+            connection=connection, entity_id__in_array=entities, status__in=[*IN_FLIGHT, ActionStatus.ROLLING_BACK]
         ).values_list("entity_id", flat=True)
     )
     oldest: dict[int, int] = {}
     rows = (
-        Action.objects.filter(connection=connection, entity_id__in=entities, status=ActionStatus.APPROVED)
+        Action.objects.filter(connection=connection, entity_id__in_array=entities, status=ActionStatus.APPROVED)
         .order_by("approved_at", "id")
         .values_list("entity_id", "pk")
     )

@@ -787,11 +787,11 @@ def _own_values_since_baseline(actions: list[Action]) -> dict[int, dict[str, Any
     since = min(_baseline_time(a) for a in actions)
     rows = (
         Action.objects.filter(
-            entity_id__in={a.entity_id for a in actions},
+            entity_id__in_array={a.entity_id for a in actions},
             finished_at__gte=since,
             status__in=[ActionStatus.SUCCEEDED, ActionStatus.PARTIALLY_EXECUTED, ActionStatus.ROLLED_BACK],
         )
-        .exclude(pk__in=[a.pk for a in actions])
+        .exclude(pk__in_array=[a.pk for a in actions])
         .order_by("entity_id", "finished_at", "id")
         .values_list("entity_id", "status", "after_state", "rollback_params", "finished_at", "rolled_back_at")
     )

@@ -181,7 +181,7 @@ def _apply(
 
 def _move_batch(items: list[Settlement], name: str, sources: set[str], lease: str | None) -> list[Settlement]:
     """Lock the rows still in a source state (and held by ``lease``), transition, write."""
-    rows = Action.objects.select_for_update().filter(pk__in=[i.action.pk for i in items], status__in=sources)
+    rows = Action.objects.select_for_update().filter(pk__in_array=[i.action.pk for i in items], status__in=sources)
     if lease is not None:
         rows = rows.filter(lease_owner=lease)
     live = dict(rows.values_list("pk", "status"))
@@ -233,8 +233,9 @@ def _comparable(value: Any) -> Any:
 
 
 def _write(actions: list[Action], attnames: list[str]) -> None:
-    """Fields with one value for the whole batch go in a single plain UPDATE; only the
-    fields that differ per row pay for a per-row write (one statement on PostgreSQL)."""
+    """One UPDATE for the batch: a plain one when every field has one value for the whole
+    batch; otherwise the fields that differ per row travel per row (one statement on
+    PostgreSQL) and the others are set once in that same statement."""
     common, varying = {}, []
     for attname in attnames:
         values = {_comparable(getattr(a, attname)) for a in actions}
@@ -242,9 +243,10 @@ def _write(actions: list[Action], attnames: list[str]) -> None:
             common[attname] = getattr(actions[0], attname)
         else:
             varying.append(_field_name(attname))
-    Action.objects.filter(pk__in=[a.pk for a in actions]).update(**common)
     if varying:
-        bulk_set(actions, varying)
+        bulk_set(actions, varying, same=common)
+    else:
+        Action.objects.filter(pk__in_array=[a.pk for a in actions]).update(**common)
 
 
 def _field_name(attname: str) -> str:
