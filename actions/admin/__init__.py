@@ -19,7 +19,7 @@ from actions.admin.actions import ActionAdmin, AttentionFilter
 from actions.admin.inlines import ExecutionLogInline, ReadOnlyInline, RelatedActionsInline
 from actions.admin.jobs import ActionJobAdmin
 from actions.admin.logs import ActionExecutionLogAdmin
-from actions.admin.operations import OPERATIONS, Operation, OperationForm, action_row, preview
+from actions.admin.operations import OPERATIONS, Operation, OperationForm, action_row
 from actions.admin.presentation import (
     action_change,
     describe_change,
@@ -46,7 +46,6 @@ __all__ = [
     "action_row",
     "describe_change",
     "gate_summary",
-    "preview",
     "rollback_deadline_text",
     "status_badge",
 ]

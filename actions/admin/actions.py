@@ -22,7 +22,6 @@ from actions.admin.operations import (
     Operation,
     OperationForm,
     action_row,
-    preview,
 )
 from actions.admin.presentation import (
     ACTION_RELATED,
@@ -43,6 +42,7 @@ from actions.selectors import (
     approval_notes,
     when_texts,
 )
+from actions.services.judgement import actions_judge
 from actions.services.lifecycle import actions_apply_bulk
 from actions.services.rollback_preview import FIELD_LABELS, rollback_deadline_text
 from actions.services.rollback_preview import show_value as _show
@@ -64,7 +64,6 @@ from budgetradar.words import error_label
 from platforms.types import Field
 from safety.gate import (
     action_preflight_request,
-    actions_preflight_preview,
     latest_preflight,
     preflight_summary,
     preflights_prefetch,
@@ -552,25 +551,13 @@ class ActionAdmin(TenantScopedHistoryAdmin):
             return self._after(request, token, {**pending, "result": outcome}, report=True)
         return self._render_confirmation(request, op, actions, form, bulk=pending["bulk"])
 
-    @staticmethod
-    def _preflight_previews(op: Operation, actions: list[Action], user) -> dict[int, PreflightRun]:
-        """Before showing what approve, execute or roll back will do, the gate's one-entity
-        preflights as previews (read outside any transaction, fresh stored ones reused,
-        nothing stored: the page is a GET), so the page judges the live values; confirming
-        runs the gate, which stores the preflight it judges."""
-        if op.name not in ("approve", "execute", "rollback"):
-            return {}
-        judged = [a for a in actions if op.possible(a)]
-        try:
-            return actions_preflight_preview(actions=judged, actor=user, rollback=op.name == "rollback")
-        except DomainError:
-            return {}  # the preview reports the refusal for each action
-
     def _render_confirmation(
         self, request: HttpRequest, op: Operation, actions: list[Action], form: OperationForm, *, bulk: bool
     ) -> TemplateResponse:
-        runs = self._preflight_previews(op, actions, request.user)
-        outcomes = preview(op, [a.pk for a in actions], request.user, runs)
+        # What each action's service would decide, judged without writing: the gate reads the
+        # live values as unsaved previews (outside any transaction) and judges those.
+        outcomes = actions_judge(operation=op.name, actions=actions, actor=request.user)
+        runs = {pk: judged.preflight for pk, judged in outcomes.items() if judged.preflight is not None}
         ids = [a.pk for a in actions]
         actions = list(
             self.get_queryset(request).filter(pk__in=ids).prefetch_related(preflights_prefetch()).order_by("pk")
@@ -582,7 +569,7 @@ class ActionAdmin(TenantScopedHistoryAdmin):
                 op,
                 run=runs.get(a.pk),
                 will_apply=outcomes[a.pk].done,
-                reason=outcomes[a.pk].reason,
+                reason=outcomes[a.pk].refusal,
                 when=when.get(a.pk, "") if outcomes[a.pk].done else "",
                 gate=gate_summary(a, runs.get(a.pk)) if op.name in ("approve", "execute", "rollback") else "",
             )
