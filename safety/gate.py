@@ -68,7 +68,7 @@ from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.money import quantize
 from platforms.types import Field
-from safety.four_eyes import action_authors, four_eyes_check, override_authors, scenario_authors
+from safety.four_eyes import action_authors, four_eyes_check, four_eyes_refusal, override_authors, scenario_authors
 from safety.schedule import ExecutionPlan, execution_plan
 from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario
@@ -279,14 +279,22 @@ def gate_deploy_live(*, scenario: Scenario, actor) -> None:
     """A live deploy (or a retry of its failed entities): four-eyes on the scenario's
     authors and value sanity of every item; the scenario's preflight and its critical
     breaches are judged by the deploy itself with ``deploy_override``."""
-    four_eyes_check(
+    refused = deploy_four_eyes_refusal(scenario=scenario, actor=actor)
+    if refused is not None:
+        raise refused
+    _check_scenario_values(scenario, doing="deployed")
+
+
+def deploy_four_eyes_refusal(*, scenario: Scenario, actor) -> DomainError | None:
+    """Four-eyes on deploying ``scenario`` live: the refusal, or None (reads nothing else),
+    for the deploy itself and for its confirmation page to say before anyone clicks."""
+    return four_eyes_refusal(
         tenant=scenario.tenant,
         actor=actor,
         authors=scenario_authors(scenario),
         what=f"scenario {scenario.name}",
         doing="deploy it live",
     )
-    _check_scenario_values(scenario, doing="deployed")
 
 
 def gate_override_approval(*, override: GuardrailOverride, actor) -> None:

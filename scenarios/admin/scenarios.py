@@ -33,8 +33,7 @@ from budgetradar.errors import DomainError, ValidationFailed
 from budgetradar.models import Tenant
 from budgetradar.tenancy import is_platform_staff, tenant_of
 from platforms.models import PlatformEntity
-from safety.four_eyes import scenario_authors
-from safety.gate import deploy_blocking, deploy_plans
+from safety.gate import deploy_blocking, deploy_four_eyes_refusal, deploy_plans
 from safety.overrides import override_approve, override_approve_refusal, override_request
 from scenarios.admin.diff import diff_context
 from scenarios.admin.presentation import (
@@ -509,7 +508,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
         may_override = user.has_perm("scenarios.override_guardrail")
         blocking = deploy_blocking(run)
         blocked = bool(blocking) and approved is None
-        four_eyes = scenario.tenant.four_eyes_required and user.pk in scenario_authors(scenario)
+        four_eyes = deploy_four_eyes_refusal(scenario=scenario, actor=user)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -525,7 +524,7 @@ class ScenarioAdmin(TenantScopedHistoryAdmin):
             ],
             "can_request_override": may_override and bool(blocking) and approved is None and not pending,
             "plans": [(name, plan.sentence()) for name, plan in deploy_plans(run)],
-            "four_eyes": four_eyes,
+            "four_eyes": four_eyes.message if four_eyes is not None else "",
             "rollback_hours": settings.ROLLBACK_VALID_HOURS,
             "back_url": self._change_url(scenario),
         }
