@@ -9,8 +9,9 @@ cannot apply anything twice. Nothing here is editable directly: actions change o
 through services, and the execution log is evidence.
 
 One module per model or flow: ``presentation`` (tones, badges, change and gate texts),
-``inlines``, ``recommendations``, ``operations`` (the lifecycle operations and their
-confirmation), ``actions``, ``jobs`` and ``logs``. Importing the package registers
+``inlines``, ``recommendations``, ``operations`` (the lifecycle operations, their form
+and rows), ``actions`` (the action admin) with its parts ``fields``, ``gate`` and
+``confirmation``, ``jobs`` and ``logs``. Importing the package registers
 every admin; the names other apps import are re-exported here.
 """
 
