@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -39,8 +40,52 @@ def _refuse(plan: Plan, what: str) -> NotEntitled:
     return NotEntitled(f"The {plan.name} plan does not include {what}. Upgrade the plan to use it.")
 
 
+@dataclass
+class ApprovalQuota:
+    """A tenant's approved actions this month as a run of approvals sees them.
+
+    ``refusal`` is the one statement of the monthly rule; ``use`` counts an approval that
+    passed, so a judgement of many approvals in a row (a confirmation page) sees the quota
+    used up by the earlier ones exactly as the approvals themselves will, one transaction
+    after the other.
+    """
+
+    plan: Plan
+    used: int
+    since: datetime
+
+    def refusal(self, count: int = 1) -> NotEntitled | None:
+        """Why ``count`` more approvals are refused now, or None."""
+        plan = self.plan
+        if not plan.actions_enabled:
+            return _refuse(plan, "actions (approving changes)")
+        if plan.actions_per_month is None or self.used + count <= plan.actions_per_month:
+            return None
+        return NotEntitled(
+            f"The {plan.name} plan allows {plan.actions_per_month} approved actions a month; "
+            f"{self.used} are used this month, so {count} more cannot be approved. Upgrade the plan "
+            f"or wait for next month."
+        )
+
+    def use(self, action) -> None:
+        """Count the approval of ``action`` (re-approving one approved this month does not count twice)."""
+        if action.approved_at is None or action.approved_at < self.since:
+            self.used += 1
+
+
+def approval_quota(*, tenant: Tenant, now: datetime | None = None) -> ApprovalQuota:
+    """The tenant's quota as it stands, read without a lock (for judging, never for approving)."""
+    from actions.models import Action  # actions depends on budgetradar, not the reverse
+
+    tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
+    since = month_start(tenant, now)
+    used = Action.objects.filter(tenant=tenant, approved_at__gte=since).count()
+    return ApprovalQuota(plan=tenant.plan, used=used, since=since)
+
+
 def entitlement_check_action_approvals(*, tenant: Tenant, count: int = 1, now: datetime | None = None) -> Tenant:
-    """Refuse unless the plan allows ``count`` more approved actions this month.
+    """Refuse (``ApprovalQuota.refusal``) unless the plan allows ``count`` more approved
+    actions this month.
 
     Guarantees: on PostgreSQL the tenant row is locked (``select_for_update``) before
     counting, so concurrent approvals at the limit are serialised; the caller's
@@ -52,18 +97,13 @@ def entitlement_check_action_approvals(*, tenant: Tenant, count: int = 1, now: d
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("entitlement checks must run inside transaction.atomic")
     locked = lock_tenant(tenant.pk)
-    plan = locked.plan
-    if not plan.actions_enabled:
-        raise _refuse(plan, "actions (approving changes)")
-    if plan.actions_per_month is None:
-        return locked
-    used = Action.objects.filter(tenant=locked, approved_at__gte=month_start(locked, now)).count()
-    if used + count > plan.actions_per_month:
-        raise NotEntitled(
-            f"The {plan.name} plan allows {plan.actions_per_month} approved actions a month; "
-            f"{used} are used this month, so {count} more cannot be approved. Upgrade the plan "
-            f"or wait for next month."
-        )
+    since = month_start(locked, now)
+    used = 0
+    if locked.plan.actions_enabled and locked.plan.actions_per_month is not None:
+        used = Action.objects.filter(tenant=locked, approved_at__gte=since).count()
+    refused = ApprovalQuota(plan=locked.plan, used=used, since=since).refusal(count)
+    if refused is not None:
+        raise refused
     return locked
 
 

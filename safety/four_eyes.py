@@ -47,15 +47,23 @@ def override_authors(override: GuardrailOverride) -> set[int]:
     return scenario_authors(preflight.scenario)
 
 
-def four_eyes_check(*, tenant: Tenant, actor, authors: set[int], what: str, doing: str) -> None:
-    """Refuse (``PermissionDenied``, HTTP 403) when four-eyes is on and ``actor`` is an author.
+def four_eyes_refusal(*, tenant: Tenant, actor, authors: set[int], what: str, doing: str) -> PermissionDenied | None:
+    """The refusal (``PermissionDenied``, HTTP 403) when four-eyes is on and ``actor`` is an
+    author, else None; reads nothing and writes nothing.
 
     ``what`` names the thing (``"action #12"``, ``"scenario Q4 shift"``); ``doing`` the
     refused step (``"approve it"``, ``"deploy it live"``).
     """
     if not tenant.four_eyes_required or actor is None or actor.pk not in authors:
-        return
-    raise PermissionDenied(
+        return None
+    return PermissionDenied(
         f"Four-eyes approval is required: you created or last changed {what}, so another person must {doing}.",
         code="four_eyes",
     )
+
+
+def four_eyes_check(*, tenant: Tenant, actor, authors: set[int], what: str, doing: str) -> None:
+    """Raise ``four_eyes_refusal``'s refusal, if any."""
+    refused = four_eyes_refusal(tenant=tenant, actor=actor, authors=authors, what=what, doing=doing)
+    if refused is not None:
+        raise refused

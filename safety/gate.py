@@ -4,7 +4,7 @@
   approval;
 - ``gate_approval`` (approving, re-approving): four-eyes, value sanity, the one-entity
   preflight and the critical-breach rule; the execution policy sets ``next_attempt_at``;
-- ``gate_execute`` (Execute now): value sanity, preflight, critical-breach rule; due now;
+- ``gate_execute`` (Execute now): value sanity, preflight, critical-breach rule;
 - ``gate_rollback`` (rolling an action back): the same for the values it restores;
 - ``gate_deployment_rollback`` (rolling a deployment back): ``gate_rollback`` for all of
   its actions at once (value sanity, one preflight read per connection, the
@@ -36,6 +36,12 @@ An entity missing on the platform is not a breach to override: approving or exec
 change to it is refused (``InvalidState``), and a rollback of it goes to the worker, which
 records why a removed entity cannot be rolled back.
 
+Judging without writing: ``gate_approval``, ``gate_execute`` and ``gate_rollback`` take
+``previews``, the unsaved one-entity preflights of ``actions_preflight_preview`` by action
+id. With them the gate judges those runs (or, for an action without one, reads a new
+unsaved one) and stores nothing, so a confirmation page's verdicts are the gate's own
+rules applied to what the page shows; without them it stores the preflight it judges.
+
 The time rules (change window, blackout date) are judged for the moment the change is
 sent: at once for "execute on approval" and Execute now; an approval whose execution
 policy schedules it into the next change window, or leaves it for Execute, defers them
@@ -62,7 +68,7 @@ from budgetradar.tenancy import require_perm, require_same_tenant
 from platforms.models import PlatformConnection, PlatformEntity
 from platforms.money import quantize
 from platforms.types import Field
-from safety.four_eyes import action_authors, four_eyes_check, override_authors, scenario_authors
+from safety.four_eyes import action_authors, four_eyes_check, four_eyes_refusal, override_authors, scenario_authors
 from safety.schedule import ExecutionPlan, execution_plan
 from safety.values import ValueRefused, check_money
 from scenarios.models import GuardrailOverride, GuardrailPolicy, PreflightRun, Scenario
@@ -162,13 +168,16 @@ def gate_recommendation(*, entity: PlatformEntity, action_type: str, params: dic
         raise ParamsError(exc.field, exc.message) from None
 
 
-def gate_approval(*, action: Action, actor, now: datetime | None = None) -> Approval:
+def gate_approval(
+    *, action: Action, actor, now: datetime | None = None, previews: dict[int, PreflightRun] | None = None
+) -> Approval:
     """Four-eyes, value sanity, the one-entity preflight and the critical-breach rule.
 
     Refuses with ``PermissionDenied`` (four-eyes), ``ValidationFailed`` (a value no
     change may set), ``PreflightFailed`` (the platform could not be read) or
     ``CriticalBreaches``. Call it outside any transaction, before approving; apply the
-    returned decision to the action in the approving transaction.
+    returned decision to the action in the approving transaction. With ``previews`` it
+    writes nothing (see the module docstring).
     """
     now = now or timezone.now()
     four_eyes_check(
@@ -180,27 +189,35 @@ def gate_approval(*, action: Action, actor, now: datetime | None = None) -> Appr
     )
     policy = g.policy_for(action.tenant, action.connection)
     plan = execution_plan(connection=action.connection, policy=policy, now=now)
-    verdict, entity = _verdict(action, action_targets(action), actor, policy, runs_now=plan.runs_now, now=now)
+    targets = action_targets(action)
+    verdict, entity = _verdict(action, targets, actor, policy, runs_now=plan.runs_now, now=now, previews=previews)
     return Approval(verdict=verdict, plan=plan, entity=entity)
 
 
-def gate_execute(*, action: Action, actor, now: datetime | None = None) -> Verdict:
+def gate_execute(
+    *, action: Action, actor, now: datetime | None = None, previews: dict[int, PreflightRun] | None = None
+) -> Verdict:
     """Execute now: value sanity, the one-entity preflight and the critical-breach rule for
-    a change sent at once; on success the approved action is due now."""
+    a change sent at once (with ``previews``, writing nothing)."""
     now = now or timezone.now()
     policy = g.policy_for(action.tenant, action.connection)
-    verdict, _entity = _verdict(action, action_targets(action), actor, policy, runs_now=True, now=now)
-    Action.objects.filter(pk=action.pk, status=ActionStatus.APPROVED).update(next_attempt_at=now, wait_reason="")
-    action.next_attempt_at, action.wait_reason = now, ""
+    targets = action_targets(action)
+    verdict, _entity = _verdict(action, targets, actor, policy, runs_now=True, now=now, previews=previews)
     return verdict
 
 
-def gate_rollback(*, action: Action, actor, now: datetime | None = None) -> Verdict:
+def gate_rollback(
+    *, action: Action, actor, now: datetime | None = None, previews: dict[int, PreflightRun] | None = None
+) -> Verdict:
     """Rolling back is a change too: value sanity of the values it restores, a one-entity
-    preflight of going back to them, and the critical-breach rule."""
+    preflight of going back to them, and the critical-breach rule (with ``previews``,
+    writing nothing)."""
     now = now or timezone.now()
     policy = g.policy_for(action.tenant, action.connection)
-    verdict, _entity = _verdict(action, rollback_targets(action), actor, policy, runs_now=True, now=now, rollback=True)
+    targets = rollback_targets(action)
+    verdict, _entity = _verdict(
+        action, targets, actor, policy, runs_now=True, now=now, rollback=True, previews=previews
+    )
     return verdict
 
 
@@ -262,14 +279,22 @@ def gate_deploy_live(*, scenario: Scenario, actor) -> None:
     """A live deploy (or a retry of its failed entities): four-eyes on the scenario's
     authors and value sanity of every item; the scenario's preflight and its critical
     breaches are judged by the deploy itself with ``deploy_override``."""
-    four_eyes_check(
+    refused = deploy_four_eyes_refusal(scenario=scenario, actor=actor)
+    if refused is not None:
+        raise refused
+    _check_scenario_values(scenario, doing="deployed")
+
+
+def deploy_four_eyes_refusal(*, scenario: Scenario, actor) -> DomainError | None:
+    """Four-eyes on deploying ``scenario`` live: the refusal, or None (reads nothing else),
+    for the deploy itself and for its confirmation page to say before anyone clicks."""
+    return four_eyes_refusal(
         tenant=scenario.tenant,
         actor=actor,
         authors=scenario_authors(scenario),
         what=f"scenario {scenario.name}",
         doing="deploy it live",
     )
-    _check_scenario_values(scenario, doing="deployed")
 
 
 def gate_override_approval(*, override: GuardrailOverride, actor) -> None:
@@ -512,6 +537,7 @@ def _verdict(
     runs_now: bool,
     now: datetime,
     rollback: bool = False,
+    previews: dict[int, PreflightRun] | None = None,
 ) -> tuple[Verdict, PlatformEntity]:
     entity = _loaded_entities([action])[action.entity_id]
     what = f"Action #{action.pk} on {entity.name}"
@@ -519,7 +545,10 @@ def _verdict(
         _check_targets(entity, targets, lambda name: _param_field(action.action_type, name))
     except ValueRefused as exc:
         raise ValidationFailed(f"{what}: {exc.message}", details={exc.field: exc.message}) from None
-    [run] = _preflights([(action, targets)], actor, now=now, reuse=True, entities={entity.pk: entity})
+    run = previews.get(action.pk) if previews is not None else None
+    if run is None or _inputs_key(run.inputs) != _inputs_key([TargetItem(entity=entity, targets=targets).as_input()]):
+        stored = previews is None  # judging previews stores nothing: a missing one is read unsaved
+        [run] = _preflights([(action, targets)], actor, now=now, reuse=True, entities={entity.pk: entity}, store=stored)
     if run.status != PreflightRun.Status.SUCCEEDED:
         raise PreflightFailed(
             f"{what}: the guardrails could not be checked, because the one-entity preflight {run.run_id} failed: "
@@ -538,7 +567,9 @@ def _verdict(
     if blocking:
         override = _covering_override(action, run, blocking)
         if override is None:
-            pending = run.overrides.filter(approved_at__isnull=True, rejected_at__isnull=True).exists()
+            pending = run.pk is not None and (  # an unsaved preview has no overrides
+                run.overrides.filter(approved_at__isnull=True, rejected_at__isnull=True).exists()
+            )
             raise _refusal(what, run, blocking, pending=pending)
     return Verdict(preflight=run, blocking=blocking, deferred=deferred, override=override), entity
 

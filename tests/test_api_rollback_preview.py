@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +13,9 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from actions.models import Action, ActionExecutionLog
+from platforms.models import CircuitState, PlatformConnection
 from platforms.sandbox.models import SandboxEntity, SandboxRequest
+from scenarios.models import GuardrailPolicy
 from tests.factories import ActionFactory, ConnectionFactory, EntityFactory
 from tests.test_admin_rollback_preview import executed, rollback_confirmation, stored, world, writes
 from tests.test_api_actions import client_for
@@ -85,6 +88,36 @@ def test_an_action_that_never_ran_cannot_be_rolled_back_and_says_so(world, appro
         f"Action #{action.pk} is waiting for approval; only succeeded or partially executed actions can be rolled back."
     )
     assert body["change"] == "No rollback instructions: nothing was applied." and body["changes"] == []
+
+
+def test_a_critical_breach_of_going_back_makes_it_impossible_as_the_request_and_the_admin_say(
+    client, world, tenant, approver, executed
+):
+    GuardrailPolicy.objects.create(
+        tenant=tenant, name="Careful", max_decrease_pct=Decimal("20"), severities={"max_decrease_pct": "critical"}
+    )
+    body = preview(client_for(approver), executed).json()
+    assert body["possible"] is False
+    assert "1 critical guardrail breach stands and no approved override was given" in body["refusal"]
+    assert "falls 33.33%" in body["refusal"]
+    assert body["change"] == "Daily budget: live now 150.00 EUR → will restore 100.00 EUR"  # still shown
+
+    client.force_login(approver)
+    page = rollback_confirmation(client, executed)[1]
+    assert "falls 33.33%" in page and "Nothing to roll back" in page
+    refused = client_for(approver).post(f"/api/actions/{executed.pk}/rollback/", {"reason": "undo"}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "critical_breaches"
+    same = re.compile(r"pf-[0-9a-f]{20}")  # the preview's run is not stored; the request stores its own
+    assert same.sub("pf-", refused.json()["message"]) == same.sub("pf-", body["refusal"])
+    assert Action.objects.get(pk=executed.pk).status == "succeeded"
+
+
+def test_an_open_circuit_makes_it_impossible(world, approver, executed):
+    PlatformConnection.objects.filter(pk=executed.connection_id).update(
+        circuit_state=CircuitState.OPEN, circuit_opened_at=timezone.now(), circuit_reason="auth expired"
+    )
+    body = preview(client_for(approver), Action.objects.get(pk=executed.pk)).json()
+    assert body["possible"] is False and body["refusal"].startswith("The circuit breaker of connection Sandbox is open")
 
 
 def test_a_viewer_is_refused_and_another_tenants_action_does_not_exist(world, viewer, approver, executed, other_tenant):

@@ -523,6 +523,26 @@ def test_the_deploy_confirmation_shows_the_diff_and_carries_a_key(client, approv
     assert not Deployment.objects.exists()
 
 
+def test_the_deploy_confirmation_says_four_eyes_refuses_the_author_in_the_deploys_own_words(
+    client, approver, tenant, world
+):
+    tenant.four_eyes_required = True
+    tenant.save()
+    scenario = make_scenario(tenant, {"sandbox-cmp-1": {"daily_budget": Decimal("150.00")}}, world=world)
+    Scenario.objects.filter(pk=scenario.pk).update(created_by=approver)
+    preflight(scenario, approver)
+    client.force_login(approver)
+    page, fields = deploy_page(client, scenario)
+    said = (
+        "Four-eyes approval is required: you created or last changed scenario Q3 shift, so another person must "
+        "deploy it live."
+    )
+    assert f'<p class="errornote" id="deploy-four-eyes">{said}</p>' in page
+    client.post(url(Scenario, "deploy", scenario.pk), fields)
+    assert not Deployment.objects.exists()
+    assert said in client.get(url(Scenario, "change", scenario.pk)).content.decode()
+
+
 def test_submitting_the_confirmation_twice_creates_one_deployment(client, approver, tenant, world):
     scenario = make_scenario(tenant, {"sandbox-cmp-1": {"daily_budget": Decimal("150.00")}}, world=world)
     preflight(scenario, approver)

@@ -9,8 +9,9 @@ cannot apply anything twice. Nothing here is editable directly: actions change o
 through services, and the execution log is evidence.
 
 One module per model or flow: ``presentation`` (tones, badges, change and gate texts),
-``inlines``, ``recommendations``, ``operations`` (the lifecycle operations and their
-confirmation), ``actions``, ``jobs`` and ``logs``. Importing the package registers
+``inlines``, ``recommendations``, ``operations`` (the lifecycle operations, their form
+and rows), ``actions`` (the action admin) with its parts ``fields``, ``gate`` and
+``confirmation``, ``jobs`` and ``logs``. Importing the package registers
 every admin; the names other apps import are re-exported here.
 """
 
@@ -19,7 +20,7 @@ from actions.admin.actions import ActionAdmin, AttentionFilter
 from actions.admin.inlines import ExecutionLogInline, ReadOnlyInline, RelatedActionsInline
 from actions.admin.jobs import ActionJobAdmin
 from actions.admin.logs import ActionExecutionLogAdmin
-from actions.admin.operations import OPERATIONS, Operation, OperationForm, action_row, preview
+from actions.admin.operations import OPERATIONS, Operation, OperationForm, action_row
 from actions.admin.presentation import (
     action_change,
     describe_change,
@@ -46,7 +47,6 @@ __all__ = [
     "action_row",
     "describe_change",
     "gate_summary",
-    "preview",
     "rollback_deadline_text",
     "status_badge",
 ]

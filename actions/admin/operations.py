@@ -1,5 +1,6 @@
 """Approve, reject, cancel, execute and roll back as the admin offers them, their
-confirmation form, and the preview of what each would do (the real service, rolled back)."""
+confirmation form, and the rows of what each would do (judged by
+``actions.services.judgement``, which writes nothing)."""
 
 from __future__ import annotations
 
@@ -8,38 +9,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.db import transaction
 from django_fsm import can_proceed
 
 from actions.admin.presentation import (
-    ACTION_RELATED,
     action_change,
     status_badge,
 )
 from actions.models import (
     Action,
 )
-from actions.selectors import (
-    action_status_phrase,
-)
-from actions.services.execution import ALREADY_UNDERWAY, action_execute_request
-from actions.services.lifecycle import BulkResult, action_approve, action_cancel, action_reject, actions_apply_bulk
-from actions.services.rollback import action_rollback_request
+from actions.services.execution import action_execute_now
+from actions.services.lifecycle import action_approve, action_cancel, action_reject
+from actions.services.rollback import action_rollback_now
 from actions.services.rollback_preview import rollback_deadline_text, rollback_preview
-from budgetradar.errors import InvalidState
 from safety.gate import (
     latest_preflight,
 )
 from scenarios.models import PreflightRun
-from scenarios.services.preflight import preflight_previews_stage
-
-
-def _execute(*, action: Action, actor) -> Action:
-    """The execute button. The service quietly returns an action that is already underway
-    (right for API retries); a person pressing the button is told instead."""
-    if action.status in ALREADY_UNDERWAY:
-        raise InvalidState(f"Action #{action.pk} {action_status_phrase(action)}; it was already sent to the engine.")
-    return action_execute_request(action=action, actor=actor)
 
 
 @dataclass(frozen=True)
@@ -106,7 +92,7 @@ OPERATIONS = {
             past="queued for execution",
             perm="actions.execute_action",
             transition="enqueue",
-            service=_execute,
+            service=action_execute_now,
             reason_required=False,
             options=(),
             consequence="Each action is queued now and a worker changes the live ad account. The worker first "
@@ -121,7 +107,7 @@ OPERATIONS = {
             past="queued for rollback",
             perm="actions.rollback_action",
             transition="start_rollback",
-            service=action_rollback_request,
+            service=action_rollback_now,
             reason_required=False,
             options=("reason", "override_drift"),
             consequence="Each action is rolled back by a worker to the value the entity had before execution "
@@ -170,34 +156,6 @@ class OperationForm(forms.Form):
         """The service's keyword arguments."""
         defaults = {"reason": "", "override_drift": False}
         return {name: self.cleaned_data.get(name, defaults[name]) for name in self.operation.options}
-
-
-def preview(
-    operation: Operation, ids: list[int], actor, runs: dict[int, PreflightRun] | None = None
-) -> dict[int, BulkResult]:
-    """What ``operation`` would do to each action, without doing it.
-
-    Runs the real service in a transaction that is then rolled back, so the preview
-    applies exactly the service's rules (role, state, four-eyes, the plan's remaining
-    monthly quota as earlier rows use it up, an open circuit, an expired rollback) and
-    cannot drift from them. Services keep side effects in ``transaction.on_commit`` hooks
-    (DESIGN §3), which the rollback discards. ``runs`` are the unsaved one-entity
-    preflight previews the page shows (``actions_preflight_preview``); they are stored
-    only inside that transaction, so the gate judges them without reading the platform
-    there, and nothing of them remains.
-    """
-    options = {"reason": "(preview)" if operation.reason_required else "", "override_drift": False}
-    with transaction.atomic():
-        preflight_previews_stage(list((runs or {}).values()))
-        actions = list(Action.objects.filter(pk__in=ids).select_related(*ACTION_RELATED).order_by("pk"))
-        results = actions_apply_bulk(
-            actions=actions,
-            actor=actor,
-            operation=operation.service,
-            **{name: options[name] for name in operation.options},
-        )
-        transaction.set_rollback(True)
-    return {result.action.pk: result for result in results}
 
 
 def action_row(

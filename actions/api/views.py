@@ -27,9 +27,10 @@ from actions.api.serializers import (
 )
 from actions.models import Action, ActionStatus, ActionType, Recommendation
 from actions.services.execution import action_execute_request
+from actions.services.judgement import action_rollback_preview
 from actions.services.lifecycle import action_approve, action_cancel
 from actions.services.recommendations import RecommendationInput, recommendations_create
-from actions.services.rollback import action_rollback_preview, action_rollback_request
+from actions.services.rollback import action_rollback_request
 from actions.services.rollback_preview import FIELD_LABELS, RollbackPreview, rollback_deadline_text, show_value
 from budgetradar.api import (
     KeysetPagination,

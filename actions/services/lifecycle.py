@@ -4,6 +4,8 @@ Every service here:
 - refuses another tenant's action as not found, and a role without the permission as
   ``PermissionDenied`` (authorization is checked here, never only in the admin);
 - refuses a transition the state does not allow with ``InvalidState`` naming the state;
+- states its refusals once, in ``action_<verb>_refusal``, which a confirmation page calls
+  to judge without writing (``actions.services.judgement``);
 - changes state through ``settlement.transition_one`` (history with actor and reason and
   an execution-log row in the same transaction; ``Conflict`` if the row moved on).
 """
@@ -21,10 +23,11 @@ from actions.models import Action, ActionStatus, LogEvent
 from actions.selectors import action_status_phrase
 from actions.services.settlement import transition_one
 from budgetradar.audit import actor_label
-from budgetradar.entitlements import entitlement_check_action_approvals
+from budgetradar.entitlements import ApprovalQuota, entitlement_check_action_approvals
 from budgetradar.errors import DomainError, InvalidState, ValidationFailed
 from budgetradar.tenancy import require_perm, require_same_tenant
-from safety.gate import gate_approval
+from safety.gate import Approval, gate_approval
+from scenarios.models import PreflightRun
 
 
 def _refuse_transition(action: Action, verb: str) -> InvalidState:
@@ -42,19 +45,11 @@ def action_approve(*, action: Action, actor, reason: str = "") -> Action:
     baseline, critical breaches only with an approved override) before anything is
     written; the execution policy sets when it runs (``next_attempt_at``); the plan's
     monthly quota is checked under a lock on the tenant row, so concurrent approvals at
-    the limit cannot both pass (HTTP 402).
+    the limit cannot both pass (HTTP 402). The refusals are ``action_approve_refusal``'s.
     """
-    require_same_tenant(actor, action.tenant, what="action")
-    require_perm(actor, "actions.approve_action", doing="approve actions")
-    tenant = action.tenant
-    if not can_proceed(action.approve):
-        raise _refuse_transition(action, "approved")
-    refusal = bid_strategy_refusal(action.action_type, action.params, action.entity)
-    if refusal:  # the strategy may have changed since the action was proposed
-        raise ValidationFailed(f"Action #{action.pk} cannot be approved: {refusal}", details={"params": refusal})
-    decision = gate_approval(action=action, actor=actor)  # reads the platform: outside the transaction
+    decision = _approve_judge(action, actor, previews=None)  # reads the platform: outside the transaction
     with transaction.atomic():
-        entitlement_check_action_approvals(tenant=tenant)
+        entitlement_check_action_approvals(tenant=action.tenant)
         return transition_one(
             action,
             "approve",
@@ -66,14 +61,38 @@ def action_approve(*, action: Action, actor, reason: str = "") -> Action:
         )
 
 
-def action_reject(*, action: Action, actor, reason: str) -> Action:
-    """Reject a pending action; the reason is required and recorded."""
+def action_approve_refusal(
+    *, action: Action, actor, previews: dict[int, PreflightRun], quota: ApprovalQuota
+) -> DomainError | None:
+    """Why ``action_approve`` would refuse ``action`` now, or None, writing and locking
+    nothing: its rules in its order, the gate judging the unsaved preflight ``previews``
+    by action id (``safety.gate.actions_preflight_preview``) and the plan's monthly rule
+    judging ``quota`` (``budgetradar.entitlements.approval_quota``; the caller counts each
+    approval that passes with ``quota.use``)."""
+    try:
+        _approve_judge(action, actor, previews=previews)
+    except DomainError as exc:
+        return exc
+    return quota.refusal()
+
+
+def _approve_judge(action: Action, actor, *, previews: dict[int, PreflightRun] | None) -> Approval:
     require_same_tenant(actor, action.tenant, what="action")
-    require_perm(actor, "actions.reject_action", doing="reject actions")
-    if not reason.strip():
-        raise DomainError("A reason is required to reject an action.", code="reason_required")
-    if not can_proceed(action.reject):
-        raise _refuse_transition(action, "rejected")
+    require_perm(actor, "actions.approve_action", doing="approve actions")
+    if not can_proceed(action.approve):
+        raise _refuse_transition(action, "approved")
+    refusal = bid_strategy_refusal(action.action_type, action.params, action.entity)
+    if refusal:  # the strategy may have changed since the action was proposed
+        raise ValidationFailed(f"Action #{action.pk} cannot be approved: {refusal}", details={"params": refusal})
+    return gate_approval(action=action, actor=actor, previews=previews)
+
+
+def action_reject(*, action: Action, actor, reason: str) -> Action:
+    """Reject a pending action; the reason is required and recorded (refusals:
+    ``action_reject_refusal``)."""
+    refused = action_reject_refusal(action=action, actor=actor, reason=reason)
+    if refused is not None:
+        raise refused
     return transition_one(
         action,
         "reject",
@@ -85,12 +104,27 @@ def action_reject(*, action: Action, actor, reason: str) -> Action:
     )
 
 
+def action_reject_refusal(*, action: Action, actor, reason: str | None = None) -> DomainError | None:
+    """Why ``action_reject`` would refuse ``action`` now, or None; ``reason=None`` leaves
+    the reason out of the judgement (a confirmation page asks for it)."""
+    try:
+        require_same_tenant(actor, action.tenant, what="action")
+        require_perm(actor, "actions.reject_action", doing="reject actions")
+    except DomainError as exc:
+        return exc
+    if reason is not None and not reason.strip():
+        return DomainError("A reason is required to reject an action.", code="reason_required")
+    if not can_proceed(action.reject):
+        return _refuse_transition(action, "rejected")
+    return None
+
+
 def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
-    """Cancel an action that has not started executing (pending, approved or queued)."""
-    require_same_tenant(actor, action.tenant, what="action")
-    require_perm(actor, "actions.cancel_action", doing="cancel actions")
-    if not can_proceed(action.cancel):
-        raise _refuse_transition(action, "cancelled")
+    """Cancel an action that has not started executing (pending, approved or queued;
+    refusals: ``action_cancel_refusal``)."""
+    refused = action_cancel_refusal(action=action, actor=actor)
+    if refused is not None:
+        raise refused
     return transition_one(
         action,
         "cancel",
@@ -100,6 +134,18 @@ def action_cancel(*, action: Action, actor, reason: str = "") -> Action:
         message=reason or "Cancelled.",
         args={"reason": reason or "cancelled", "at": timezone.now()},
     )
+
+
+def action_cancel_refusal(*, action: Action, actor) -> DomainError | None:
+    """Why ``action_cancel`` would refuse ``action`` now, or None."""
+    try:
+        require_same_tenant(actor, action.tenant, what="action")
+        require_perm(actor, "actions.cancel_action", doing="cancel actions")
+    except DomainError as exc:
+        return exc
+    if not can_proceed(action.cancel):
+        return _refuse_transition(action, "cancelled")
+    return None
 
 
 @dataclass(frozen=True)

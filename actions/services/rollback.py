@@ -18,7 +18,6 @@ sent, read back and settled by ``rollback_verify``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -35,7 +34,6 @@ from actions.services import outcomes as out
 from actions.services.circuit import circuit_check
 from actions.services.dispatch import actions_dispatch
 from actions.services.leases import Lease
-from actions.services.rollback_preview import RollbackPreview, rollback_preview
 from actions.services.settlement import Settlement, transition_actions
 from actions.services.verification import describe, same_value
 from budgetradar.errors import DomainError, InvalidState
@@ -43,29 +41,72 @@ from budgetradar.tenancy import require_perm, require_same_tenant
 from budgetradar.timefmt import format_time, zone_of
 from platforms.models import PlatformConnection
 from platforms.types import MONEY_FIELDS, Change, EntityState, ErrorCode, Field, OutcomeStatus
-from safety.gate import actions_preflight_preview, gate_rollback, latest_preflight
+from safety.gate import gate_rollback
 from scenarios.models import PreflightRun
 
 
 def action_rollback_request(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
-    """Ask for a rollback; the worker does it. Idempotent for an action already rolling back."""
-    require_same_tenant(actor, action.tenant, what="action")
-    require_perm(actor, "actions.rollback_action", doing="roll back actions")
-    if action.status == ActionStatus.ROLLING_BACK:
+    """Ask for a rollback; the worker does it. Idempotent for an action already rolling back.
+    The refusals are ``action_rollback_refusal``'s."""
+    if not _rollback_judge(action, actor, previews=None, reason=reason, override_drift=override_drift):
         return action
-    rollback_check_state(action)
-    if override_drift:
-        require_perm(actor, "actions.override_rollback_drift", doing="override a rollback drift check")
-        if not reason.strip():
-            raise DomainError("Overriding the drift check needs a reason.", code="reason_required")
-    circuit_check(action.connection)
-    gate_rollback(action=action, actor=actor)  # a rollback is a change: it passes the gate too
     moved = actions_rollback_request(
         actions=[action], actor=actor, reason=reason, override_drift=override_drift, checked=True
     )
     if not moved:
         raise InvalidState(f"Action #{action.pk} changed at the same moment; reload and retry.", code="conflict")
     return moved[0]
+
+
+def action_rollback_refusal(
+    *, action: Action, actor, previews: dict[int, PreflightRun], reason: str = "", override_drift: bool = False
+) -> DomainError | None:
+    """Why ``action_rollback_request`` would refuse ``action`` now, or None, writing
+    nothing: its rules in its order (role, state and instructions, an expired rollback,
+    the drift override's permission and reason, an open circuit), then the gate judging
+    the unsaved rollback preflight ``previews`` by action id
+    (``safety.gate.actions_preflight_preview`` with ``rollback=True``). An action already
+    rolling back is not refused (the request returns it as it is)."""
+    try:
+        _rollback_judge(action, actor, previews=previews, reason=reason, override_drift=override_drift)
+    except DomainError as exc:
+        return exc
+    return None
+
+
+def rollback_underway_refusal(action: Action) -> InvalidState | None:
+    """What a person asking to roll back an action already rolling back is told (the request
+    itself quietly returns it, right for API retries)."""
+    if action.status != ActionStatus.ROLLING_BACK:
+        return None
+    return InvalidState(f"Action #{action.pk} {action_status_phrase(action)}: a rollback is under way.")
+
+
+def action_rollback_now(*, action: Action, actor, reason: str = "", override_drift: bool = False) -> Action:
+    """The Roll back button: ``rollback_underway_refusal``, then ``action_rollback_request``."""
+    refused = rollback_underway_refusal(action)
+    if refused is not None:
+        raise refused
+    return action_rollback_request(action=action, actor=actor, reason=reason, override_drift=override_drift)
+
+
+def _rollback_judge(
+    action: Action, actor, *, previews: dict[int, PreflightRun] | None, reason: str, override_drift: bool
+) -> bool:
+    """Raise the refusal of rolling ``action`` back; False when it is already rolling back
+    (nothing to do), True when it may go. With ``previews`` nothing is written."""
+    require_same_tenant(actor, action.tenant, what="action")
+    require_perm(actor, "actions.rollback_action", doing="roll back actions")
+    if action.status == ActionStatus.ROLLING_BACK:
+        return False
+    rollback_check_state(action)
+    if override_drift:
+        require_perm(actor, "actions.override_rollback_drift", doing="override a rollback drift check")
+        if not reason.strip():
+            raise DomainError("Overriding the drift check needs a reason.", code="reason_required")
+    circuit_check(action.connection)
+    gate_rollback(action=action, actor=actor, previews=previews)  # a rollback is a change: it passes the gate too
+    return True
 
 
 def actions_rollback_request(
@@ -106,37 +147,6 @@ def rollback_check_state(action: Action) -> None:
             "executed actions can be rolled back."
         )
     rollback_check_instructions(action)
-
-
-def rollback_refusal(action: Action) -> str:
-    """Why a rollback request of ``action`` would be refused now, in the request's own words,
-    before the gate judges its preflight: state, instructions and deadline, an open circuit;
-    "" when none of them refuses it. Reads nothing from the platform and writes nothing."""
-    if action.status == ActionStatus.ROLLING_BACK:
-        return f"Action #{action.pk} {action_status_phrase(action)}: a rollback is under way."
-    try:
-        rollback_check_state(action)
-        circuit_check(action.connection)
-    except DomainError as exc:
-        return exc.message
-    return ""
-
-
-def action_rollback_preview(*, action: Action, actor) -> tuple[str, RollbackPreview]:
-    """What a rollback of ``action`` would do, as the admin's confirmation shows it, writing
-    nothing: (why it would be refused, "" when it would not; the preview of the change).
-
-    When nothing refuses it, the live value is read by the gate's unsaved rollback preflight
-    preview (outside any transaction; a fresh stored run is reused); a refused read falls
-    back to the latest stored preflight, so the preview says "last known"."""
-    require_same_tenant(actor, action.tenant, what="action")
-    require_perm(actor, "actions.rollback_action", doing="preview rollbacks")
-    refusal = rollback_refusal(action)
-    runs: dict[int, PreflightRun] = {}
-    if not refusal:
-        with contextlib.suppress(DomainError):  # refused read: "last known"; the worker still reads first
-            runs = actions_preflight_preview(actions=[action], actor=actor, rollback=True)
-    return refusal, rollback_preview(action, runs.get(action.pk) or latest_preflight(action))
 
 
 def rollback_check_instructions(action: Action) -> None:

@@ -10,9 +10,10 @@ Deployment pages show per-entity results and progress as a bar coloured by outco
 (refreshing while queued, running or rolling back) with confirmed Retry failed entities
 and Roll back deployment buttons. Overrides are approved or rejected on their own page.
 
-One module per model or flow (``scenarios``, ``preflight``, ``guardrails``,
-``overrides``, ``deployments``), with the shared presentation in ``presentation`` and
-the diff view in ``diff``; importing this package registers them all. Every button calls
+One module per model or flow (``scenarios`` with its parts ``items``, ``imports`` and
+``deploy``; ``preflight``, ``guardrails``, ``overrides``, ``deployments``), with the
+shared presentation in ``presentation`` and the diff view in ``diff``; importing this
+package registers them all. Every button calls
 a service (which checks permission and tenant again) and turns its domain errors into
 admin messages.
 """
@@ -20,10 +21,11 @@ admin messages.
 from scenarios.admin.deployments import DeploymentAdmin, result_row
 from scenarios.admin.diff import diff_context, preflight_freshness, preflight_progress
 from scenarios.admin.guardrails import GuardrailPolicyAdmin, change_window_text, window_zone_help
+from scenarios.admin.items import ScenarioItemInline
 from scenarios.admin.overrides import GuardrailOverrideAdmin
 from scenarios.admin.preflight import OverridesInline, PreflightRunAdmin
 from scenarios.admin.presentation import breach_badge, deployment_counts, preflight_badge, progress_segments
-from scenarios.admin.scenarios import ScenarioAdmin, ScenarioItemInline
+from scenarios.admin.scenarios import ScenarioAdmin
 
 __all__ = [
     "DeploymentAdmin",

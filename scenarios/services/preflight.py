@@ -36,7 +36,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import time
@@ -423,30 +422,8 @@ def preflight_each_preview(
     """``preflight_each`` for unsaved runs, writing nothing: the platforms are read and
     each run gets its status and document in memory, but no run or entity row is stored
     and the mirror is not refreshed. For pages that show a judgement before a person
-    confirms (a GET must not write); ``preflight_previews_stage`` stores them inside a
-    transaction that is then rolled back."""
+    confirms (a GET must not write); ``safety.gate`` judges them as they are."""
     return _each(tenant, runs, now or timezone.now(), sleep, store=False)
-
-
-def preflight_previews_stage(runs: Sequence[PreflightRun]) -> None:
-    """Store copies of succeeded previews (``preflight_each_preview``) with their entity
-    rows and the mirror values they read, so a service run afterwards in the same
-    transaction finds them fresh instead of reading the platform inside it. Only for a
-    preview of a service in a transaction the caller rolls back; the given runs stay
-    unsaved, and stored or failed runs are left alone."""
-    previews = [run for run in runs if run.pk is None and run.status == PreflightRun.Status.SUCCEEDED]
-    if not previews:
-        return
-    copies = [copy.copy(run) for run in previews]
-    PreflightRun.objects.bulk_create(copies)
-    rows = [_entity_row(run, position, doc) for run in copies for position, doc in enumerate(preflight_entities(run))]
-    PreflightEntity.objects.bulk_create(rows)
-    entities = PlatformEntity.objects.in_bulk({run.inputs[0]["entity"] for run in previews})
-    for run in previews:
-        state = getattr(run, "_live_state", None)
-        entity = entities[run.inputs[0]["entity"]]
-        if state is not None:
-            mirror_refresh([entity], {(entity.entity_type, entity.external_id): state}, at=run.reads_finished_at)
 
 
 def _each(
@@ -488,8 +465,6 @@ def _each(
                     now=now,
                 )
                 _succeed(run, document, store=store)
-                if not store:
-                    run._live_state = entry.live  # what the mirror would get (``preflight_previews_stage``)
     except Exception:
         logger.exception("one-entity preflights stopped on an internal error", extra={"tenant_id": tenant.pk})
         for index, (run, _item) in enumerate(runs):
