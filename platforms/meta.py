@@ -300,7 +300,14 @@ def pack_waves(posts: Sequence[_Post], *, in_flight: int, size: int = MAX_BATCH_
     """Waves of at most ``in_flight`` batches that are sent at the same time: no campaign
     family twice in a wave (so never two writes of one campaign in flight at once), as
     few waves as that allows (``pack_batches`` with waves as the unit), each wave dealt
-    evenly into the fewest batches of at most ``size``."""
+    evenly into the fewest batches of at most ``size``.
+
+    Sources: Meta's batch-requests page (https://developers.facebook.com/docs/graph-api/batch-requests)
+    counts each call inside a batch separately against the rate limits, so a wave is
+    throttled for the points of all its calls. No Meta page says two edits of one campaign
+    may not overlap; this rule is ours, the conservative reading of PLATFORM_NOTES' "never
+    two ad sets of one campaign in one batch" and of Meta's "update in progress" answers
+    (``_CONFLICT_TEXT``), extended from one batch to everything in flight."""
     waves = pack_batches(posts, size=size * max(in_flight, 1))
     return [[wave[i :: math.ceil(len(wave) / size)] for i in range(math.ceil(len(wave) / size))] for wave in waves]
 
