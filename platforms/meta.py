@@ -135,7 +135,7 @@ _TRANSIENT_CODES = frozenset({1, 2})
 # says another update is in progress. Recognising it lets the engine re-run a preflight.
 _CONFLICT_TEXT = re.compile(r"in progress|being (updated|edited|modified)|concurren", re.IGNORECASE)
 _NOT_FOUND_SUBCODE = 33
-# Errors about the whole account: sending the remaining batches would only fail the same way.
+# Errors about the whole account: sending the remaining waves would only fail the same way.
 _ACCOUNT_WIDE = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.AUTH_EXPIRED, ErrorCode.PERMISSION_DENIED})
 # Item errors that hold for the whole account (a permission error may be about one object).
 _ITEM_HALTS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.AUTH_EXPIRED})
@@ -324,9 +324,11 @@ class MetaExecutor(PlatformExecutor):
       immediately before its batches leave;
     - several changes of one entity travel as one POST of that object;
     - the access token, app secret and appsecret_proof never appear in an error message;
-    - after a whole-request rate limit, auth or permission error the remaining batches are
-      not sent and their changes fail with that error;
-    - not thread-safe: one executor serves one job at a time.
+    - after a whole-request rate limit, auth or permission error the remaining waves are
+      not sent and their changes fail with that error (the other batches of the same wave
+      were already in flight);
+    - not thread-safe: one executor serves one job at a time (it runs its own helper
+      threads for the batches it sends at once).
     """
 
     platform = "meta"

@@ -255,9 +255,9 @@ class ConnectionThrottle:
             self.sleep(wait)
 
     # Reads cost one operation each: a throttle takes ten at a time from the shared row and
-    # spends them locally (a unit's ten reads are one statement, not ten). At most nine
-    # are counted but never sent per throttle, stated so the budget is not overstated by
-    # more than that; a stock never outlives the quota day it was taken on.
+    # spends them locally (a unit's ten reads are one statement, not ten). The day's count
+    # runs at most nine operations ahead of what this throttle sent, and a stock never
+    # outlives the quota day it was taken on.
     DAILY_STOCK_OPERATIONS = 10
 
     _daily_stock = 0

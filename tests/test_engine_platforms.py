@@ -84,15 +84,19 @@ def platformed(request, tenant, settings):
         fake.faults.hang_seconds = META_HANG
         for cid in ("101", "102"):
             fake.add_campaign(META_ACCOUNT, campaign_id=cid, name=f"Prospecting {cid}", daily_budget=10_000)
-        connection = ConnectionFactory(
-            tenant=tenant,
-            platform=Platform.META,
-            account_id=META_ACCOUNT,
-            credentials={"access_token": META_TOKEN},
-            api_base_url=fake.base_url,
-        )
+        connection = meta_connection(tenant, fake)
     sync_connection(connection=connection, executor=get_executor(connection), days=1)
     return Platformed(fake=fake, connection=connection, platform=request.param)
+
+
+def meta_connection(tenant, fake):
+    return ConnectionFactory(
+        tenant=tenant,
+        platform=Platform.META,
+        account_id=META_ACCOUNT,
+        credentials={"access_token": META_TOKEN},
+        api_base_url=fake.base_url,
+    )
 
 
 def execute(platformed, approver, external_id="101", budget="150.00") -> Action:
@@ -195,13 +199,7 @@ def test_a_meta_worker_dying_between_waves_leaves_only_the_logged_wave_in_doubt(
     settings.PLATFORM_REQUEST_TIMEOUT_SECONDS = 0.5
     for i in range(250):  # 250 writes: two waves of 125 (three batches sent at once each)
         meta_fake.add_campaign(META_ACCOUNT, campaign_id=f"{5000 + i}", daily_budget=10_000)
-    connection = ConnectionFactory(
-        tenant=tenant,
-        platform=Platform.META,
-        account_id=META_ACCOUNT,
-        credentials={"access_token": META_TOKEN},
-        api_base_url=meta_fake.base_url,
-    )
+    connection = meta_connection(tenant, meta_fake)
     sync_connection(connection=connection, executor=get_executor(connection), days=1)
     entities = list(connection.entities.select_related("connection", "parent").order_by("external_id"))
     actions = approve_all(connection, entities, approver)

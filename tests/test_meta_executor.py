@@ -467,24 +467,43 @@ def test_writes_go_out_in_waves_fenced_and_throttled_once_each(meta_config, meta
     assert time.monotonic() - started < 0.2 * 8 * 0.6  # the batches of a wave did not wait for each other
 
 
-def test_no_two_writes_of_one_campaign_are_in_flight_at_once(meta_config, meta_fake):
+def _siblings_and_others(meta_fake) -> list:
+    """Six ad sets of one campaign among 300 other campaigns' writes."""
     big = meta_fake.add_campaign(META_ACCOUNT)
     siblings = [meta_fake.add_ad_set(big) for _ in range(6)]
     others = [meta_fake.add_campaign(META_ACCOUNT, daily_budget=10_000) for _ in range(300)]
+    return [change(ad_set(s, big), Field.DAILY_BUDGET, Decimal("10")) for s in siblings] + [
+        change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in others
+    ]
+
+
+def test_no_two_writes_of_one_campaign_are_in_flight_at_once(meta_config, meta_fake):
+    changes = _siblings_and_others(meta_fake)
+    meta_fake.faults.latency_seconds = 0.05  # the batches of a wave overlap at the fake
     waves: list[list[str]] = []
     executor = MetaExecutor(meta_config)
     executor.before_write = lambda changes: waves.append(
         [c.ref.parent_external_id or c.ref.external_id for c in changes]
     )
 
-    outcomes = executor.apply(
-        [change(ad_set(s, big), Field.DAILY_BUDGET, Decimal("10")) for s in siblings]
-        + [change(campaign(c), Field.DAILY_BUDGET, Decimal("120")) for c in others]
-    )
+    outcomes = executor.apply(changes)
 
     assert statuses(outcomes) == [OutcomeStatus.APPLIED] * 306
     assert len(waves) == 6  # the six ad sets of one campaign need six waves; 306 writes fit in them
-    assert all(len(set(families)) == len(families) for families in waves)
+    writes = [b for b in meta_fake.batches() if b.is_write]
+    assert len(writes) > len(waves)  # several batches per wave were in flight together ...
+    assert all(b.overlapping_campaigns == () for b in writes)  # ... never two of one campaign
+
+
+def test_the_fake_sees_two_writes_of_one_campaign_in_flight(meta_config, meta_fake, monkeypatch):
+    # The check above can fail: waves that ignore campaigns put siblings in flight together.
+    changes = _siblings_and_others(meta_fake)
+    meta_fake.faults.latency_seconds = 0.05
+    monkeypatch.setattr("platforms.meta.pack_waves", lambda posts, *, in_flight: [[[post] for post in posts]])
+
+    MetaExecutor(meta_config).apply(changes[:4])  # four ad sets of one campaign, one wave
+
+    assert any(b.overlapping_campaigns for b in meta_fake.batches() if b.is_write)
 
 
 def test_waves_are_as_few_as_the_campaign_rule_allows():

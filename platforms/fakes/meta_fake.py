@@ -241,6 +241,9 @@ class RecordedRequest:
     item_methods: tuple[str, ...]
     validate_only: bool
     repeated_campaigns: tuple[str, ...]  # campaigns with two or more ad-set writes in this batch
+    # campaigns this batch writes (a campaign or its ad sets) that another write batch,
+    # still unanswered, was writing when this one arrived
+    overlapping_campaigns: tuple[str, ...]
     fault: str | None
     at: float  # time.monotonic() on arrival
 
@@ -348,6 +351,7 @@ class MetaGraphFake:
         # campaign id -> its ad sets' ids, so per-campaign checks never scan every node
         self._ad_sets_of: dict[str, dict[str, None]] = {}
         self._log: list[RecordedRequest] = []
+        self._writing: Counter[str] = Counter()  # campaign families of write batches not yet answered
         self._ids = itertools.count(120_000_000_000_001)
         self.performance_seed = 0
         self._pinned_insights: dict[tuple[str, dt.date], FakeInsights] = {}
@@ -558,16 +562,21 @@ class MetaGraphFake:
             return ops
         scope = FaultScope.WRITE if "POST" in {op.method for op in (ops or [request])} else FaultScope.READ
         fault = self.faults.take(scope, _touched(ops or [request]))
-        self._record(method, path, request, ops, fault)
-        time.sleep(self.faults.latency_seconds)
-        refusal = self._refuse(token, proof, version, ops)
-        if refusal is not None:
-            return refusal
-        if fault is not None and fault.kind == FaultKind.ENTITY_DELETED:
-            self._delete(fault.entity_ids or {op.node_id for op in (ops or [request])})
-        if fault is not None and _hits_whole_request(fault):
-            return self._fail_request(fault, lambda: self._answer(request, ops, None))
-        return self._answer(request, ops, fault)
+        families = self._record(method, path, request, ops, fault)
+        try:
+            time.sleep(self.faults.latency_seconds)
+            refusal = self._refuse(token, proof, version, ops)
+            if refusal is not None:
+                return refusal
+            if fault is not None and fault.kind == FaultKind.ENTITY_DELETED:
+                self._delete(fault.entity_ids or {op.node_id for op in (ops or [request])})
+            if fault is not None and _hits_whole_request(fault):
+                return self._fail_request(fault, lambda: self._answer(request, ops, None))
+            return self._answer(request, ops, fault)
+        finally:
+            with self._lock:
+                self._writing.subtract(families)
+                self._writing += Counter()  # drop the zeros
 
     def _answer(self, request: _Op, ops: list[_Op] | None, fault: Fault | None) -> Reply | None:
         if ops is None:
@@ -653,13 +662,17 @@ class MetaGraphFake:
         except (ValueError, TypeError, KeyError, AttributeError):
             return graph_error(400, 100, "The parameter batch must be a JSON array of requests")
 
-    def _record(self, method: str, path: str, request: _Op, ops: list[_Op] | None, fault: Fault | None) -> None:
+    def _record(self, method: str, path: str, request: _Op, ops: list[_Op] | None, fault: Fault | None) -> Counter[str]:
+        """Log the request; return the campaign families it writes (in flight until answered)."""
         ops_or_request = ops if ops is not None else [request]
         with self._lock:
+            writes = [op for op in ops or [] if op.method == "POST" and op.node_id in self._nodes]
             campaigns = Counter(
-                self._nodes[op.node_id].data["campaign_id"]
-                for op in ops or []
-                if op.method == "POST" and op.node_id in self._nodes and self._nodes[op.node_id].kind == AD_SET
+                self._nodes[op.node_id].data["campaign_id"] for op in writes if self._nodes[op.node_id].kind == AD_SET
+            )
+            families = Counter(
+                self._nodes[op.node_id].data["campaign_id"] if self._nodes[op.node_id].kind == AD_SET else op.node_id
+                for op in writes
             )
             self._log.append(
                 RecordedRequest(
@@ -671,10 +684,13 @@ class MetaGraphFake:
                     item_methods=tuple(op.method for op in ops_or_request),
                     validate_only=any(op.validate_only for op in ops_or_request),
                     repeated_campaigns=tuple(sorted(c for c, n in campaigns.items() if n > 1)),
+                    overlapping_campaigns=tuple(sorted(f for f in families if self._writing[f] > 0)),
                     fault=str(fault.kind) if fault is not None else None,
                     at=time.monotonic(),
                 )
             )
+            self._writing.update(families)
+        return families
 
     def _delete(self, node_ids: set[str] | frozenset[str]) -> None:
         with self._lock:
