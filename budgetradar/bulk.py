@@ -15,9 +15,6 @@ seconds. These helpers take plain rows instead:
 - ``insert_rows`` writes such rows with ``COPY … FROM STDIN`` on PostgreSQL (one
   statement, rows streamed in the driver's C code) and one prepared ``executemany`` on
   SQLite, inside the caller's transaction. No model instances, no per-value field calls.
-- ``insert_rows_guarded`` (PostgreSQL) inserts such rows in the same statement as a
-  guard query (a data-modifying CTE, e.g. a lease fence) and only if the guard matched
-  every row it had to: check and write in one round trip.
 - ``bulk_set`` updates fields of many rows by primary key: on PostgreSQL one
   ``UPDATE … FROM jsonb_to_recordset(document)`` per call, on SQLite one prepared
   ``executemany``.
@@ -28,7 +25,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -144,57 +140,6 @@ def insert_rows(model: type[Model], fields: Sequence, rows: Iterable[Sequence]) 
     conn = connections[DEFAULT_DB_ALIAS]
     convert = db_row_converter(fields, conn)
     return write_db_rows(model._meta.db_table, [f.column for f in fields], (convert(row) for row in rows))
-
-
-@dataclass(frozen=True)
-class Guard:
-    """A query that must return exactly ``expected`` rows for a guarded insert to happen.
-
-    ``sql`` runs as a CTE of the insert's own statement (it may be an ``UPDATE …
-    RETURNING``); its effects stand or fall with the caller's transaction.
-    """
-
-    sql: str
-    params: Sequence[Any]
-    expected: int
-
-
-def guarded_inserts_supported() -> bool:
-    """Whether ``insert_rows_guarded`` can run on this database (PostgreSQL's writable CTEs)."""
-    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
-
-
-def insert_rows_guarded(model: type[Model], fields: Sequence, rows: Iterable[Sequence], guard: Guard) -> int:
-    """Insert rows of Python values (``insert_rows``' form) only if ``guard`` holds, in one
-    statement; return rows inserted: all of them, or 0 when the guard did not match
-    ``guard.expected`` rows (the guard's own writes still happened then: roll back the
-    caller's transaction to undo them). PostgreSQL only (``guarded_inserts_supported``).
-
-    The rows travel as one JSON document parsed by the server into typed columns, as in
-    ``bulk_set``; JSON ``null`` becomes SQL ``NULL``.
-    """
-    conn = connections[DEFAULT_DB_ALIAS]
-    if conn.vendor != "postgresql":
-        raise NotImplementedError("guarded inserts need PostgreSQL's writable CTEs")
-    quote = conn.ops.quote_name
-    names = [f"c{i}" for i in range(len(fields))]
-    encoders = [_json_converter(f) for f in fields]
-    document = [
-        {name: (encode(value) if encode else value) for name, encode, value in zip(names, encoders, row, strict=True)}
-        for row in rows
-    ]
-    if not document:
-        return 0
-    record = ", ".join(f"{n} {f.db_type(conn)}" for f, n in zip(fields, names, strict=True))
-    sql = (
-        f"WITH guard AS ({guard.sql}) "
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT {', '.join(f'v.{n}' for n in names)} FROM jsonb_to_recordset(%s::jsonb) AS v({record}) "
-        f"WHERE (SELECT count(*) FROM guard) = %s"
-    )
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [*guard.params, json.dumps(document), guard.expected])
-        return cursor.rowcount
 
 
 def write_db_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:

@@ -493,6 +493,40 @@ def test_a_held_fence_writes_its_request_sent_rows_as_given(world, approver):
     assert all(renewed[pk] >= before[pk] for pk in before)  # the fence is a renewal too
 
 
+def test_a_held_fence_writes_the_before_states_it_is_given_with_its_renewal(world, approver):
+    from django.db import transaction
+
+    from actions.services.leases import fence_request
+
+    lease, actions = _held(world, approver, "sandbox-cmp-1", "sandbox-cmp-2")
+    first, second = actions
+    Action.objects.filter(pk=second.pk).update(before_state={"daily_budget": "80.00"})
+    with transaction.atomic():
+        fence_request(lease, [first.pk, second.pk], before_states={first.pk: {"daily_budget": "100.00"}})
+    states = dict(Action.objects.filter(pk__in=[first.pk, second.pk]).values_list("pk", "before_state"))
+    assert states == {first.pk: {"daily_budget": "100.00"}, second.pk: {"daily_budget": "80.00"}}
+
+
+def test_a_lost_fence_leaves_no_before_state_behind(world, approver):
+    from django.db import transaction
+
+    from actions.services.leases import LeaseLost, fence_request
+
+    lease, actions = _held(world, approver, "sandbox-cmp-1", "sandbox-cmp-2")
+    Action.objects.filter(pk=actions[1].pk).update(lease_owner="reconciler:other:1:abc")
+    with pytest.raises(LeaseLost), transaction.atomic():
+        fence_request(
+            lease,
+            [a.pk for a in actions],
+            logs=_sent_rows(actions),
+            before_states={a.pk: {"daily_budget": "100.00"} for a in actions},
+        )
+    assert list(Action.objects.filter(pk__in=[a.pk for a in actions]).values_list("before_state", flat=True)) == [
+        None,
+        None,
+    ]
+
+
 def test_a_fence_with_one_action_taken_over_writes_nothing_and_renews_nothing(world, approver):
     """Checked and written as one decision: no ``request_sent`` row for any action of a
     request that will not go out, and the rows still held are not renewed by it."""

@@ -169,6 +169,43 @@ def test_a_change_made_on_the_platform_after_approval_is_stale_and_not_applied(w
     assert "daily_budget was 100.00 at approval, is 90.00 now" in action.error_message
     assert world.platform("sandbox-cmp-1").daily_budget == Decimal("90.00")
     assert ActionExecutionLog.objects.filter(action=action, event=LogEvent.STALE).exists()
+    # Nothing was sent, yet the live state it was judged on is kept with its settlement.
+    assert action.before_state["daily_budget"] == "90.00"
+
+
+def test_an_actions_before_state_is_on_its_row_when_its_request_reaches_the_platform(world, approver, monkeypatch):
+    """The before-state travels with the request's fence, not in a statement of its own:
+    whatever happens after the request leaves, the row already says what to restore."""
+    from platforms.sandbox.executor import SandboxExecutor
+
+    actions = [
+        approved(world.entity(name), approver, new_budget="150.00") for name in ("sandbox-cmp-1", "sandbox-cmp-2")
+    ]
+    seen = []
+    write = SandboxExecutor._write
+
+    def spy(self, call, batch):
+        ids = [int(change.key) for change in batch]
+        seen.append(
+            {
+                pk: (state or {}).get("daily_budget")
+                for pk, state in Action.objects.filter(pk__in=ids).values_list("pk", "before_state")
+            }
+            | {
+                "logged": sorted(
+                    ActionExecutionLog.objects.filter(action_id__in=ids, event=LogEvent.STATE_CAPTURED).values_list(
+                        "action_id", flat=True
+                    )
+                )
+            }
+        )
+        return write(self, call, batch)
+
+    monkeypatch.setattr(SandboxExecutor, "_write", spy)
+    run_worker()
+    ids = sorted(a.pk for a in actions)
+    assert seen == [{ids[0]: "100.00", ids[1]: "100.00", "logged": ids}]
+    assert set(Action.objects.filter(pk__in=ids).values_list("status", flat=True)) == {ActionStatus.SUCCEEDED}
 
 
 def test_a_multi_field_action_applies_all_or_reports_partial_execution(world, approver):

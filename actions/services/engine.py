@@ -168,6 +168,9 @@ class JobRun:
         self.connection_failed = False
         self.applied_any = False
         self.actions_by_id: dict[int, Action] = {}
+        # Before-states read this unit and not yet on their rows: each goes with the fence
+        # of the first request carrying its action, or with its settlement if none does.
+        self.unsaved_before: dict[int, dict[str, Any] | None] = {}
         if throttle is None:  # the shared limiter, but never a wait longer than parking
             throttle = ConnectionThrottle(
                 job.connection, max_wait=settings.ENGINE_PARK_AFTER_SECONDS, sleep=self._throttle_sleep
@@ -215,6 +218,7 @@ class JobRun:
                 return
             finally:
                 self.actions_by_id.clear()
+                self.unsaved_before.clear()
             now = clock()
             longest = max(longest, now - started)
             if now + longest >= deadline:
@@ -315,29 +319,33 @@ class JobRun:
         return [out.failed(a, payload, now=now) for a in actions]
 
     def _store_before(self, actions, refs, before, previously_sent: set[int]) -> None:
-        """Persist before-states first (fenced): a crash after this point is reconcilable.
+        """Keep the before-states for the writes ahead: nothing is written here.
 
+        Each action's before-state reaches its row in the same statement as the fence of
+        the first request that carries the action (``_before_write``), so no request
+        leaves before it is stored; an action settled without a request has it written
+        with its settlement. Its ``state_captured`` row goes with the next write.
         An action whose earlier attempt may have reached the platform keeps the
         before-state of that attempt: it is what a rollback must restore.
         """
-        fresh = [a for a in actions if a.pk not in previously_sent or a.before_state is None]
-        for action in fresh:
+        now = timezone.now()
+        for action in actions:
             state = before.get(refs[action.pk].key)
-            action.before_state = state.as_dict() if state else None
-        rows = [
-            {
-                "action": a,
-                "event": LogEvent.STATE_CAPTURED,
-                "actor": self.actor,
-                "job": self.job,
-                "state_snapshot": (before.get(refs[a.pk].key).as_dict() if before.get(refs[a.pk].key) else None),
-                "message": "Live state read before applying." if before.get(refs[a.pk].key) else "Entity not found.",
-            }
-            for a in actions
-        ]
-        with transaction.atomic():
-            bulk_set(fresh, ["before_state"], only_if={"lease_owner": self.lease.token})
-            self._write_logs(rows)
+            snapshot = state.as_dict() if state else None
+            if action.pk not in previously_sent or action.before_state is None:
+                action.before_state = snapshot
+                self.unsaved_before[action.pk] = snapshot
+            self.pending_logs.append(
+                {
+                    "action": action,
+                    "event": LogEvent.STATE_CAPTURED,
+                    "actor": self.actor,
+                    "job": self.job,
+                    "state_snapshot": snapshot,
+                    "message": "Live state read before applying." if state else "Entity not found.",
+                    "created_at": now,
+                }
+            )
 
     def _plan(
         self, actions, refs, before, previously_sent
@@ -533,7 +541,10 @@ class JobRun:
         if not settlements:
             return
         self.keeper.touch()
+        unsaved = [item.action for item in settlements if item.action.pk in self.unsaved_before]
         with transaction.atomic():
+            if unsaved:  # read but never sent: the before-state goes with the settlement
+                bulk_set(unsaved, ["before_state"], only_if={"lease_owner": self.lease.token})
             moved = settle(
                 settlements,
                 actor=self.actor,
@@ -545,6 +556,8 @@ class JobRun:
             parked = sum(1 for a in moved if a.status == ActionStatus.APPROVED)
             if parked:
                 ActionJob.objects.filter(pk=self.job.pk).update(parked=F("parked") + parked)
+        for action in unsaved:
+            del self.unsaved_before[action.pk]
         for action in moved:
             if action.status in (ActionStatus.SUCCEEDED, ActionStatus.ROLLED_BACK):
                 self.report.succeeded += 1
@@ -578,9 +591,12 @@ class JobRun:
             }
             for action_id, cs in by_action.items()
         ]
+        before_states = {pk: self.unsaved_before[pk] for pk in by_action if pk in self.unsaved_before}
         with transaction.atomic():
-            fence_request(self.lease, by_action, logs=[*self.pending_logs, *sent])
+            fence_request(self.lease, by_action, logs=[*self.pending_logs, *sent], before_states=before_states)
         self.pending_logs = []  # written with the fence (kept for the next write if it raised)
+        for pk in before_states:
+            del self.unsaved_before[pk]
 
     def _log_responses(self, plans, by_action: dict[int, list[ChangeOutcome]]) -> None:
         self.pending_logs += [

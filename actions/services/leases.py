@@ -26,6 +26,7 @@ keep their clocks in sync (NTP), as for any lease.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -44,7 +45,7 @@ from django.utils import timezone
 
 from actions.models import Action, ActionJob, ActionStatus
 from actions.services.logs import log_events
-from budgetradar.bulk import Guard, guarded_inserts_supported
+from budgetradar.bulk import bulk_set
 
 UNSETTLED = [ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK]
 logger = logging.getLogger(__name__)
@@ -182,44 +183,63 @@ def lease_hand_over(lease: Lease, action_ids: Iterable[int], **fields) -> int:
     )
 
 
-def fence_request(lease: Lease, action_ids: Iterable[int], *, logs: Sequence[dict[str, Any]] = ()) -> None:
+def fence_request(
+    lease: Lease,
+    action_ids: Iterable[int],
+    *,
+    logs: Sequence[dict[str, Any]] = (),
+    before_states: dict[int, dict[str, Any] | None] | None = None,
+) -> None:
     """Check that every action of a platform request is still held with margin left,
-    and append ``logs`` (``log_events``' form: the request's ``request_sent`` rows) only
-    if so. Call it inside the transaction that commits them.
+    write the before-states given for its actions (``{action id: state}``) and append
+    ``logs`` (``log_events``' form: the request's ``request_sent`` rows) only if so. Call
+    it inside the transaction that commits them.
 
     The check is an UPDATE that is also a renewal: it extends exactly the rows that are
-    still ours and have at least the margin left. Raises ``LeaseLost`` if any row did not
-    match; nothing has been sent and no log row written then (roll the transaction back:
-    the renewal of the rows that did match goes with it). On PostgreSQL check and log
-    rows are one statement (the UPDATE runs as a CTE of the insert); elsewhere two.
+    still ours and have at least the margin left, and sets their before-states in the
+    same row version (so an action's before-state is on its row before any request of
+    it leaves). Raises ``LeaseLost`` if any row did not match; nothing has been sent and
+    no log row written then (roll the transaction back: the renewal of the rows that did
+    match goes with it). Two statements: the UPDATE, then the log rows (``COPY`` on
+    PostgreSQL).
     """
     ids = sorted(set(action_ids))
+    before_states = before_states or {}
     lease.ensure(lease_margin())
     now = timezone.now()
     expires = now + lease.ttl
     threshold = now + timedelta(seconds=lease_margin())
-    if logs and guarded_inserts_supported():
-        if log_events(logs, guard=_fence_guard(lease, ids, expires, threshold)) == 0:
-            _fence_lost(lease, ids, held=None)
-        return
-    held = Action.objects.filter(
-        pk__in=ids, lease_owner=lease.token, status__in=UNSETTLED, lease_expires_at__gt=threshold
-    ).update(lease_expires_at=expires)
+    held = _fence_update(lease, ids, before_states, expires=expires, threshold=threshold)
     if held != len(ids):
         _fence_lost(lease, ids, held=held)
     if logs:
         log_events(logs)
 
 
-def _fence_guard(lease: Lease, ids: list[int], expires: datetime, threshold: datetime) -> Guard:
-    """The fence's UPDATE as a guard: it returns the ids it renewed, which must be all."""
-    table, quote = Action._meta.db_table, db_connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(table)} SET {quote('lease_expires_at')} = %s WHERE {quote('id')} = ANY(%s) "
-        f"AND {quote('lease_owner')} = %s AND {quote('status')} = ANY(%s) AND {quote('lease_expires_at')} > %s "
-        f"RETURNING {quote('id')}"
+def _fence_update(lease: Lease, ids: list[int], before_states, *, expires: datetime, threshold: datetime) -> int:
+    """Renew the held rows among ``ids`` (and set the given before-states); return how many."""
+    held = Action.objects.filter(
+        pk__in_array=ids, lease_owner=lease.token, status__in=UNSETTLED, lease_expires_at__gt=threshold
     )
-    return Guard(sql, [expires, ids, lease.token, [str(s) for s in UNSETTLED], threshold], expected=len(ids))
+    if not before_states:
+        return held.update(lease_expires_at=expires)
+    if db_connection.vendor != "postgresql":
+        count = held.update(lease_expires_at=expires)
+        rows = [Action(pk=pk, before_state=state) for pk, state in before_states.items()]
+        bulk_set(rows, ["before_state"], only_if={"lease_owner": lease.token})
+        return count
+    table, quote = Action._meta.db_table, db_connection.ops.quote_name
+    document = [{"pk": pk, "set": pk in before_states, "state": before_states.get(pk)} for pk in ids]
+    sql = (
+        f"UPDATE {quote(table)} AS t SET {quote('lease_expires_at')} = %s, {quote('before_state')} = "
+        f"CASE WHEN v.set THEN v.state ELSE t.{quote('before_state')} END "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v(pk bigint, set boolean, state jsonb) "
+        f"WHERE t.{quote('id')} = v.pk AND t.{quote('lease_owner')} = %s AND t.{quote('status')} = ANY(%s) "
+        f"AND t.{quote('lease_expires_at')} > %s"
+    )
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [expires, json.dumps(document), lease.token, [str(s) for s in UNSETTLED], threshold])
+        return cursor.rowcount
 
 
 def _fence_lost(lease: Lease, ids: list[int], *, held: int | None) -> None:

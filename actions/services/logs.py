@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from actions.models import Action, ActionExecutionLog, ActionJob, LogEvent
 from budgetradar.audit import actor_label
-from budgetradar.bulk import Guard, insert_fields, insert_rows, insert_rows_guarded
+from budgetradar.bulk import insert_fields, insert_rows
 
 
 def log_event(
@@ -46,20 +46,16 @@ def log_event(
     )
 
 
-def log_events(rows: Iterable[dict[str, Any]], *, guard: Guard | None = None) -> int:
+def log_events(rows: Iterable[dict[str, Any]]) -> int:
     """Append many log rows in one statement (the engine logs per batch, not per action);
     return how many.
 
     A row may carry its own ``created_at`` (an event observed earlier and written with
     the next batch); the others are stamped now. Rows go to the database as plain
-    tuples (``COPY`` on PostgreSQL): no model instance per row. With a ``guard``
-    (PostgreSQL only, see ``budgetradar.bulk.insert_rows_guarded``) the rows are written
-    in the guard's statement and only if it holds; 0 is returned when it did not.
+    tuples (``COPY`` on PostgreSQL): no model instance per row.
     """
     now = timezone.now()
     values = (_values(_row(**row), now) for row in rows)
-    if guard is not None:
-        return insert_rows_guarded(ActionExecutionLog, _FIELDS, values, guard)
     return insert_rows(ActionExecutionLog, _FIELDS, values)
 
 
