@@ -45,6 +45,7 @@ from actions.models import (
 from actions.services.circuit import circuit_refusal
 from actions.services.logs import log_events
 from actions.services.settlement import transition_actions
+from budgetradar.memory import collector_paused
 from budgetradar.queue import enqueue_on_commit
 from platforms.models import PlatformConnection
 from platforms.quota import connection_quota
@@ -71,6 +72,11 @@ def actions_dispatch(
     Idempotent: an action already queued is not touched again, so calling this twice
     (or from two workers) dispatches each action once.
     """
+    with collector_paused():  # up to a job's worth of actions per connection (budgetradar.memory)
+        return _dispatch(action_ids=action_ids, connection_ids=connection_ids, limit=limit)
+
+
+def _dispatch(*, action_ids: list[int] | None, connection_ids: list[int] | None, limit: int | None) -> list[int]:
     now = timezone.now()
     candidates = _due(Action.objects.all(), now).order_by("approved_at", "id")
     if action_ids is not None:

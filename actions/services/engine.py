@@ -64,6 +64,7 @@ from actions.services.settlement import Settlement, settle, transition_actions
 from actions.services.verification import describe, drifted_fields, same_value
 from budgetradar import outbox
 from budgetradar.bulk import bulk_set
+from budgetradar.memory import collector_paused
 from budgetradar.queue import enqueue_on_commit
 from budgetradar.timefmt import format_time
 from platforms.base import Throttle
@@ -204,25 +205,32 @@ class JobRun:
         longest = 0.0
         while not self.lease.lost.is_set():
             started = clock()
-            units = self._claim_unit()
-            if not units:
-                return
-            self.report.units += 1
-            try:
-                if self.job.kind == JobKind.ROLLBACK:
-                    self._run_rollback_unit(units)
-                else:
-                    self._run_execute_unit(units)
-            except LeaseLost:
-                self.report.lease_lost = True
-                return
-            finally:
-                self.actions_by_id.clear()
-                self.unsaved_before.clear()
+            with collector_paused():  # a unit is bounded bulk work (budgetradar.memory)
+                if not self._run_unit():
+                    return
             now = clock()
             longest = max(longest, now - started)
             if now + longest >= deadline:
                 return
+
+    def _run_unit(self) -> bool:
+        """Claim and run one unit; False when there was none or the lease was lost."""
+        units = self._claim_unit()
+        if not units:
+            return False
+        self.report.units += 1
+        try:
+            if self.job.kind == JobKind.ROLLBACK:
+                self._run_rollback_unit(units)
+            else:
+                self._run_execute_unit(units)
+        except LeaseLost:
+            self.report.lease_lost = True
+            return False
+        finally:
+            self.actions_by_id.clear()
+            self.unsaved_before.clear()
+        return True
 
     def close(self) -> JobReport:
         """Finish the job, or hand what is left of it to a fresh task."""

@@ -22,6 +22,7 @@ alone and are not returned: a caller learns exactly which actions it moved.
 from __future__ import annotations
 
 import json
+import marshal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -212,24 +213,27 @@ _PLAIN = [f.attname for f in _FIELDS if f.attname not in _JSON]
 _plain_values = attrgetter(*_PLAIN)
 
 
-def _snapshot(action: Action) -> tuple[tuple[Any, ...], str]:
-    """The action's field values: plain ones as they are, JSON ones as one canonical text
-    (so a dict changed in place is seen as changed)."""
-    return _plain_values(action), json.dumps([getattr(action, n) for n in _JSON], sort_keys=True, default=str)
+def _snapshot(action: Action) -> tuple[tuple[Any, ...], tuple[bytes, ...]]:
+    """The action's field values: plain ones as they are, JSON ones each as a serialised
+    copy (so a dict changed in place is seen as changed)."""
+    return _plain_values(action), tuple(_frozen(getattr(action, n)) for n in _JSON)
 
 
-def _changed(before: tuple[tuple[Any, ...], str], after: tuple[tuple[Any, ...], str]) -> set[str]:
+def _frozen(value: Any) -> bytes:
+    """A JSON value's content as bytes: equal bytes, equal content. ``marshal`` format 2
+    (no back-references, so the bytes depend on the content alone; fast C code) takes
+    every JSON type; anything else (a ``Decimal`` not yet dumped) goes through JSON."""
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:
+        return json.dumps(value, sort_keys=True, default=str).encode()
+
+
+def _changed(
+    before: tuple[tuple[Any, ...], tuple[bytes, ...]], after: tuple[tuple[Any, ...], tuple[bytes, ...]]
+) -> set[str]:
     changed = {n for n, old, new in zip(_PLAIN, before[0], after[0], strict=True) if old != new}
-    if before[1] != after[1]:
-        old, new = json.loads(before[1]), json.loads(after[1])
-        changed |= {n for n, a, b in zip(_JSON, old, new, strict=True) if a != b}
-    return changed
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, default=str)
-    return value
+    return changed | {n for n, old, new in zip(_JSON, before[1], after[1], strict=True) if old != new}
 
 
 def _write(actions: list[Action], attnames: list[str]) -> None:
@@ -238,8 +242,7 @@ def _write(actions: list[Action], attnames: list[str]) -> None:
     PostgreSQL) and the others are set once in that same statement."""
     common, varying = {}, []
     for attname in attnames:
-        values = {_comparable(getattr(a, attname)) for a in actions}
-        if len(values) == 1:
+        if _one_value(actions, attname):
             common[attname] = getattr(actions[0], attname)
         else:
             varying.append(_field_name(attname))
@@ -247,6 +250,16 @@ def _write(actions: list[Action], attnames: list[str]) -> None:
         bulk_set(actions, varying, same=common)
     else:
         Action.objects.filter(pk__in_array=[a.pk for a in actions]).update(**common)
+
+
+def _one_value(actions: list[Action], attname: str) -> bool:
+    """Whether every action has the same value of the field. A JSON field counts as one
+    value only when all hold the very same object (or ``None``): per row otherwise, which
+    is always correct and saves serialising every value to compare."""
+    first = getattr(actions[0], attname)
+    if attname in _JSON:
+        return all(getattr(a, attname) is first for a in actions)
+    return all(getattr(a, attname) == first for a in actions)
 
 
 def _field_name(attname: str) -> str:
