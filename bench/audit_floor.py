@@ -20,6 +20,9 @@ In one run, on a PostgreSQL database it creates on that server (and drops afterw
    time the fake server's threads spent serving the engine's requests: the fake runs in
    this process, so the engine waits for it (and shares the interpreter with it) where a
    real API would answer from elsewhere; the engine's figure without it is shown too.
+   And the time inside the platform calls themselves (the SDK building and parsing the
+   requests in this process, and the fake answering), the fences excluded: what is left
+   is the engine's own database and Python work, which the floor is about.
 2. the floor: the same history and execution-log rows (read back from the tables the
    engine wrote, every column but the serial key), prepared as text-ready tuples before
    the clock starts, then written with one ``COPY … FROM STDIN`` per table into the same
@@ -86,14 +89,35 @@ def timing_audit_writes(watch: Stopwatch):
             module.insert_rows = function
 
 
+@contextmanager
+def timing_platform_calls(calls: Stopwatch, fences: Stopwatch):
+    """Time the engine's platform calls (``PlatformRunner.read`` and ``apply``: the SDK's
+    work in this process and the fake's answers) and, apart, the fences the executor
+    calls back into the engine from inside ``apply`` just before each write (database
+    work, not the platform's)."""
+    from actions.services.engine import JobRun
+    from actions.services.runner import PlatformRunner
+
+    originals = [(PlatformRunner, "read"), (PlatformRunner, "apply"), (JobRun, "_before_write")]
+    saved = {(owner, name): getattr(owner, name) for owner, name in originals}
+    PlatformRunner.read = calls.wrap(saved[PlatformRunner, "read"])
+    PlatformRunner.apply = calls.wrap(saved[PlatformRunner, "apply"])
+    JobRun._before_write = fences.wrap(saved[JobRun, "_before_write"])
+    try:
+        yield
+    finally:
+        for (owner, name), function in saved.items():
+            setattr(owner, name, function)
+
+
 def run_engine(connection, fake, *, profile: cProfile.Profile | None) -> dict:
     from actions.models import ActionJob, JobStatus
     from actions.services.dispatch import actions_dispatch
     from actions.services.engine import job_process
 
-    watch = Stopwatch()
+    watch, calls, fences = Stopwatch(), Stopwatch(), Stopwatch()
     jobs: set[int] = set()
-    with counting_queries() as queries, timing_audit_writes(watch):
+    with counting_queries() as queries, timing_audit_writes(watch), timing_platform_calls(calls, fences):
         if profile:
             profile.enable()
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -119,6 +143,7 @@ def run_engine(connection, fake, *, profile: cProfile.Profile | None) -> dict:
         "queries": queries.count,
         "database": queries.seconds,
         "fake": served,
+        "platform": calls.seconds - fences.seconds,
         "jobs": jobs,
     }
 
@@ -228,6 +253,7 @@ def run(args) -> None:
     counts = {name: len(values) for name, (_, _, values) in rows.items()}
     ratio = engine["wall"] / floor
     own = engine["wall"] - engine["fake"]
+    without_platform = engine["wall"] - engine["platform"]
 
     print(f"command: {' '.join(sys.argv)}")
     print(
@@ -247,10 +273,13 @@ def run(args) -> None:
     line(f"  in audit writes ({engine['audit_calls']} calls: build rows + COPY)", engine["audit"])
     line(f"  in database statements ({engine['queries']}, audit COPY included)", engine["database"])
     line("  the in-process fake serving requests (its CPU)", engine["fake"])
+    line("  in platform calls (the SDK and the fake; fences apart)", engine["platform"])
     line("engine without the fake's serving", own)
+    line("engine without its platform calls (database + Python)", without_platform)
     line("COPY floor (same rows, same tables)", floor)
     print(f"\nengine / floor: {ratio:.2f}x (goal <= {GOAL:g}x: {'met' if ratio <= GOAL else 'not met'})")
     print(f"engine without the fake's serving / floor: {own / floor:.2f}x")
+    print(f"engine without its platform calls / floor: {without_platform / floor:.2f}x")
     print(f"engine queries: {engine['queries']} ({engine['queries'] / args.actions * 1000:.1f} per 1,000 actions)")
     if profile:
         pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
