@@ -304,7 +304,7 @@ class JobRun:
             self._settle(self._unreadable_before(actions, exc.error))
             return
         previously_sent = _sent_before(actions)
-        self._store_before(actions, refs, before, previously_sent)
+        self._capture_before(actions, refs, before, previously_sent)
         plans, settlements = self._plan(actions, refs, before, previously_sent)
         changes = [c for _, cs in plans for c in cs]
         outcomes = self.runner.apply(changes) if changes else []
@@ -326,7 +326,7 @@ class JobRun:
         payload = error.as_dict() | {"message": f"{error.message} Could not read the live state; nothing was sent."}
         return [out.failed(a, payload, now=now) for a in actions]
 
-    def _store_before(self, actions, refs, before, previously_sent: set[int]) -> None:
+    def _capture_before(self, actions, refs, before, previously_sent: set[int]) -> None:
         """Keep the before-states for the writes ahead: nothing is written here.
 
         Each action's before-state reaches its row in the same statement as the fence of
