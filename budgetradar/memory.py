@@ -11,26 +11,40 @@ modules and Django's included, some 350,000 before any work starts. Measured on 
 end, runs one collection of the youngest generation: everything the work created is still
 there (nothing was promoted meanwhile), so whatever cycles it left are freed then, at the
 cost of walking what is still alive of the work, not the whole process. The pause is
-process-wide (other threads allocate without collections meanwhile) and nests: the
-collector comes back on when the outermost pause that found it on ends.
+process-wide (other threads allocate without collections meanwhile) and shared: pauses in
+several threads (or nested ones) count as one, which begins with the first to enter and
+ends, restoring the collector as that first one found it, with the last to leave.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_lock = threading.Lock()
+_depth = 0
+_was_enabled = False
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Run the block without cyclic collections; collect its garbage cycles at the end."""
-    if not gc.isenabled():  # paused by an enclosing block (or by the process itself)
-        yield
-        return
-    gc.disable()
+    """Run the block without cyclic collections; collect the young generation when the
+    last pause in the process ends (if the collector was on before the first began)."""
+    global _depth, _was_enabled
+    with _lock:
+        if _depth == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        gc.enable()
-        gc.collect(0)
+        with _lock:
+            _depth -= 1
+            restore = _depth == 0 and _was_enabled
+            if restore:
+                gc.enable()
+        if restore:
+            gc.collect(0)

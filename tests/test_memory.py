@@ -35,6 +35,28 @@ def test_a_nested_pause_leaves_the_collector_to_the_outer_one():
     assert gc.isenabled()
 
 
+def test_pauses_that_overlap_out_of_order_count_as_one():
+    """Two threads' pauses (a web request's dispatch and a preflight, say) may end in any
+    order: the collector stays paused until the last ends, and comes back then."""
+    first, second = collector_paused(), collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_process_that_turned_the_collector_off_keeps_it_off():
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_the_collector_comes_back_when_the_block_raises():
     with pytest.raises(RuntimeError), collector_paused():
         raise RuntimeError("boom")

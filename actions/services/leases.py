@@ -205,6 +205,8 @@ def fence_request(
     """
     ids = sorted(set(action_ids))
     before_states = before_states or {}
+    if not before_states.keys() <= set(ids):
+        raise ValueError("before_states may only name actions of the request")
     lease.ensure(lease_margin())
     now = timezone.now()
     expires = now + lease.ttl
