@@ -507,6 +507,17 @@ def test_a_held_fence_writes_the_before_states_it_is_given_with_its_renewal(worl
     assert states == {first.pk: {"daily_budget": "100.00"}, second.pk: {"daily_budget": "80.00"}}
 
 
+def test_a_fence_refuses_before_states_of_actions_its_request_does_not_carry(world, approver):
+    from django.db import transaction
+
+    from actions.services.leases import fence_request
+
+    lease, (carried, other) = _held(world, approver, "sandbox-cmp-1", "sandbox-cmp-2")
+    with pytest.raises(ValueError, match="only name actions of the request"), transaction.atomic():
+        fence_request(lease, [carried.pk], before_states={other.pk: {"daily_budget": "100.00"}})
+    assert Action.objects.get(pk=other.pk).before_state is None
+
+
 def test_a_lost_fence_leaves_no_before_state_behind(world, approver):
     from django.db import transaction
 
