@@ -201,7 +201,8 @@ def fence_request(
     it leaves). Raises ``LeaseLost`` if any row did not match; nothing has been sent and
     no log row written then (roll the transaction back: the renewal of the rows that did
     match goes with it). Two statements: the UPDATE, then the log rows (``COPY`` on
-    PostgreSQL).
+    PostgreSQL). ``ValueError`` if ``before_states`` names an action the request does
+    not carry (nothing is written).
     """
     ids = sorted(set(action_ids))
     before_states = before_states or {}
