@@ -15,8 +15,9 @@ In one run, on a PostgreSQL database it creates on that server (and drops afterw
    the outbox drain (its consumers, e.g. observability watches, run later in their own
    tasks). Also shown: the process's CPU time over the same span (the engine's Python
    work plus the in-process fake server's threads; steadier than wall time on a busy
-   machine), the part of the wall time spent inside the audit writes (building the
-   history and log rows and writing them) and inside database statements, and the CPU
+   machine), the part of the wall time spent inside the audit writes (the history rows
+   copied by the database from the action rows, the log rows built and written) and
+   inside database statements, and the CPU
    time the fake server's threads spent serving the engine's requests: the fake runs in
    this process, so the engine waits for it (and shares the interpreter with it) where a
    real API would answer from elsewhere; the engine's figure without it is shown too.
@@ -75,18 +76,19 @@ class Stopwatch:
 
 @contextmanager
 def timing_audit_writes(watch: Stopwatch):
-    """Time every history and execution-log write the engine makes (``insert_rows`` as the
-    settlement and log services call it)."""
+    """Time every history and execution-log write the engine makes (settlement's
+    ``write_history`` and the log service's ``insert_rows``)."""
     from actions.services import logs, settlement
 
-    originals = {module: module.insert_rows for module in (logs, settlement)}
-    for module, function in originals.items():
-        module.insert_rows = watch.wrap(function)
+    originals = [(logs, "insert_rows"), (settlement, "write_history")]
+    saved = {(module, name): getattr(module, name) for module, name in originals}
+    for (module, name), function in saved.items():
+        setattr(module, name, watch.wrap(function))
     try:
         yield
     finally:
-        for module, function in originals.items():
-            module.insert_rows = function
+        for (module, name), function in saved.items():
+            setattr(module, name, function)
 
 
 @contextmanager
@@ -270,7 +272,7 @@ def run(args) -> None:
 
     line(f"engine (dispatch + jobs, settled {succeeded})", engine["wall"])
     line("  CPU time of this process (the fake's included)", engine["cpu"])
-    line(f"  in audit writes ({engine['audit_calls']} calls: build rows + COPY)", engine["audit"])
+    line(f"  in audit writes ({engine['audit_calls']} calls: history, logs)", engine["audit"])
     line(f"  in database statements ({engine['queries']}, audit COPY included)", engine["database"])
     line("  the in-process fake serving requests (its CPU)", engine["fake"])
     line("  in platform calls (the SDK and the fake; fences apart)", engine["platform"])

@@ -1,6 +1,7 @@
-"""Audit rows at database speed: history and execution-log rows written as plain tuples
-(COPY on PostgreSQL, executemany on SQLite) store exactly what the ORM path stores, and
-cost no model instance and no extra query per row."""
+"""Audit rows at database speed: history rows copied by the database from the action rows
+(one INSERT … SELECT) and execution-log rows written as plain tuples (COPY on PostgreSQL,
+executemany on SQLite) store exactly what the ORM path stores, and cost no model instance
+and no extra query per row."""
 
 from __future__ import annotations
 
@@ -56,13 +57,22 @@ def rich_action(campaign, approver):
     return action
 
 
-def test_history_rows_written_as_tuples_equal_the_rows_simple_history_writes(rich_action, approver, frozen_now):
+def test_history_rows_copied_by_the_database_equal_the_rows_simple_history_writes(rich_action, approver, frozen_now):
     audited_save(rich_action, actor=approver, reason="checked by hand")
     write_history([rich_action], actor=approver, reason="checked by hand")
     history = Action.history.model._meta.db_table
     orm, fast = raw_rows(history, "id = %s ORDER BY history_id", [rich_action.pk], exclude={"history_id"})[-2:]
     assert fast == orm
     assert fast["history_type"] == "~" and fast["history_user_id"] == approver.pk
+
+
+def test_a_history_row_records_the_action_row_as_written_not_a_stale_instance(rich_action, approver):
+    audited_save(rich_action, actor=approver, reason="saved")
+    Action.objects.filter(pk=rich_action.pk).update(error_message="changed by someone else")
+    rich_action.attempts = 9  # held in memory only: never written
+    write_history([rich_action], actor=approver, reason="settled")
+    row = rich_action.history.order_by("-history_id").first()
+    assert (row.error_message, row.attempts, row.history_change_reason) == ("changed by someone else", 2, "settled")
 
 
 def test_log_rows_written_as_tuples_equal_the_rows_the_orm_writes(rich_action, approver, frozen_now):

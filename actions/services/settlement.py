@@ -29,13 +29,13 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from actions.models import Action, ActionStatus, LogEvent
 from actions.services.logs import log_events
 from budgetradar import outbox
-from budgetradar.bulk import bulk_set, insert_fields, insert_rows
+from budgetradar.bulk import bulk_set, insert_fields
 from budgetradar.errors import Conflict
 from observability.metrics import action_transitions_record
 from platforms.mirror import mirror_update
@@ -319,14 +319,45 @@ def _iso(value: datetime | None) -> str | None:
 def write_history(actions: list[Action], *, actor, reason: str, history_type: str = "~") -> None:
     """One history row per action, as django-simple-history would write it
     (``history_type`` "+" for rows just created, "~" for changes), in the caller's
-    transaction: plain tuples (the tracked fields read in one call per action, then the
-    row's who, when and why), never a historical model instance."""
-    extra = (timezone.now(), getattr(_user(actor), "pk", None), reason[:1000], history_type)
-    insert_rows(Action.history.model, _HISTORY_FIELDS, (_tracked_values(action) + extra for action in actions))
+    transaction, after the caller has written the actions' rows.
+
+    The database copies each history row from the action's row as it stands at that
+    moment of the transaction (one ``INSERT … SELECT``), with the row's who, when and
+    why: the history records exactly what was written (a field the caller's instance
+    holds stale is recorded as the row has it), and no row travels to Python and back.
+    """
+    if not actions:
+        return
+    conn = connections[DEFAULT_DB_ALIAS]
+    quote = conn.ops.quote_name
+    history = Action.history.model
+    constants = [
+        field.get_db_prep_save(value, conn)
+        for field, value in zip(
+            _HISTORY_EXTRA,
+            (timezone.now(), getattr(_user(actor), "pk", None), reason[:1000], history_type),
+            strict=True,
+        )
+    ]
+    columns = ", ".join(quote(f.column) for f in [*_HISTORY_EXTRA, *_HISTORY_TRACKED])
+    placeholders = ", ".join(["%s"] * len(constants))
+    table = quote(history._meta.db_table)
+    pks = [a.pk for a in actions]
+    for start in range(0, len(pks), MOVE_BATCH):  # the ids are parameters: as many a statement as a move takes
+        rows = Action.objects.filter(pk__in_array=pks[start : start + MOVE_BATCH]).order_by("pk")
+        source, params = rows.values_list(*_TRACKED).query.sql_with_params()
+        if not source.startswith("SELECT "):
+            raise RuntimeError(f"Unexpected history source query: {source[:60]}")
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {placeholders}, {source.removeprefix('SELECT ')}",
+                [*constants, *params],
+            )
 
 
-def _history_columns() -> tuple[list, Callable[[Action], tuple]]:
-    """The history table's columns in the order ``write_history`` fills them."""
+def _history_columns() -> tuple[list, list, list[str]]:
+    """The history table's columns: those copied from the action's row (in the order
+    ``_TRACKED`` selects them) and the row's who, when and why."""
     history = Action.history.model
     tracked = [f.attname for f in history.tracked_fields]
     by_name = {f.attname: f for f in insert_fields(history)}
@@ -334,10 +365,10 @@ def _history_columns() -> tuple[list, Callable[[Action], tuple]]:
     unknown = set(by_name) - set(tracked) - set(extra)
     if unknown:
         raise RuntimeError(f"History columns with no source: {sorted(unknown)}")
-    return [by_name[n] for n in tracked + extra], attrgetter(*tracked)
+    return [by_name[n] for n in tracked], [by_name[n] for n in extra], tracked
 
 
-_HISTORY_FIELDS, _tracked_values = _history_columns()
+_HISTORY_TRACKED, _HISTORY_EXTRA, _TRACKED = _history_columns()
 
 
 def actions_create(actions: list[Action], *, actor, reason: str, event: LogEvent) -> list[Action]:
