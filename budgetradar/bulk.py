@@ -17,7 +17,8 @@ seconds. These helpers take plain rows instead:
   SQLite, inside the caller's transaction. No model instances, no per-value field calls.
 - ``bulk_set`` updates fields of many rows by primary key: on PostgreSQL one
   ``UPDATE … FROM jsonb_to_recordset(document)`` per call, on SQLite one prepared
-  ``executemany``.
+  ``executemany``; ``bulk_set_values`` does the same from primary keys and plain values,
+  without instances.
 """
 
 from __future__ import annotations
@@ -49,21 +50,39 @@ def bulk_set(
     """
     if not objs or not fields:
         return 0
+    model = type(objs[0])
+    attnames = [model._meta.get_field(name).attname for name in fields]
+    values = [[getattr(obj, name) for name in attnames] for obj in objs]
+    return bulk_set_values(model, [obj.pk for obj in objs], fields, values, only_if=only_if, same=same)
+
+
+def bulk_set_values(
+    model: type[Model],
+    pks: Sequence[Any],
+    fields: Sequence[str],
+    values: Sequence[Sequence[Any]],
+    *,
+    only_if: dict[str, object] | None = None,
+    same: dict[str, object] | None = None,
+) -> int:
+    """``bulk_set`` for rows known by primary key alone: ``values[i]`` (Python values, in
+    ``fields`` order) go to the row ``pks[i]``; no model instance is needed. Rows that no
+    longer exist are skipped. Returns rows updated."""
+    if not pks or not fields:
+        return 0
     conn = connections[DEFAULT_DB_ALIAS]
-    meta = type(objs[0])._meta
+    meta = model._meta
     columns = [meta.get_field(name) for name in fields]
     conditions = [(meta.get_field(name), value) for name, value in (only_if or {}).items()]
     constants = [(_field_by_attname(meta, name), value) for name, value in (same or {}).items()]
-    pks = [obj.pk for obj in objs]
     fixed = [f.get_db_prep_value(value, conn) for f, value in conditions]
     shared = [f.get_db_prep_save(value, conn) for f, value in constants]
     quote = conn.ops.quote_name
     shared_sql = [f"{quote(f.column)} = %s" for f, _ in constants]
     if conn.vendor == "postgresql":
-        return _update_from_json(conn, meta, columns, conditions, fixed, pks, objs, shared_sql, shared)
+        return _update_from_json(conn, meta, columns, conditions, fixed, pks, values, shared_sql, shared)
     convert = db_row_converter(columns, conn)
-    attnames = [f.attname for f in columns]
-    rows = [convert([getattr(obj, name) for name in attnames]) for obj in objs]
+    rows = [convert(row) for row in values]
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join([*(f'{quote(f.column)} = %s' for f in columns), *shared_sql])} "
         f"WHERE {' AND '.join([f'{quote(meta.pk.column)} = %s'] + [f'{quote(f.column)} = %s' for f, _ in conditions])}"
@@ -77,17 +96,17 @@ def _field_by_attname(meta, attname: str) -> Field:
     return next(f for f in meta.concrete_fields if f.attname == attname)
 
 
-def _update_from_json(conn, meta, columns, conditions, fixed, pks, objs, shared_sql, shared) -> int:
+def _update_from_json(conn, meta, columns, conditions, fixed, pks, values, shared_sql, shared) -> int:
     """One statement for all rows: the new values travel as one JSON document (encoded in
     C, parsed by the server into typed columns), joined on the primary key."""
     quote = conn.ops.quote_name
     names = [f"c{i}" for i in range(len(columns))]
-    encoders = [(name, f.attname, _json_converter(f)) for name, f in zip(names, columns, strict=True)]
+    encoders = [(i, name, _json_converter(f)) for i, (name, f) in enumerate(zip(names, columns, strict=True))]
     document = []
-    for obj, pk in zip(objs, pks, strict=True):
+    for row, pk in zip(values, pks, strict=True):
         item = {"pk": pk}
-        for name, attname, encode in encoders:
-            value = getattr(obj, attname)
+        for i, name, encode in encoders:
+            value = row[i]
             item[name] = encode(value) if encode else value
         document.append(item)
     types = [f"{n} {f.db_type(conn)}" for f, n in zip(columns, names, strict=True)]

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from budgetradar.bulk import bulk_set
+from budgetradar.bulk import bulk_set, bulk_set_values
 from platforms.models import PlatformEntity
 from platforms.types import EntityState
 
@@ -72,13 +72,16 @@ def _values_of(state: EntityState) -> dict[str, object]:
 
 def mirror_update(states: Sequence[tuple[int, EntityState]]) -> int:
     """``mirror_refresh`` for read-backs known by entity id: ``(entity_id, state)`` pairs,
-    the last state winning for an entity read twice (one query to load the rows)."""
+    the last state winning for an entity read twice.
+
+    The rows are not loaded: every entity that still exists gets the read values and
+    ``synced_at`` in one statement (a row whose values were already these is written
+    with them again, as a refresh writes its ``synced_at`` anyway); an entity deleted
+    meanwhile is skipped. Returns how many rows were refreshed.
+    """
     latest = dict(states)
-    entities = list(
-        PlatformEntity.objects.filter(pk__in_array=list(latest)).only("pk", "entity_type", "external_id", *VALUE_FIELDS)
-    )
-    by_key = {}
-    for entity in entities:
-        state = latest[entity.pk]
-        by_key[(entity.entity_type, entity.external_id)] = state
-    return mirror_refresh(entities, by_key)
+    if not latest:
+        return 0
+    pks = list(latest)
+    values = [[_values_of(latest[pk])[name] for name in VALUE_FIELDS] for pk in pks]
+    return bulk_set_values(PlatformEntity, pks, VALUE_FIELDS, values, same={"synced_at": timezone.now()})
