@@ -17,7 +17,7 @@ from django.utils import timezone
 from actions.models import Action, ActionJob, ActionStatus
 from actions.services.dispatch import actions_dispatch
 from budgetradar.timefmt import format_time
-from platforms.models import DeveloperTokenUsage, Platform
+from platforms.models import DeveloperTokenUsage, Platform, PlatformEntity
 from platforms.quota import quota_status, token_digest
 from tests.factories import ActionFactory, AdSetFactory, ConnectionFactory, EntityFactory
 
@@ -81,3 +81,22 @@ def test_a_google_connection_out_of_daily_operations_waits_for_the_reset(tenant,
     action.refresh_from_db()
     assert action.status == ActionStatus.APPROVED and action.next_attempt_at == status.resets_at
     assert "operations for today are used up" in action.wait_reason
+
+
+def test_dispatch_loads_entities_only_for_the_platforms_whose_rules_read_them(tenant, monkeypatch):
+    meta = ConnectionFactory(tenant=tenant, platform=Platform.META, account_id="act_3")
+    google = ConnectionFactory(tenant=tenant, platform=Platform.GOOGLE_ADS, account_id="123-456-7890")
+    ad_sets = [AdSetFactory(connection=meta, daily_budget=Decimal("40.00")) for _ in range(3)]
+    campaigns = [EntityFactory(connection=google) for _ in range(20)]
+    actions = [approved_now(entity) for entity in ad_sets + campaigns]
+    built = []
+    original = PlatformEntity.from_db.__func__
+
+    def counting_from_db(cls, *args, **kwargs):
+        built.append(cls)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PlatformEntity, "from_db", classmethod(counting_from_db))
+    assert len(actions_dispatch()) == 2
+    assert len(built) == len(ad_sets)  # Meta's budget-change rule reads its ad sets; Google's actions need none
+    assert set(Action.objects.filter(pk__in=[a.pk for a in actions]).values_list("status", flat=True)) == {"queued"}

@@ -47,7 +47,7 @@ from actions.services.logs import log_events
 from actions.services.settlement import transition_actions
 from budgetradar.memory import collector_paused
 from budgetradar.queue import enqueue_on_commit
-from platforms.models import PlatformConnection
+from platforms.models import PlatformConnection, PlatformEntity
 from platforms.quota import connection_quota
 
 logger = logging.getLogger(__name__)
@@ -88,14 +88,12 @@ def _dispatch(*, action_ids: list[int] | None, connection_ids: list[int] | None,
     ids = _job_sized(candidates)
     loaded: dict[int, Action] = {}
     for start in range(0, len(ids), 1000):
-        rows = Action.objects.filter(pk__in_array=ids[start : start + 1000]).select_related("entity")
-        loaded.update((a.pk, a) for a in rows)
+        loaded.update((a.pk, a) for a in Action.objects.filter(pk__in_array=ids[start : start + 1000]))
     # One instance per connection, shared by its actions and their entities (not a copy each).
     connections = PlatformConnection.objects.in_bulk({a.connection_id for a in loaded.values()})
     for action in loaded.values():
         action.connection = connections[action.connection_id]
-        if action.entity.connection_id in connections:
-            action.entity.connection = connections[action.entity.connection_id]
+    _attach_entities([a for a in loaded.values() if a.platform in ENTITY_RULE_PLATFORMS], connections)
     by_connection: dict[int, list[Action]] = defaultdict(list)
     for pk in ids:  # in approval order
         if pk in loaded:
@@ -104,6 +102,24 @@ def _dispatch(*, action_ids: list[int] | None, connection_ids: list[int] | None,
     for actions in by_connection.values():
         job_ids += _dispatch_connection(actions[0].connection, actions)
     return job_ids
+
+
+# Platforms whose dispatch rules read the action's entity (Meta's ad-set budget-change
+# limit, ``_within_change_limits``); other platforms' actions are dispatched by ids alone,
+# so their entities are not loaded.
+ENTITY_RULE_PLATFORMS = frozenset({"meta"})
+
+
+def _attach_entities(actions: list[Action], connections: dict[int, PlatformConnection]) -> None:
+    """Load the actions' entities in one query and attach them (sharing the connections)."""
+    if not actions:
+        return
+    entities = PlatformEntity.objects.in_bulk({a.entity_id for a in actions})
+    for entity in entities.values():
+        if entity.connection_id in connections:
+            entity.connection = connections[entity.connection_id]
+    for action in actions:
+        action.entity = entities[action.entity_id]
 
 
 def job_cap(platform: str) -> int:
@@ -213,7 +229,7 @@ def _open_job(connection: PlatformConnection, kind: str) -> ActionJob | None:
 def _within_change_limits(actions: list[Action], now) -> list[Action]:
     """Meta lets an ad set's budget change 4 times an hour, then blocks it for an hour:
     a change that would be the fifth waits (visibly) until it is allowed instead."""
-    budget_changes = [a for a in actions if a.platform == "meta" and a.entity.entity_type == "ad_set"]
+    budget_changes = [a for a in actions if a.platform in ENTITY_RULE_PLATFORMS and a.entity.entity_type == "ad_set"]
     if not budget_changes:
         return actions
     allowance = budget_change_allowance(
