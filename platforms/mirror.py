@@ -82,6 +82,6 @@ def mirror_update(states: Sequence[tuple[int, EntityState]]) -> int:
     latest = dict(states)
     if not latest:
         return 0
-    pks = list(latest)
-    values = [[_values_of(latest[pk])[name] for name in VALUE_FIELDS] for pk in pks]
+    pks = list(latest)  # dict order: values follow the keys
+    values = [[read[name] for name in VALUE_FIELDS] for read in map(_values_of, latest.values())]
     return bulk_set_values(PlatformEntity, pks, VALUE_FIELDS, values, same={"synced_at": timezone.now()})

@@ -229,7 +229,7 @@ def _open_job(connection: PlatformConnection, kind: str) -> ActionJob | None:
 def _within_change_limits(actions: list[Action], now) -> list[Action]:
     """Meta lets an ad set's budget change 4 times an hour, then blocks it for an hour:
     a change that would be the fifth waits (visibly) until it is allowed instead."""
-    budget_changes = [a for a in actions if a.platform in ENTITY_RULE_PLATFORMS and a.entity.entity_type == "ad_set"]
+    budget_changes = [a for a in actions if a.platform == "meta" and a.entity.entity_type == "ad_set"]
     if not budget_changes:
         return actions
     allowance = budget_change_allowance(
