@@ -75,6 +75,21 @@ class Recommendation(models.Model):
         return f"{self.get_action_type_display()} on {self.entity.name}"
 
 
+# The foreign keys of an action that its history rows are never looked up by (simple-history
+# indexes every key by default; its keys have no constraints, so nothing cascades through them).
+HISTORY_UNREAD_KEYS = [
+    "tenant",
+    "recommendation",
+    "connection",
+    "entity",
+    "proposed_by",
+    "approved_by",
+    "job",
+    "deployment",
+    "rollback_requested_by",
+]
+
+
 class Action(ConcurrentTransitionMixin, models.Model):
     """One change to one entity, from proposal to verified execution and rollback.
 
@@ -159,8 +174,13 @@ class Action(ConcurrentTransitionMixin, models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
 
-    # Lease renewals are bookkeeping, not changes a person reviews.
-    history = HistoricalRecords(excluded_fields=["lease_expires_at", "updated_at"])
+    # Lease renewals are bookkeeping, not changes a person reviews. History rows are read
+    # per action (its history page) and by date, never by these keys: indexing them would
+    # cost each of the three history rows an execution writes an entry per key, for nothing.
+    history = HistoricalRecords(
+        excluded_fields=["lease_expires_at", "updated_at"],
+        no_db_index=HISTORY_UNREAD_KEYS,
+    )
 
     @property
     def state_fields(self) -> tuple[FSMFieldMixin, ...]:
@@ -456,8 +476,11 @@ class ActionExecutionLog(models.Model):
     Secrets never enter ``request``/``response`` (executors return sanitised payloads).
     """
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
-    action = models.ForeignKey(Action, null=True, blank=True, on_delete=models.PROTECT, related_name="logs")
+    # tenant, action and created_at lead the list indexes below, which serve their lookups.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
+    action = models.ForeignKey(
+        Action, null=True, blank=True, on_delete=models.PROTECT, related_name="logs", db_index=False
+    )
     job = models.ForeignKey(ActionJob, null=True, blank=True, on_delete=models.PROTECT, related_name="logs")
     event = models.CharField(max_length=30, choices=LogEvent.choices)
     message = models.TextField(blank=True)
@@ -470,7 +493,7 @@ class ActionExecutionLog(models.Model):
     attempt = models.PositiveIntegerField(
         null=True, blank=True, help_text="The action's attempt this event belongs to (Action.attempts then)."
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     objects = AppendOnlyQuerySet.as_manager()
 

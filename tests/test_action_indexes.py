@@ -1,10 +1,12 @@
-"""Every index on the actions table earns its keep.
+"""Every index on the tables an execution writes earns its keep.
 
 The engine writes each action's row four times (queued, executing, the fence before its
-request, settled), and each write that changes an indexed column adds an entry to every
-index of the table. An index whose key columns lead another index (``(tenant)`` beside
-``(tenant, created_at, id)``) serves no lookup the longer one cannot, so it only costs
-writes. These tests pin that none is left, in the models and in the migrated database.
+request, settled) and appends three history rows and four log rows per action; each such
+write adds an entry to every index of its table (an UPDATE that changes an indexed
+column, as each of the engine's does). An index whose key columns lead another index
+(``(tenant)`` beside ``(tenant, created_at, id)``) serves no lookup the longer one cannot,
+so it only costs writes; the history's rows are read per action and by date alone. These
+tests pin that, in the models and in the migrated database.
 """
 
 from __future__ import annotations
@@ -13,21 +15,26 @@ import pytest
 from django.db import connection, models
 from django.utils import timezone
 
-from actions.models import Action
+from actions.models import Action, ActionExecutionLog
+
+History = Action.history.model
 
 pytestmark = pytest.mark.django_db
 
 
-def model_indexes() -> dict[str, tuple[str, ...]]:
+def model_indexes(model) -> dict[str, tuple[str, ...]]:
     """Name -> key columns of every plain (non-unique, unconditional) index the model asks for."""
     indexes: dict[str, tuple[str, ...]] = {}
-    for index in Action._meta.indexes:
+    for index in model._meta.indexes:
         if index.condition is None and not index.expressions:
-            indexes[index.name] = tuple(Action._meta.get_field(f.lstrip("-")).column for f in index.fields)
-    for field in Action._meta.concrete_fields:
-        if field.db_index and not field.primary_key and not field.unique:
-            indexes[f"{field.name} (foreign key index)"] = (field.column,)
+            indexes[index.name] = tuple(model._meta.get_field(f.lstrip("-")).column for f in index.fields)
+    for field in single_column_indexed(model):
+        indexes[f"{field.name} (field index)"] = (field.column,)
     return indexes
+
+
+def single_column_indexed(model) -> list:
+    return [f for f in model._meta.concrete_fields if f.db_index and not f.primary_key and not f.unique]
 
 
 def redundant(indexes: dict[str, tuple[str, ...]]) -> list[str]:
@@ -40,8 +47,16 @@ def redundant(indexes: dict[str, tuple[str, ...]]) -> list[str]:
     ]
 
 
-def test_no_action_index_is_the_leading_part_of_another():
-    assert redundant(model_indexes()) == []
+@pytest.mark.parametrize("model", [Action, ActionExecutionLog], ids=["actions", "execution log"])
+def test_no_index_is_the_leading_part_of_another(model):
+    assert redundant(model_indexes(model)) == []
+
+
+def test_history_rows_are_indexed_only_by_what_reads_them():
+    """An action's history page (its id), by date, and who made the change (deleting a
+    user empties that key on every row it wrote)."""
+    assert {f.name for f in single_column_indexed(History)} == {"id", "history_date", "history_user"}
+    assert History._meta.indexes == []
 
 
 def test_mostly_empty_foreign_keys_are_indexed_only_where_set():
@@ -56,9 +71,11 @@ def test_mostly_empty_foreign_keys_are_indexed_only_where_set():
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's catalogue of the migrated table")
-def test_the_migrated_table_has_no_leftover_index():
-    """The migration drops the foreign keys' old indexes by name: a wrong name would
+@pytest.mark.parametrize("model", [Action, ActionExecutionLog, History], ids=["actions", "execution log", "history"])
+def test_the_migrated_tables_have_no_leftover_index(model):
+    """The migrations drop the foreign keys' old indexes by name: a wrong name would
     leave one behind silently (``DROP INDEX IF EXISTS``)."""
+    table = model._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -70,34 +87,37 @@ def test_the_migrated_table_has_no_leftover_index():
             WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND x.indpred IS NULL
             GROUP BY i.relname
             """,
-            [Action._meta.db_table],
+            [table],
         )
         plain = {name: tuple(columns) for name, columns in cursor.fetchall()}
     assert redundant(plain) == []
-    assert set(plain) == {name for name in model_indexes() if "foreign key index" not in name} | {
-        connection.schema_editor()._create_index_name(Action._meta.db_table, [field.column])
-        for field in Action._meta.concrete_fields
-        if field.db_index and not field.primary_key and not field.unique
-    }
+    with connection.schema_editor() as editor:
+        field_indexes = {editor._create_index_name(table, [f.column]) for f in single_column_indexed(model)}
+    assert set(plain) == {name for name in model_indexes(model) if "(field index)" not in name} | field_indexes
 
 
 @pytest.mark.postgres(reason="EXPLAIN plans are PostgreSQL's; SQLite's planner says nothing about this deployment")
 @pytest.mark.django_db(transaction=True)
 def test_the_lookups_the_dropped_indexes_served_still_use_an_index_at_20000_rows(campaign, other_tenant, approver):
     """Dispatch's and the monitors' lookups by connection and status, a small tenant's or
-    connection's rows (deleting them checks these), and the rows a deleted user or
-    recommendation leaves (set to empty) each read an index, not the whole table."""
+    connection's rows (deleting them checks these), the rows a deleted user or
+    recommendation leaves (set to empty), and an action's or a tenant's log rows each
+    read an index, not the whole table."""
     from actions.models import ActionStatus
     from tests.factories import ActionFactory, ConnectionFactory, EntityFactory, RecommendationFactory
-    from tests.test_list_scale import bulk_actions
+    from tests.test_list_scale import bulk_actions, bulk_logs
 
     bulk_actions(campaign.tenant, campaign, 20_000)
     small = EntityFactory(connection=ConnectionFactory(tenant=other_tenant))
     bulk_actions(other_tenant, small, 10)
+    bulk_logs(campaign.tenant, 20_000)
+    bulk_logs(other_tenant, 10)
+    one_action = Action.objects.filter(tenant=campaign.tenant).values_list("id", flat=True).first()
     recommendation = RecommendationFactory(tenant=campaign.tenant, entity=campaign)
     ActionFactory(entity=campaign, status=ActionStatus.QUEUED, recommendation=recommendation)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE actions_action")
+        cursor.execute("ANALYZE actions_actionexecutionlog")
     in_flight = [ActionStatus.QUEUED, ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK]
     lookups = {
         "in flight on a connection": Action.objects.filter(connection=campaign.connection, status__in=in_flight),
@@ -110,10 +130,13 @@ def test_the_lookups_the_dropped_indexes_served_still_use_an_index_at_20000_rows
         "a tenant's recent approvals": Action.objects.filter(tenant=campaign.tenant, approved_at__gte=timezone.now()),
         "a user's rollback requests": Action.objects.filter(rollback_requested_by_id__in=[approver.pk]),
         "a recommendation's actions": Action.objects.filter(recommendation_id__in=[recommendation.pk]),
+        "an action's log rows": ActionExecutionLog.objects.filter(action_id__in=[one_action]),
+        "a small tenant's log rows": ActionExecutionLog.objects.filter(tenant_id__in=[other_tenant.pk]),
+        "the log since a moment": ActionExecutionLog.objects.filter(created_at__gte=timezone.now()),
     }
     with connection.cursor() as cursor:
         for name, queryset in lookups.items():
             sql, params = queryset.values("id").query.sql_with_params()
             cursor.execute(f"EXPLAIN {sql}", params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
-            assert "Seq Scan on actions_action" not in plan, f"{name}: {sql}\n{plan}"
+            assert "Seq Scan" not in plan, f"{name}: {sql}\n{plan}"
