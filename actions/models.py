@@ -229,10 +229,13 @@ class Action(ConcurrentTransitionMixin, models.Model):
                 name="action_rollback_requester_idx",
                 condition=Q(rollback_requested_by__isnull=False),
             ),
+            # The unsettled rows (the reconciler's and the monitors' lookups, a bounded set:
+            # the work in flight), keyed on what a lease renewal leaves alone, so that
+            # renewing and fencing (lease_expires_at, before_state) change no indexed column
+            # and PostgreSQL can write them as heap-only updates (no index entries; the
+            # table's fill factor, migration 0011, leaves room on each page).
             models.Index(
-                fields=["lease_expires_at"],
-                name="action_unsettled_lease_idx",
-                condition=Q(status__in=["executing", "rolling_back"]),
+                fields=["id"], name="action_unsettled_idx", condition=Q(status__in=["executing", "rolling_back"])
             ),
             models.Index(fields=["next_attempt_at"], name="action_approved_due_idx", condition=Q(status="approved")),
             models.Index(fields=["lease_owner"], name="action_lease_owner_idx", condition=~Q(lease_owner="")),

@@ -101,9 +101,10 @@ def test_the_migrated_tables_have_no_leftover_index(model):
 def test_the_lookups_the_dropped_indexes_served_still_use_an_index_at_20000_rows(campaign, other_tenant, approver):
     """Dispatch's and the monitors' lookups by connection and status, a small tenant's or
     connection's rows (deleting them checks these), the rows a deleted user or
-    recommendation leaves (set to empty), and an action's or a tenant's log rows each
-    read an index, not the whole table."""
+    recommendation leaves (set to empty), the reconciler's expired leases, and an action's
+    or a tenant's log rows each read an index, not the whole table."""
     from actions.models import ActionStatus
+    from actions.services.reconcile import unsettled
     from tests.factories import ActionFactory, ConnectionFactory, EntityFactory, RecommendationFactory
     from tests.test_list_scale import bulk_actions, bulk_logs
 
@@ -130,6 +131,10 @@ def test_the_lookups_the_dropped_indexes_served_still_use_an_index_at_20000_rows
         "a tenant's recent approvals": Action.objects.filter(tenant=campaign.tenant, approved_at__gte=timezone.now()),
         "a user's rollback requests": Action.objects.filter(rollback_requested_by_id__in=[approver.pk]),
         "a recommendation's actions": Action.objects.filter(recommendation_id__in=[recommendation.pk]),
+        "the reconciler's expired leases": unsettled().order_by("lease_expires_at", "id")[:500],
+        "the reconciler's lag": Action.objects.filter(
+            status__in=[ActionStatus.EXECUTING, ActionStatus.ROLLING_BACK], lease_expires_at__lt=timezone.now()
+        ),
         "an action's log rows": ActionExecutionLog.objects.filter(action_id__in=[one_action]),
         "a small tenant's log rows": ActionExecutionLog.objects.filter(tenant_id__in=[other_tenant.pk]),
         "the log since a moment": ActionExecutionLog.objects.filter(created_at__gte=timezone.now()),
@@ -140,3 +145,61 @@ def test_the_lookups_the_dropped_indexes_served_still_use_an_index_at_20000_rows
             cursor.execute(f"EXPLAIN {sql}", params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert "Seq Scan" not in plan, f"{name}: {sql}\n{plan}"
+
+
+def heap_only_updates() -> tuple[int, int]:
+    """(heap-only, all) row updates of the actions table in the current transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
+            [Action._meta.db_table],
+        )
+        return cursor.fetchone()
+
+
+@pytest.mark.postgres(reason="heap-only updates and fill factors are PostgreSQL's")
+def test_lease_renewals_and_fences_add_no_index_entries(campaign):
+    """A worker's keeper renews every action it holds each third of the lease's life, and
+    each fence renews and stores before-states: none of those columns is indexed, so
+    PostgreSQL writes them as heap-only updates (no entry in any of the table's indexes)
+    where the page has room, and the table keeps room on its pages for them. (A few rows:
+    on a page of its own, each update here finds room; in one transaction nothing is pruned.)"""
+    from datetime import timedelta
+
+    from django.db import transaction
+
+    from actions.models import ActionStatus
+    from actions.services.leases import Lease, fence_request, lease_renew, lease_ttl, new_token
+    from tests.factories import ActionFactory, EntityFactory
+
+    lease = Lease(token=new_token("worker"), ttl=lease_ttl(), expires_at=timezone.now() + lease_ttl())
+    held = [
+        ActionFactory(
+            entity=EntityFactory(connection=campaign.connection),
+            status=ActionStatus.EXECUTING,
+            lease_owner=lease.token,
+            lease_expires_at=lease.expires_at,
+        )
+        for _ in range(3)
+    ]
+    ids = [a.pk for a in held]
+    with transaction.atomic():
+        hot, updates = heap_only_updates()
+        assert lease_renew(lease) is True
+        fence_request(lease, ids, before_states={pk: {"daily_budget": "100.00"} for pk in ids})
+        assert heap_only_updates() == (hot + 2 * len(ids), updates + 2 * len(ids))
+    renewed = Action.objects.filter(pk__in=ids, lease_expires_at__gt=timezone.now() + timedelta(seconds=5))
+    assert renewed.count() == len(ids)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [Action._meta.db_table])
+        assert "fillfactor=80" in cursor.fetchone()[0]
+
+
+def test_no_index_is_keyed_on_what_a_renewal_or_fence_writes():
+    written = {"lease_expires_at", "before_state", "updated_at"}
+    keyed = {Action._meta.get_field(f.lstrip("-")).attname for index in Action._meta.indexes for f in index.fields} | {
+        f.attname for f in single_column_indexed(Action)
+    }
+    conditioned = {"status", "lease_owner", "recommendation_id", "rollback_requested_by_id", "idempotency_key"}
+    assert keyed & written == set()
+    assert written & conditioned == set()
