@@ -210,8 +210,9 @@ class Action(ConcurrentTransitionMixin, models.Model):
         # Every index costs each non-HOT row write an entry (the engine writes each action's
         # row four times), so none is kept that another one's leading columns already serve:
         # the tenant and (tenant, status) lookups use the list indexes' prefixes, the
-        # connection lookups (connection, status), and the foreign keys that are mostly
-        # empty (recommendation, rollback requester) are indexed only where set.
+        # connection lookups (connection, status), the status lookups across tenants
+        # (status, connection), and the foreign keys that are mostly empty (recommendation,
+        # rollback requester) are indexed only where set.
         indexes = [
             # The default list ordering, per tenant, and the status filter with it (lists
             # read one page from these indexes instead of sorting every row; see
@@ -220,6 +221,7 @@ class Action(ConcurrentTransitionMixin, models.Model):
             models.Index(fields=["-created_at", "-id"], name="action_list_idx"),  # platform staff: every tenant
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="action_tenant_status_list_idx"),
             models.Index(fields=["connection", "status"], name="action_connection_status_idx"),
+            models.Index(fields=["status", "connection"]),  # every tenant's by status (platform staff)
             models.Index(fields=["tenant", "approved_at"]),
             models.Index(
                 fields=["recommendation"], name="action_recommendation_idx", condition=Q(recommendation__isnull=False)
@@ -229,11 +231,12 @@ class Action(ConcurrentTransitionMixin, models.Model):
                 name="action_rollback_requester_idx",
                 condition=Q(rollback_requested_by__isnull=False),
             ),
-            # The unsettled rows (the reconciler's and the monitors' lookups, a bounded set:
-            # the work in flight), keyed on what a lease renewal leaves alone, so that
-            # renewing and fencing (lease_expires_at, before_state) change no indexed column
-            # and PostgreSQL can write them as heap-only updates (no index entries; the
-            # table's fill factor, migration 0011, leaves room on each page).
+            # The unsettled rows, keyed on what a lease renewal leaves alone, so that renewing
+            # and fencing (lease_expires_at, before_state) change no indexed column and
+            # PostgreSQL can write them as heap-only updates (no index entries; the table's
+            # fill factor, migration 0011, leaves room on each page). The price: the
+            # reconciler and the reconciler-lag monitor read every unsettled row (all the
+            # work in flight: up to a unit per running worker) and sort them by expiry.
             models.Index(
                 fields=["id"], name="action_unsettled_idx", condition=Q(status__in=["executing", "rolling_back"])
             ),

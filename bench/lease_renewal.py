@@ -9,11 +9,12 @@ unit runs: minutes for a large Meta unit paced by its rate limit. This script ma
 approved budget actions on the Google Ads fake's entities, dispatches them, starts them
 under one lease and fences them with their before-states (the engine's own functions, as
 a unit does before its write request), then times ``--ticks`` renewals back to back, each
-in its own transaction. Per tick: wall time, the write-ahead log it wrote
-(``pg_current_wal_insert_lsn()`` before and after), and the share of its row updates that
-PostgreSQL wrote as heap-only tuples (no index entries; ``pg_stat_xact_user_tables``).
-PostgreSQL only; it creates and drops its own database. Not a test: figures vary with the
-machine; the WAL and the heap-only share do not depend on its load.
+in its own transaction. Per tick: wall time (the renewal and its commit), the write-ahead
+log written meanwhile (``pg_current_wal_insert_lsn()`` before and after: the whole server's,
+so run it while nothing else writes to that server; a checkpoint meanwhile adds full-page
+images), and the share of its row updates of ``actions_action`` that PostgreSQL wrote as
+heap-only tuples (no index entries; ``pg_stat_xact_user_tables``). PostgreSQL only; it
+creates and drops its own database. Not a test: times vary with the machine's load.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def held_actions(n: int):
 
 
 def tick(lease) -> tuple[float, int, int, int]:
-    """One renewal in its own transaction: (seconds, WAL bytes, heap-only updates, updates)."""
+    """One renewal in its own transaction: (seconds with the commit, WAL bytes, heap-only
+    updates of actions, updates of actions)."""
     from django.db import connection, transaction
 
     from actions.services.leases import lease_renew
@@ -96,15 +98,15 @@ def tick(lease) -> tuple[float, int, int, int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_current_wal_insert_lsn()")
         (lsn,) = cursor.fetchone()
+        started = time.perf_counter()
         with transaction.atomic():
-            started = time.perf_counter()
             if not lease_renew(lease):
                 raise SystemExit("the lease was lost")
-            elapsed = time.perf_counter() - started
             cursor.execute(
                 "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'actions_action'"
             )
             hot, updates = cursor.fetchone()
+        elapsed = time.perf_counter() - started
         cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", [lsn])
         (wal,) = cursor.fetchone()
     return elapsed, int(wal), hot, updates

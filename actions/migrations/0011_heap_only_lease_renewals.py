@@ -7,10 +7,12 @@ unsettled-lease index was keyed on ``lease_expires_at``, so every renewal gave e
 new version with an entry in each of the table's indexes. Now the index is keyed on ``id``
 (same rows: the unsettled ones), and a fill factor of 80 leaves a fifth of each new page
 free, where PostgreSQL writes such an update as a heap-only tuple: no index entries, and
-the write-ahead log carries only the changed bytes.
+(on the same page) a write-ahead log record without the row's unchanged head and tail.
 
 The fill factor applies to pages written from now on; existing pages are not rewritten
 (that would lock the table), they get room as rows move on. SQLite has no such setting.
+The new index is built with a plain ``CREATE INDEX``, which blocks writes to the table while
+it runs: apply it when no worker is executing.
 """
 
 from django.db import migrations, models
