@@ -2,11 +2,12 @@
 
 The engine writes each action's row four times (queued, executing, the fence before its
 request, settled) and appends three history rows and four log rows per action; each such
-write adds an entry to every index of its table (an UPDATE that changes an indexed
-column, as each of the engine's does). An index whose key columns lead another index
+write adds an entry to every index of its table (an UPDATE does when it changes an indexed
+column, as the engine's status changes do). An index whose key columns lead another index
 (``(tenant)`` beside ``(tenant, created_at, id)``) serves no lookup the longer one cannot,
-so it only costs writes; the history's rows are read per action and by date alone. These
-tests pin that, in the models and in the migrated database.
+so it only costs writes; the history's rows are read per action, by date and by user.
+These tests pin that, in the models and in the migrated database, and that lease renewals
+and fences change no indexed column at all.
 """
 
 from __future__ import annotations
