@@ -49,8 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from chaos import create_database, drop_database  # noqa: E402
-from execute_actions import LIFTED, approve_all, counting_queries, google_fake, mirror, setup_django  # noqa: E402
+from execute_actions import (  # noqa: E402
+    LIFTED,
+    approve_all,
+    counting_queries,
+    django_on_fresh_database,
+    google_fake,
+    mirror,
+)
 
 GOAL = 2.0
 
@@ -209,15 +215,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
         raise SystemExit("audit_floor.py needs PostgreSQL (the floor is COPY)")
-    database_url = create_database(args.database_url)
-    try:
-        setup_django(database_url)
+    with django_on_fresh_database(args.database_url):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(database_url)
 
 
 def run(args) -> None:

@@ -61,6 +61,23 @@ def setup_django(database_url: str | None) -> None:
     call_command("migrate", verbosity=0)
 
 
+@contextmanager
+def django_on_fresh_database(server_url: str):
+    """Django set up on a new, migrated PostgreSQL database made on ``server_url``, dropped
+    afterwards (whatever happens meanwhile)."""
+    from chaos import create_database, drop_database
+
+    database_url = create_database(server_url)
+    try:
+        setup_django(database_url)
+        yield
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database_url)
+
+
 class QueryCounter:
     """Statements run on the connection, and the wall time spent in them (the driver's
     preparation of the parameters included)."""

@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from chaos import create_database, drop_database  # noqa: E402
-from execute_actions import approve_all, google_fake, mirror, setup_django  # noqa: E402
+from execute_actions import approve_all, django_on_fresh_database, google_fake, mirror  # noqa: E402
 
 
 def main() -> None:
@@ -40,15 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
         raise SystemExit("lease_renewal.py needs PostgreSQL (heap-only updates and WAL are its own)")
-    database_url = create_database(args.database_url)
-    try:
-        setup_django(database_url)
+    with django_on_fresh_database(args.database_url):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(database_url)
 
 
 def held_actions(n: int):
